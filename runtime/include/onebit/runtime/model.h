@@ -1,0 +1,123 @@
+#pragma once
+/// \file
+/// The runtime's model: a graph of ops over named tensors, and the `.obnn` file that stores it
+/// (layout in docs/model-format.md). Build one with `ModelBuilder` (builder.h), run it with
+/// `Interpreter` (interpreter.h).
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "onebit/runtime/bitpack.h"
+
+namespace onebit::runtime {
+
+/// Error raised for a malformed or unsupported model (file or in-memory graph). The message
+/// names the file (or "<memory>"), the field, the value found and what was expected.
+class ModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Element type of a tensor. `kBits` holds +-1 values, one bit each (see bitpack.h).
+enum class DType : std::uint8_t { kFloat32 = 0, kInt32 = 1, kBits = 2 };
+
+/// Lower-case name of a dtype: "float32", "int32", "bits".
+const char* dtype_name(DType dtype);
+
+/// A constant tensor of a model (weights, per-channel parameters).
+/// Storage: kFloat32/kInt32 as 4-byte little-endian values; kBits as a dense bit stream over all
+/// elements in row-major order (element i in bit i % 64 of word i / 64, no per-row padding).
+struct Tensor {
+  std::string name;                 ///< Unique within the model, e.g. "conv1.weight".
+  DType dtype = DType::kFloat32;    ///< Element type.
+  std::vector<std::int64_t> shape;  ///< Logical shape, e.g. {out, kh, kw, in} for conv weights.
+  std::vector<std::uint64_t> data;  ///< Raw storage, `storage_bytes()` rounded up to 8 bytes.
+
+  /// Number of elements (product of the shape; 1 for a scalar).
+  std::int64_t numel() const;
+  /// Bytes of payload: 4 * numel for float32/int32, ceil(numel / 64) * 8 for bits.
+  std::size_t storage_bytes() const;
+  /// Float view (kFloat32 only).
+  const float* floats() const { return reinterpret_cast<const float*>(data.data()); }
+  /// Int view (kInt32 only).
+  const std::int32_t* ints() const { return reinterpret_cast<const std::int32_t*>(data.data()); }
+  /// Packed view (kBits only).
+  const BitWord* bits() const { return data.data(); }
+
+  /// A float32 tensor holding `values`.
+  static Tensor from_floats(std::string name, std::vector<std::int64_t> shape,
+                            const std::vector<float>& values);
+  /// An int32 tensor holding `values`.
+  static Tensor from_ints(std::string name, std::vector<std::int64_t> shape,
+                          const std::vector<std::int32_t>& values);
+  /// A bits tensor holding the signs of `values` (x < 0 -> bit 1 = -1).
+  static Tensor from_signs(std::string name, std::vector<std::int64_t> shape,
+                           const std::vector<float>& values);
+};
+
+/// Operations of the runtime graph. Attributes and tensor roles per op are listed in
+/// docs/runtime.md; `Interpreter` validates them when it prepares a model.
+enum class OpType : std::uint16_t {
+  kQuantize = 1,         ///< float -> bits: sign per element.
+  kBinaryConv2d = 2,     ///< bits -> float or bits: XOR/popcount conv, fused output transform.
+  kBinaryDense = 3,      ///< bits -> float or bits.
+  kBinaryMaxPool2d = 4,  ///< bits -> bits: AND (or OR for channels in "min_channels").
+  kConv2d = 5,           ///< float conv; weights float32 or bits (+-1 expanded at load).
+  kDense = 6,            ///< float dense; weights float32 or bits.
+  kBatchNorm = 7,        ///< y = x * multiplier[c] + bias[c].
+  kMaxPool2d = 8,        ///< float max pooling, padding ignored.
+  kAvgPool2d = 9,        ///< float average pooling.
+  kAdd = 10,             ///< elementwise sum of two values of the same shape and dtype float.
+  kRelu = 11,            ///< max(x, 0).
+  kPrelu = 12,           ///< x >= 0 ? x : alpha[c] * x.
+  kFlatten = 13,         ///< (C,H,W) -> (C*H*W,1,1) in PyTorch's C,H,W order; float or bits.
+  kSoftmax = 14,         ///< softmax over channels of a (C,1,1) float value.
+};
+
+/// Name of an op type as used in files and messages, e.g. "binary_conv2d".
+const char* op_name(OpType type);
+
+/// One op of the graph. Value ids: 0 is the model input, op i produces value i + 1.
+struct Op {
+  OpType type = OpType::kRelu;
+  std::vector<std::int32_t> inputs;                       ///< Value ids, all < own id.
+  std::map<std::string, std::vector<std::int64_t>> ints;  ///< Integer attributes.
+  std::map<std::string, std::int32_t> tensors;            ///< Role -> tensor index.
+
+  /// Integer attribute `key` (or `fallback` when absent).
+  std::vector<std::int64_t> attr(const std::string& key,
+                                 std::vector<std::int64_t> fallback = {}) const;
+};
+
+/// A complete model: input shape, tensors, ops and the output value.
+struct Model {
+  std::vector<std::int64_t> input_shape;        ///< One image, C,H,W (as in training, without N).
+  std::vector<Tensor> tensors;                  ///< Constants referenced by ops.
+  std::vector<Op> ops;                          ///< In execution order.
+  std::int32_t output = 0;                      ///< Value id of the model output.
+  std::map<std::string, std::string> metadata;  ///< Free-form key/value strings.
+};
+
+/// Current `.obnn` format version written by `save_model`; loading rejects newer files.
+inline constexpr std::uint32_t kModelFormatVersion = 1;
+
+/// Serializes a model into `.obnn` bytes.
+std::vector<std::uint8_t> serialize_model(const Model& model);
+
+/// Parses `.obnn` bytes; every size, offset, count, shape and checksum is checked first.
+/// Throws `ModelError` naming `source` (a file name or "<memory>").
+Model parse_model(const std::uint8_t* bytes, std::size_t size,
+                  const std::string& source = "<memory>");
+
+/// Reads and parses a `.obnn` file; throws `ModelError` on any problem.
+Model load_model(const std::string& path);
+
+/// Writes a `.obnn` file atomically (a temporary file in the same directory, then rename).
+/// Throws `ModelError` on I/O errors. Returns the number of bytes written.
+std::size_t save_model(const Model& model, const std::string& path);
+
+}  // namespace onebit::runtime

@@ -1,0 +1,123 @@
+// AVX-512 kernels (F, BW, VL, DQ, VPOPCNTDQ). Register tile: 4 panels of 8 output channels x 4
+// activation rows = 16 accumulators of 8 x 64-bit counts; K is streamed one word at a time, the
+// activation word is broadcast and XORed with one 512-bit weight vector per panel.
+
+#include <immintrin.h>
+
+#include <utility>
+
+#include "../kernel_decls.h"
+
+namespace onebit::runtime::kernels {
+
+namespace {
+
+constexpr int kTilePanels = 4;
+constexpr int kTileRows = 4;
+
+inline void store_panel(const BgemmArgs& g, std::size_t r, std::size_t o, __m512i popcount) {
+  __m512i dot = _mm512_sub_epi64(_mm512_set1_epi64(g.k_bits), _mm512_slli_epi64(popcount, 1));
+  const BgemmEpilogue& e = g.epilogue;
+  if (e.correction_table != nullptr) {
+    const std::int32_t* corr = e.correction_table + e.correction_row[r] * bgemm_padded_n(g.n) + o;
+    dot = _mm512_sub_epi64(
+        dot, _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr))));
+  }
+  if (e.kind == BgemmEpilogue::Kind::kBits) {
+    const __m512i threshold = _mm512_cvtepi32_epi64(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.threshold + o)));
+    g.out_bits[r * g.ldo + o / 8] =
+        static_cast<std::uint8_t>(_mm512_cmplt_epi64_mask(dot, threshold));
+    return;
+  }
+  __m256 y = _mm256_mul_ps(_mm512_cvtepi64_ps(dot), _mm256_loadu_ps(e.multiplier + o));
+  y = _mm256_add_ps(y, _mm256_loadu_ps(e.bias + o));
+  const std::size_t valid = g.n - o < 8 ? g.n - o : 8;
+  _mm256_mask_storeu_ps(g.out_float + r * g.ldo + o, static_cast<__mmask8>((1u << valid) - 1), y);
+}
+
+template <int Panels, int Rows>
+void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
+  __m512i acc[Panels][Rows];
+  for (int p = 0; p < Panels; ++p) {
+    for (int r = 0; r < Rows; ++r) acc[p][r] = _mm512_setzero_si512();
+  }
+  const BitWord* a[Rows];
+  for (int r = 0; r < Rows; ++r) a[r] = g.a + (row + r) * g.lda;
+  const std::size_t panel_words = g.k_words * kBgemmPanel;
+  const BitWord* b = g.b + panel * panel_words;
+  for (std::size_t k = 0; k < g.k_words; ++k) {
+    __m512i w[Panels];
+    for (int p = 0; p < Panels; ++p) w[p] = _mm512_loadu_si512(b + p * panel_words + k * 8);
+    for (int r = 0; r < Rows; ++r) {
+      const __m512i x = _mm512_set1_epi64(static_cast<long long>(a[r][k]));
+      for (int p = 0; p < Panels; ++p) {
+        acc[p][r] = _mm512_add_epi64(acc[p][r], _mm512_popcnt_epi64(_mm512_xor_si512(w[p], x)));
+      }
+    }
+  }
+  for (int p = 0; p < Panels; ++p) {
+    for (int r = 0; r < Rows; ++r) store_panel(g, row + r, (panel + p) * kBgemmPanel, acc[p][r]);
+  }
+}
+
+using TileFn = void (*)(const BgemmArgs&, std::size_t, std::size_t);
+
+template <int Panels, int... Rows>
+constexpr void fill_row(TileFn* out, std::integer_sequence<int, Rows...>) {
+  ((out[Rows] = &bgemm_tile<Panels, Rows + 1>), ...);
+}
+
+struct TileTable {
+  TileFn fn[kTilePanels][kTileRows];
+  constexpr TileFn at(std::size_t panels, std::size_t rows) const {
+    return fn[panels - 1][rows - 1];
+  }
+};
+
+template <int... Panels>
+constexpr TileTable make_tiles(std::integer_sequence<int, Panels...>) {
+  TileTable t{};
+  (fill_row<Panels + 1>(t.fn[Panels], std::make_integer_sequence<int, kTileRows>{}), ...);
+  return t;
+}
+
+constexpr TileTable kTiles = make_tiles(std::make_integer_sequence<int, kTilePanels>{});
+
+BitWord pack_word(const float* x, std::size_t count) {
+  BitWord word = 0;
+  const __m512 zero = _mm512_setzero_ps();
+  for (std::size_t base = 0; base < count; base += 16) {
+    const std::size_t left = count - base;
+    const __mmask16 load = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(load, x + base);
+    const __mmask16 negative = _mm512_mask_cmp_ps_mask(load, v, zero, _CMP_LT_OQ);
+    word |= static_cast<BitWord>(negative) << base;
+  }
+  return word;
+}
+
+}  // namespace
+
+void bgemm_b1_32x4_avx512(const BgemmArgs& g) {
+  const std::size_t panels = bgemm_padded_n(g.n) / kBgemmPanel;
+  for (std::size_t p = 0; p < panels; p += kTilePanels) {
+    const std::size_t tile_panels = panels - p < kTilePanels ? panels - p : kTilePanels;
+    for (std::size_t r = 0; r < g.m; r += kTileRows) {
+      const std::size_t tile_rows = g.m - r < kTileRows ? g.m - r : kTileRows;
+      kTiles.at(tile_panels, tile_rows)(g, r, p);
+    }
+  }
+}
+
+void pack_sign_rows_avx512(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,
+                           BitWord* out, std::size_t ld_out) {
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t i = 0; i < n; i += kBitsPerWord) {
+      const std::size_t count = n - i < kBitsPerWord ? n - i : kBitsPerWord;
+      out[r * ld_out + i / kBitsPerWord] = pack_word(x + r * ld_in + i, count);
+    }
+  }
+}
+
+}  // namespace onebit::runtime::kernels

@@ -1,0 +1,543 @@
+#include "onebit/runtime/builder.h"
+
+#include <climits>
+#include <cmath>
+#include <stdexcept>
+
+#include "ops.h"
+
+namespace onebit::runtime {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what, const std::string& message) {
+  throw std::invalid_argument("ModelBuilder::" + what + ": " + message);
+}
+
+void check_size(const std::string& what, const std::string& arg, std::size_t found,
+                std::size_t expected) {
+  if (found != expected) {
+    fail(what, "'" + arg + "' has " + std::to_string(found) + " values, expected " +
+                   std::to_string(expected));
+  }
+}
+
+void check_finite(const std::string& what, const std::string& arg, const std::vector<float>& v) {
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) {
+      fail(what, "'" + arg + "'[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
+                     ", expected a finite value");
+    }
+  }
+}
+
+void check_binary(const std::string& what, const std::vector<float>& w) {
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (w[i] != 1.0f && w[i] != -1.0f) {
+      fail(what, "binary kernel weight[" + std::to_string(i) + "] = " + std::to_string(w[i]) +
+                     ", expected exactly +1 or -1 (pass the quantized kernel)");
+    }
+  }
+}
+
+// Pads for one axis; "same" follows TensorFlow/Larq: output = ceil(in / stride).
+std::pair<std::int64_t, std::int64_t> same_pads(std::int64_t in, std::int64_t k, std::int64_t s,
+                                                std::int64_t d) {
+  const std::int64_t out = (in + s - 1) / s;
+  const std::int64_t total = std::max<std::int64_t>((out - 1) * s + (k - 1) * d + 1 - in, 0);
+  return {total / 2, total - total / 2};
+}
+
+// Smallest integer dot d in [-k, k] with float(d) * m + b >= 0 (m >= 0), evaluated exactly as
+// the runtime's float output path does; k + 1 when there is none. The expression is
+// non-decreasing in d, so a binary search finds the boundary.
+std::int32_t threshold_for(float m, float b, std::int64_t k) {
+  const auto positive = [&](std::int64_t d) { return static_cast<float>(d) * m + b >= 0.0f; };
+  std::int64_t lo = -k, hi = k + 1;  // answer in [lo, hi]
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (positive(mid))
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return static_cast<std::int32_t>(lo);
+}
+
+/// Fusion passes over a model copy. Removing an op redirects its consumers to its input.
+class Fuser {
+ public:
+  explicit Fuser(Model& m) : m_(m), dead_(m.ops.size(), false) {}
+
+  void run() {
+    for (std::size_t i = 0; i < m_.ops.size(); ++i) swap_flatten_sign(i);
+    for (std::size_t i = 0; i < m_.ops.size(); ++i) fuse_pool_bn_sign(i);
+    for (std::size_t i = 0; i < m_.ops.size(); ++i) fold_batch_norm(i);
+    for (std::size_t i = 0; i < m_.ops.size(); ++i) fuse_sign(i);
+    compact();
+  }
+
+ private:
+  // Op producing value v if it is live and of `type`, else nullptr.
+  Op* producer(std::int32_t v, OpType type) {
+    if (v < 1 || dead_[v - 1] || m_.ops[v - 1].type != type) return nullptr;
+    return &m_.ops[v - 1];
+  }
+  bool sole_consumer(std::int32_t v, std::size_t op) const {
+    if (m_.output == v) return false;
+    for (std::size_t i = 0; i < m_.ops.size(); ++i) {
+      if (dead_[i]) continue;
+      for (std::int32_t in : m_.ops[i].inputs) {
+        if (in == v && i != op) return false;
+      }
+    }
+    return true;
+  }
+  static bool identity_transform(const Op& op) {
+    return op.attr("output_bits", {0})[0] == 0 && op.tensors.count("multiplier") == 0 &&
+           op.tensors.count("bias") == 0;
+  }
+  void remove(std::size_t i) {
+    dead_[i] = true;
+    const std::int32_t from = static_cast<std::int32_t>(i + 1), to = m_.ops[i].inputs[0];
+    for (Op& op : m_.ops) {
+      for (std::int32_t& in : op.inputs) in = in == from ? to : in;
+    }
+    if (m_.output == from) m_.output = to;
+  }
+
+  // flatten -> sign  ==>  sign -> flatten (so the sign can fuse into the layer before).
+  void swap_flatten_sign(std::size_t i) {
+    if (dead_[i] || m_.ops[i].type != OpType::kQuantize) return;
+    const std::int32_t v = m_.ops[i].inputs[0];
+    Op* flatten = producer(v, OpType::kFlatten);
+    if (flatten == nullptr || !sole_consumer(v, i)) return;
+    flatten->type = OpType::kQuantize;
+    m_.ops[i].type = OpType::kFlatten;
+  }
+
+  // Binary thresholds from (multiplier, bias); channels with a negative multiplier get their
+  // filter negated so that the comparison is always "dot < threshold".
+  std::vector<bool> set_thresholds(Op& op, const float* mult, const float* bias) {
+    Tensor& w = m_.tensors[op.tensors.at("weight")];
+    const std::int64_t out = w.shape[0], per = w.numel() / out;
+    std::vector<std::int32_t> threshold(static_cast<std::size_t>(out));
+    std::vector<bool> negative(static_cast<std::size_t>(out), false);
+    for (std::int64_t o = 0; o < out; ++o) {
+      float mo = mult != nullptr ? mult[o] : 1.0f;
+      const float bo = bias != nullptr ? bias[o] : 0.0f;
+      if (mo < 0.0f) {
+        negative[o] = true;
+        mo = -mo;
+        for (std::int64_t i = o * per; i < (o + 1) * per; ++i) {
+          set_bit(w.data.data(), static_cast<std::size_t>(i), !get_bit(w.data.data(), i));
+        }
+      }
+      threshold[o] = threshold_for(mo, bo, per);
+    }
+    op.tensors.erase("multiplier");
+    op.tensors.erase("bias");
+    op.ints["output_bits"] = {1};
+    m_.tensors.push_back(Tensor::from_ints(w.name + ".threshold", {out}, threshold));
+    op.tensors["threshold"] = static_cast<std::int32_t>(m_.tensors.size() - 1);
+    return negative;
+  }
+
+  // binary conv -> max pool -> batch norm -> sign  ==>  thresholded conv -> binary max pool.
+  // BN is monotone per channel: increasing channels pool with AND (max of +-1), decreasing
+  // channels (negative multiplier) with OR (the max before BN becomes a min after it).
+  void fuse_pool_bn_sign(std::size_t i) {
+    if (dead_[i] || m_.ops[i].type != OpType::kQuantize) return;
+    const std::int32_t bn_v = m_.ops[i].inputs[0];
+    Op* bn = producer(bn_v, OpType::kBatchNorm);
+    if (bn == nullptr || !sole_consumer(bn_v, i)) return;
+    const std::int32_t pool_v = bn->inputs[0];
+    Op* pool = producer(pool_v, OpType::kMaxPool2d);
+    if (pool == nullptr || !sole_consumer(pool_v, static_cast<std::size_t>(bn_v - 1))) return;
+    const std::int32_t conv_v = pool->inputs[0];
+    Op* conv = producer(conv_v, OpType::kBinaryConv2d);
+    if (conv == nullptr || !identity_transform(*conv) ||
+        !sole_consumer(conv_v, static_cast<std::size_t>(pool_v - 1))) {
+      return;
+    }
+    const std::vector<float> mult(m_.tensors[bn->tensors.at("multiplier")].floats(),
+                                  m_.tensors[bn->tensors.at("multiplier")].floats() +
+                                      m_.tensors[bn->tensors.at("multiplier")].numel());
+    const std::vector<float> bias(m_.tensors[bn->tensors.at("bias")].floats(),
+                                  m_.tensors[bn->tensors.at("bias")].floats() + mult.size());
+    const std::vector<bool> negative = set_thresholds(*conv, mult.data(), bias.data());
+    std::vector<float> min_channels(negative.size());
+    for (std::size_t c = 0; c < negative.size(); ++c) min_channels[c] = negative[c] ? -1.0f : 1.0f;
+    m_.tensors.push_back(Tensor::from_signs("pool" + std::to_string(pool_v) + ".min_channels",
+                                            {static_cast<std::int64_t>(negative.size())},
+                                            min_channels));
+    pool->type = OpType::kBinaryMaxPool2d;
+    pool->tensors["min_channels"] = static_cast<std::int32_t>(m_.tensors.size() - 1);
+    remove(i);
+    remove(static_cast<std::size_t>(bn_v - 1));
+  }
+
+  // conv/dense without output transform -> batch norm  ==>  conv/dense with multiplier/bias.
+  // Exact: the op's float(acc) * 1 + 0 equals acc, so acc * m + b is computed identically.
+  void fold_batch_norm(std::size_t i) {
+    if (dead_[i] || m_.ops[i].type != OpType::kBatchNorm) return;
+    const std::int32_t v = m_.ops[i].inputs[0];
+    if (v < 1 || dead_[v - 1] || !sole_consumer(v, i)) return;
+    Op& op = m_.ops[v - 1];
+    const bool foldable = op.type == OpType::kBinaryConv2d || op.type == OpType::kBinaryDense ||
+                          op.type == OpType::kConv2d || op.type == OpType::kDense;
+    if (!foldable || !identity_transform(op)) return;
+    op.tensors["multiplier"] = m_.ops[i].tensors.at("multiplier");
+    op.tensors["bias"] = m_.ops[i].tensors.at("bias");
+    remove(i);
+  }
+
+  // binary conv/dense with float output -> sign  ==>  bit-packed output via thresholds.
+  void fuse_sign(std::size_t i) {
+    if (dead_[i] || m_.ops[i].type != OpType::kQuantize) return;
+    const std::int32_t v = m_.ops[i].inputs[0];
+    if (v < 1 || dead_[v - 1] || !sole_consumer(v, i)) return;
+    Op& op = m_.ops[v - 1];
+    if ((op.type != OpType::kBinaryConv2d && op.type != OpType::kBinaryDense) ||
+        op.attr("output_bits", {0})[0] != 0) {
+      return;
+    }
+    const float* mult =
+        op.tensors.count("multiplier") ? m_.tensors[op.tensors["multiplier"]].floats() : nullptr;
+    const float* bias =
+        op.tensors.count("bias") ? m_.tensors[op.tensors["bias"]].floats() : nullptr;
+    const std::vector<float> m(
+        mult, mult == nullptr ? mult : mult + m_.tensors[op.tensors["weight"]].shape[0]);
+    const std::vector<float> b(
+        bias, bias == nullptr ? bias : bias + m_.tensors[op.tensors["weight"]].shape[0]);
+    set_thresholds(op, m.empty() ? nullptr : m.data(), b.empty() ? nullptr : b.data());
+    remove(i);
+  }
+
+  void compact() {
+    std::vector<std::int32_t> value_map(m_.ops.size() + 1, -1);
+    value_map[0] = 0;
+    std::vector<Op> ops;
+    for (std::size_t i = 0; i < m_.ops.size(); ++i) {
+      if (dead_[i]) continue;
+      Op op = m_.ops[i];
+      for (std::int32_t& in : op.inputs) in = value_map[in];
+      ops.push_back(std::move(op));
+      value_map[i + 1] = static_cast<std::int32_t>(ops.size());
+    }
+    std::vector<std::int32_t> tensor_map(m_.tensors.size(), -1);
+    std::vector<Tensor> tensors;
+    for (Op& op : ops) {
+      for (auto& [role, index] : op.tensors) {
+        if (tensor_map[index] < 0) {
+          tensor_map[index] = static_cast<std::int32_t>(tensors.size());
+          tensors.push_back(m_.tensors[index]);
+        }
+        index = tensor_map[index];
+      }
+    }
+    m_.output = value_map[m_.output];
+    m_.ops = std::move(ops);
+    m_.tensors = std::move(tensors);
+  }
+
+  Model& m_;
+  std::vector<bool> dead_;
+};
+
+}  // namespace
+
+ModelBuilder::ModelBuilder(BuilderOptions options) : options_(options) {}
+
+ValueRef ModelBuilder::input(const std::vector<std::int64_t>& chw) {
+  if (!values_.empty()) fail("input", "called twice; the model has one input");
+  if (chw.size() != 1 && chw.size() != 3) {
+    fail("input",
+         "shape has rank " + std::to_string(chw.size()) + ", expected {C, H, W} or {features}");
+  }
+  for (std::int64_t d : chw) {
+    if (d < 1) fail("input", "dimension " + std::to_string(d) + ", expected >= 1");
+  }
+  model_.input_shape = chw;
+  values_.push_back(chw.size() == 3 ? ValueShape{DType::kFloat32, chw[0], chw[1], chw[2]}
+                                    : ValueShape{DType::kFloat32, chw[0], 1, 1});
+  return ValueRef{0};
+}
+
+const ModelBuilder::ValueShape& ModelBuilder::value(ValueRef x, const std::string& what) const {
+  if (x.id < 0 || static_cast<std::size_t>(x.id) >= values_.size()) {
+    fail(what, "value id " + std::to_string(x.id) + " does not exist (call input() first)");
+  }
+  return values_[static_cast<std::size_t>(x.id)];
+}
+
+std::int32_t ModelBuilder::add_tensor(Tensor t) {
+  t.name = "op" + std::to_string(model_.ops.size()) + "." + t.name;
+  model_.tensors.push_back(std::move(t));
+  return static_cast<std::int32_t>(model_.tensors.size() - 1);
+}
+
+ValueRef ModelBuilder::add_op(Op op, const std::string& what) {
+  std::vector<detail::ValueInfo> inputs;
+  for (std::int32_t v : op.inputs) {
+    const ValueShape& s = value(ValueRef{v}, what);
+    inputs.push_back(detail::ValueInfo{s.dtype, s.c, s.h, s.w});
+  }
+  detail::ValueInfo out;
+  try {
+    detail::prepare_op(model_, op, inputs, out, what);
+  } catch (const ModelError& e) {
+    fail(what, e.what());
+  }
+  model_.ops.push_back(std::move(op));
+  values_.push_back(ValueShape{out.dtype, out.c, out.h, out.w});
+  return ValueRef{static_cast<std::int32_t>(values_.size() - 1)};
+}
+
+ValueRef ModelBuilder::sign(ValueRef x) {
+  if (value(x, "sign").dtype != DType::kFloat32) fail("sign", "input is already binary");
+  Op op;
+  op.type = OpType::kQuantize;
+  op.inputs = {x.id};
+  return add_op(std::move(op), "sign");
+}
+
+ValueRef ModelBuilder::conv2d(ValueRef x, const Conv2dParams& p, const std::vector<float>& weight,
+                              const std::vector<float>& bias) {
+  const std::string what = "conv2d";
+  const ValueShape& in = value(x, what);
+  if (p.out_channels < 1 || p.groups < 1 || in.c % p.groups != 0 ||
+      p.out_channels % p.groups != 0) {
+    fail(what, "out_channels " + std::to_string(p.out_channels) + " and input channels " +
+                   std::to_string(in.c) + " must be positive multiples of groups " +
+                   std::to_string(p.groups));
+  }
+  const std::int64_t cin = in.c / p.groups, kh = p.kernel_h, kw = p.kernel_w;
+  check_size(what, "weight", weight.size(),
+             static_cast<std::size_t>(p.out_channels * cin * kh * kw));
+  if (!bias.empty())
+    check_size(what, "bias", bias.size(), static_cast<std::size_t>(p.out_channels));
+  check_finite(what, "weight", weight);
+  check_finite(what, "bias", bias);
+  if (p.pad_value != 0.0f && p.pad_value != 1.0f) {
+    fail(what, "pad_value " + std::to_string(p.pad_value) + ", expected 0 or 1");
+  }
+  const bool binary_input = in.dtype == DType::kBits;
+  if (binary_input && !p.is_binary_kernel) {
+    fail(what,
+         "binary (sign) input with a float kernel is not supported; set binary_kernel(true) "
+         "or remove the sign() before this layer");
+  }
+  if (!binary_input && p.pad_value != 0.0f) fail(what, "one-padding needs a binary input");
+  if (p.is_binary_kernel) check_binary(what, weight);
+  std::vector<float> ohwi(weight.size());  // OIHW -> OHWI (channels innermost, as packed)
+  for (std::int64_t o = 0; o < p.out_channels; ++o) {
+    for (std::int64_t i = 0; i < cin; ++i) {
+      for (std::int64_t y = 0; y < kh; ++y) {
+        for (std::int64_t z = 0; z < kw; ++z) {
+          ohwi[((o * kh + y) * kw + z) * cin + i] = weight[((o * cin + i) * kh + y) * kw + z];
+        }
+      }
+    }
+  }
+  Op op;
+  op.type = binary_input ? OpType::kBinaryConv2d : OpType::kConv2d;
+  op.inputs = {x.id};
+  op.ints["kernel"] = {kh, kw};
+  op.ints["stride"] = {p.stride_h, p.stride_w};
+  op.ints["dilation"] = {p.dilation_h, p.dilation_w};
+  op.ints["groups"] = {p.groups};
+  std::vector<std::int64_t> pads{p.pad_top, p.pad_left, p.pad_bottom, p.pad_right};
+  if (p.padding_mode == PaddingMode::kValid) pads = {0, 0, 0, 0};
+  if (p.padding_mode == PaddingMode::kSame) {
+    const auto [t, b] = same_pads(in.h, kh, p.stride_h, p.dilation_h);
+    const auto [l, r] = same_pads(in.w, kw, p.stride_w, p.dilation_w);
+    pads = {t, l, b, r};
+  }
+  op.ints["pads"] = pads;
+  if (binary_input) op.ints["zero_padding"] = {p.pad_value == 0.0f ? 1 : 0};
+  const std::vector<std::int64_t> wshape{p.out_channels, kh, kw, cin};
+  op.tensors["weight"] =
+      add_tensor(p.is_binary_kernel ? Tensor::from_signs("weight", wshape, ohwi)
+                                    : Tensor::from_floats("weight", wshape, ohwi));
+  if (!bias.empty()) {
+    op.tensors["bias"] = add_tensor(Tensor::from_floats("bias", {p.out_channels}, bias));
+  }
+  return add_op(std::move(op), what);
+}
+
+ValueRef ModelBuilder::dense(ValueRef x, const DenseParams& p, const std::vector<float>& weight,
+                             const std::vector<float>& bias) {
+  const std::string what = "dense";
+  const ValueShape& in = value(x, what);
+  if (in.h != 1 || in.w != 1) fail(what, "input is spatial; call flatten() first");
+  if (p.out_features < 1) fail(what, "out_features must be >= 1");
+  check_size(what, "weight", weight.size(), static_cast<std::size_t>(p.out_features * in.c));
+  if (!bias.empty())
+    check_size(what, "bias", bias.size(), static_cast<std::size_t>(p.out_features));
+  check_finite(what, "weight", weight);
+  check_finite(what, "bias", bias);
+  const bool binary_input = in.dtype == DType::kBits;
+  if (binary_input && !p.is_binary_kernel) {
+    fail(what, "binary (sign) input with a float kernel is not supported");
+  }
+  if (p.is_binary_kernel) check_binary(what, weight);
+  Op op;
+  op.type = binary_input ? OpType::kBinaryDense : OpType::kDense;
+  op.inputs = {x.id};
+  const std::vector<std::int64_t> wshape{p.out_features, in.c};
+  op.tensors["weight"] =
+      add_tensor(p.is_binary_kernel ? Tensor::from_signs("weight", wshape, weight)
+                                    : Tensor::from_floats("weight", wshape, weight));
+  if (!bias.empty()) {
+    op.tensors["bias"] = add_tensor(Tensor::from_floats("bias", {p.out_features}, bias));
+  }
+  return add_op(std::move(op), what);
+}
+
+ValueRef ModelBuilder::batch_norm(ValueRef x, const std::vector<float>& multiplier,
+                                  const std::vector<float>& bias) {
+  const std::string what = "batch_norm";
+  const ValueShape& in = value(x, what);
+  if (in.dtype != DType::kFloat32) fail(what, "input is binary; batch norm needs float input");
+  check_size(what, "multiplier", multiplier.size(), static_cast<std::size_t>(in.c));
+  check_size(what, "bias", bias.size(), static_cast<std::size_t>(in.c));
+  check_finite(what, "multiplier", multiplier);
+  check_finite(what, "bias", bias);
+  Op op;
+  op.type = OpType::kBatchNorm;
+  op.inputs = {x.id};
+  op.tensors["multiplier"] = add_tensor(Tensor::from_floats("multiplier", {in.c}, multiplier));
+  op.tensors["bias"] = add_tensor(Tensor::from_floats("bias", {in.c}, bias));
+  return add_op(std::move(op), what);
+}
+
+ValueRef ModelBuilder::batch_norm_stats(ValueRef x, const std::vector<float>& gamma,
+                                        const std::vector<float>& beta,
+                                        const std::vector<float>& mean,
+                                        const std::vector<float>& var, float eps) {
+  const std::size_t c = mean.size();
+  check_size("batch_norm_stats", "var", var.size(), c);
+  if (!gamma.empty()) check_size("batch_norm_stats", "gamma", gamma.size(), c);
+  if (!beta.empty()) check_size("batch_norm_stats", "beta", beta.size(), c);
+  std::vector<float> mult(c), bias(c);
+  for (std::size_t i = 0; i < c; ++i) {
+    const double m =
+        (gamma.empty() ? 1.0 : gamma[i]) / std::sqrt(static_cast<double>(var[i]) + eps);
+    mult[i] = static_cast<float>(m);
+    bias[i] = static_cast<float>((beta.empty() ? 0.0 : beta[i]) - mean[i] * m);
+  }
+  return batch_norm(x, mult, bias);
+}
+
+std::vector<std::int64_t> ModelBuilder::pool_attrs(const Pool2dParams& p, const ValueShape& in,
+                                                   Op& op, const std::string&) const {
+  const std::int64_t sh = p.stride_h > 0 ? p.stride_h : p.kernel_h;
+  const std::int64_t sw = p.stride_w > 0 ? p.stride_w : p.kernel_w;
+  std::vector<std::int64_t> pads{p.pad_top, p.pad_left, p.pad_bottom, p.pad_right};
+  if (p.padding_mode == PaddingMode::kValid) pads = {0, 0, 0, 0};
+  if (p.padding_mode == PaddingMode::kSame) {
+    const auto [t, b] = same_pads(in.h, p.kernel_h, sh, 1);
+    const auto [l, r] = same_pads(in.w, p.kernel_w, sw, 1);
+    pads = {t, l, b, r};
+  }
+  op.ints["kernel"] = {p.kernel_h, p.kernel_w};
+  op.ints["stride"] = {sh, sw};
+  op.ints["pads"] = pads;
+  op.ints["count_include_pad"] = {p.count_include_pad ? 1 : 0};
+  return pads;
+}
+
+ValueRef ModelBuilder::max_pool2d(ValueRef x, const Pool2dParams& p) {
+  const ValueShape& in = value(x, "max_pool2d");
+  Op op;
+  op.type = in.dtype == DType::kBits ? OpType::kBinaryMaxPool2d : OpType::kMaxPool2d;
+  op.inputs = {x.id};
+  pool_attrs(p, in, op, "max_pool2d");
+  op.ints.erase("count_include_pad");
+  return add_op(std::move(op), "max_pool2d");
+}
+
+ValueRef ModelBuilder::avg_pool2d(ValueRef x, const Pool2dParams& p) {
+  const ValueShape& in = value(x, "avg_pool2d");
+  if (in.dtype != DType::kFloat32)
+    fail("avg_pool2d", "input is binary; average pooling needs float");
+  Op op;
+  op.type = OpType::kAvgPool2d;
+  op.inputs = {x.id};
+  pool_attrs(p, in, op, "avg_pool2d");
+  return add_op(std::move(op), "avg_pool2d");
+}
+
+ValueRef ModelBuilder::add(ValueRef a, ValueRef b) {
+  value(a, "add");
+  value(b, "add");
+  Op op;
+  op.type = OpType::kAdd;
+  op.inputs = {a.id, b.id};
+  return add_op(std::move(op), "add");
+}
+
+ValueRef ModelBuilder::relu(ValueRef x) {
+  value(x, "relu");
+  Op op;
+  op.type = OpType::kRelu;
+  op.inputs = {x.id};
+  return add_op(std::move(op), "relu");
+}
+
+ValueRef ModelBuilder::prelu(ValueRef x, const std::vector<float>& alpha) {
+  const ValueShape& in = value(x, "prelu");
+  if (alpha.size() != 1) check_size("prelu", "alpha", alpha.size(), static_cast<std::size_t>(in.c));
+  check_finite("prelu", "alpha", alpha);
+  Op op;
+  op.type = OpType::kPrelu;
+  op.inputs = {x.id};
+  op.tensors["alpha"] =
+      add_tensor(Tensor::from_floats("alpha", {static_cast<std::int64_t>(alpha.size())}, alpha));
+  return add_op(std::move(op), "prelu");
+}
+
+ValueRef ModelBuilder::flatten(ValueRef x) {
+  value(x, "flatten");
+  Op op;
+  op.type = OpType::kFlatten;
+  op.inputs = {x.id};
+  return add_op(std::move(op), "flatten");
+}
+
+ValueRef ModelBuilder::softmax(ValueRef x) {
+  value(x, "softmax");
+  Op op;
+  op.type = OpType::kSoftmax;
+  op.inputs = {x.id};
+  return add_op(std::move(op), "softmax");
+}
+
+void ModelBuilder::output(ValueRef x) {
+  value(x, "output");
+  model_.output = x.id;
+  has_output_ = true;
+}
+
+void ModelBuilder::set_metadata(const std::string& key, const std::string& value) {
+  model_.metadata[key] = value;
+}
+
+std::vector<std::int64_t> ModelBuilder::shape(ValueRef x) const {
+  const ValueShape& s = value(x, "shape");
+  return {s.c, s.h, s.w};
+}
+
+bool ModelBuilder::is_bits(ValueRef x) const { return value(x, "is_bits").dtype == DType::kBits; }
+
+Model ModelBuilder::build() const {
+  if (!has_output_) fail("build", "no output; call output(x) first");
+  Model m = model_;
+  if (options_.fuse) Fuser(m).run();
+  return m;
+}
+
+std::size_t ModelBuilder::save(const std::string& path) const { return save_model(build(), path); }
+
+}  // namespace onebit::runtime

@@ -1,0 +1,198 @@
+#include "onebit/runtime/interpreter.h"
+
+#include <stdexcept>
+
+#include "ops.h"
+
+namespace onebit::runtime {
+
+using detail::Buffer;
+using detail::ValueInfo;
+
+namespace {
+
+constexpr std::int64_t kMaxValueElements = std::int64_t{1} << 24;
+
+ValueInfo input_info(const Model& model) {
+  const auto& s = model.input_shape;
+  detail::require(s.size() == 1 || s.size() == 3, "model input",
+                  "shape must be (C, H, W) or (features), found rank " + std::to_string(s.size()));
+  return s.size() == 3 ? ValueInfo{DType::kFloat32, s[0], s[1], s[2]}
+                       : ValueInfo{DType::kFloat32, s[0], 1, 1};
+}
+
+}  // namespace
+
+struct Interpreter::Impl {
+  Model model;
+  const KernelTable* kernels = nullptr;
+  std::atomic<int> threads{1};
+  std::vector<ValueInfo> values;
+  std::vector<std::unique_ptr<detail::PreparedOp>> ops;
+  std::vector<std::size_t> last_use;  // op index after which a value can be freed
+
+  void prepare() {
+    values.push_back(input_info(model));
+    for (std::size_t i = 0; i < model.ops.size(); ++i) {
+      const Op& op = model.ops[i];
+      const std::string where =
+          std::string("op ") + std::to_string(i) + " (" + op_name(op.type) + ")";
+      std::vector<ValueInfo> inputs;
+      for (std::int32_t v : op.inputs) {
+        detail::require(v >= 0 && static_cast<std::size_t>(v) < values.size(), where,
+                        "input value " + std::to_string(v) + " is not defined before the op");
+        inputs.push_back(values[static_cast<std::size_t>(v)]);
+      }
+      ValueInfo out;
+      ops.push_back(detail::prepare_op(model, op, inputs, out, where));
+      detail::require(
+          out.c >= 1 && out.h >= 1 && out.w >= 1 && out.c * out.h * out.w <= kMaxValueElements,
+          where,
+          "output of " + std::to_string(out.c) + "x" + std::to_string(out.h) + "x" +
+              std::to_string(out.w) + " elements is empty or too large");
+      values.push_back(out);
+    }
+    detail::require(model.output >= 0 && static_cast<std::size_t>(model.output) < values.size(),
+                    "model output", "value " + std::to_string(model.output) + " does not exist");
+    last_use.assign(values.size(), 0);
+    for (std::size_t i = 0; i < model.ops.size(); ++i) {
+      for (std::int32_t v : model.ops[i].inputs) last_use[v] = i;
+    }
+  }
+};
+
+Interpreter::Interpreter(Model model, InterpreterOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->model = std::move(model);
+  impl_->kernels = options.kernels != nullptr ? options.kernels : &active_kernels();
+  impl_->threads = options.threads;
+  impl_->prepare();
+}
+
+Interpreter Interpreter::from_file(const std::string& path, InterpreterOptions options) {
+  return Interpreter(load_model(path), options);
+}
+
+Interpreter Interpreter::from_bytes(const std::uint8_t* bytes, std::size_t size,
+                                    InterpreterOptions options) {
+  return Interpreter(parse_model(bytes, size), options);
+}
+
+Interpreter::~Interpreter() = default;
+Interpreter::Interpreter(Interpreter&&) noexcept = default;
+Interpreter& Interpreter::operator=(Interpreter&&) noexcept = default;
+
+std::vector<float> Interpreter::run(const std::vector<float>& input, std::size_t batch) const {
+  return run(input.data(), input.size(), batch);
+}
+
+std::vector<float> Interpreter::run(const float* input, std::size_t size, std::size_t batch) const {
+  const Impl& m = *impl_;
+  const ValueInfo& in = m.values[0];
+  const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
+  if (batch == 0 || size != batch * c * hw) {
+    throw std::invalid_argument("Interpreter::run: input has " + std::to_string(size) +
+                                " floats, expected batch " + std::to_string(batch) + " x " +
+                                std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) + "," +
+                                std::to_string(in.h) + "," + std::to_string(in.w) + ")");
+  }
+  std::vector<Buffer> buffers(m.values.size());
+  buffers[0].words.assign(batch * in.image_words(), 0);
+  for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
+    for (std::size_t ch = 0; ch < c; ++ch) {
+      for (std::size_t p = 0; p < hw; ++p) {
+        buffers[0].f()[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
+      }
+    }
+  }
+  const detail::RunContext ctx{m.kernels, m.threads.load()};
+  const auto output = static_cast<std::size_t>(m.model.output);
+  for (std::size_t i = 0; i < m.ops.size(); ++i) {
+    std::vector<const Buffer*> inputs;
+    for (std::int32_t v : m.model.ops[i].inputs) inputs.push_back(&buffers[v]);
+    buffers[i + 1].words.assign(batch * m.values[i + 1].image_words(), 0);
+    m.ops[i]->run(ctx, inputs, buffers[i + 1], batch);
+    for (std::int32_t v : m.model.ops[i].inputs) {
+      if (m.last_use[v] == i && static_cast<std::size_t>(v) != output) {
+        std::vector<std::uint64_t>().swap(buffers[v].words);
+      }
+    }
+    if (output == i + 1) break;
+  }
+  const ValueInfo& out = m.values[output];
+  const auto oc = static_cast<std::size_t>(out.c), ohw = static_cast<std::size_t>(out.h * out.w);
+  std::vector<float> result(batch * oc * ohw);
+  const Buffer& ob = buffers[output];
+  for (std::size_t n = 0; n < batch; ++n) {  // NHWC -> NCHW
+    for (std::size_t p = 0; p < ohw; ++p) {
+      for (std::size_t ch = 0; ch < oc; ++ch) {
+        result[(n * oc + ch) * ohw + p] =
+            out.dtype == DType::kBits
+                ? bit_value(get_bit(ob.b() + (n * ohw + p) * words_for_bits(oc), ch))
+                : ob.f()[(n * ohw + p) * oc + ch];
+      }
+    }
+  }
+  return result;
+}
+
+std::vector<std::int64_t> Interpreter::input_shape() const {
+  const ValueInfo& v = impl_->values[0];
+  return {v.c, v.h, v.w};
+}
+
+std::vector<std::int64_t> Interpreter::output_shape() const {
+  const ValueInfo& v = impl_->values[static_cast<std::size_t>(impl_->model.output)];
+  return {v.c, v.h, v.w};
+}
+
+std::size_t Interpreter::output_size() const {
+  const auto s = output_shape();
+  return static_cast<std::size_t>(s[0] * s[1] * s[2]);
+}
+
+std::int64_t Interpreter::binary_macs_per_image() const {
+  std::int64_t macs = 0;
+  for (const auto& op : impl_->ops) macs += op->binary_macs();
+  return macs;
+}
+
+const Model& Interpreter::model() const { return impl_->model; }
+
+void Interpreter::set_threads(int threads) { impl_->threads = threads < 1 ? 1 : threads; }
+
+const char* op_name(OpType type) {
+  switch (type) {
+    case OpType::kQuantize:
+      return "quantize";
+    case OpType::kBinaryConv2d:
+      return "binary_conv2d";
+    case OpType::kBinaryDense:
+      return "binary_dense";
+    case OpType::kBinaryMaxPool2d:
+      return "binary_maxpool2d";
+    case OpType::kConv2d:
+      return "conv2d";
+    case OpType::kDense:
+      return "dense";
+    case OpType::kBatchNorm:
+      return "batch_norm";
+    case OpType::kMaxPool2d:
+      return "maxpool2d";
+    case OpType::kAvgPool2d:
+      return "avgpool2d";
+    case OpType::kAdd:
+      return "add";
+    case OpType::kRelu:
+      return "relu";
+    case OpType::kPrelu:
+      return "prelu";
+    case OpType::kFlatten:
+      return "flatten";
+    case OpType::kSoftmax:
+      return "softmax";
+  }
+  return "unknown";
+}
+
+}  // namespace onebit::runtime

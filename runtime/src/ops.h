@@ -1,0 +1,93 @@
+#pragma once
+// Internal: prepared ops of the interpreter. An op is validated and laid out once (prepare_op),
+// then run any number of times, concurrently, on per-call buffers.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "onebit/runtime/kernels.h"
+#include "onebit/runtime/model.h"
+
+namespace onebit::runtime::detail {
+
+/// Shape and dtype of one value of the graph for one image; activations are NHWC.
+struct ValueInfo {
+  DType dtype = DType::kFloat32;  // kFloat32 or kBits
+  std::int64_t c = 0, h = 0, w = 0;
+  /// Floats per pixel (float) or words per pixel (bits).
+  std::size_t pixel_stride() const { return dtype == DType::kBits ? words_for_bits(c) : c; }
+  /// 8-byte words per image.
+  std::size_t image_words() const;
+};
+
+/// Storage of one value for a whole batch.
+struct Buffer {
+  std::vector<std::uint64_t> words;
+  float* f() { return reinterpret_cast<float*>(words.data()); }
+  const float* f() const { return reinterpret_cast<const float*>(words.data()); }
+  BitWord* b() { return words.data(); }
+  const BitWord* b() const { return words.data(); }
+};
+
+/// What one run needs besides buffers.
+struct RunContext {
+  const KernelTable* kernels = nullptr;
+  int threads = 1;
+};
+
+/// A validated op ready to run.
+class PreparedOp {
+ public:
+  virtual ~PreparedOp() = default;
+  /// Computes `out` (already sized, zero-filled) from `in` for `batch` images.
+  virtual void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+                   std::size_t batch) const = 0;
+  /// Binary multiply-accumulates per image (0 for non-binary ops).
+  virtual std::int64_t binary_macs() const { return 0; }
+};
+
+/// Throws ModelError("<where>: <what>") unless `ok`.
+void require(bool ok, const std::string& where, const std::string& what);
+
+/// Validates `op` against its inputs and the model's tensors, computes its output value info and
+/// returns the prepared op. Throws ModelError naming `where` on any inconsistency.
+std::unique_ptr<PreparedOp> prepare_op(const Model& model, const Op& op,
+                                       const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                       const std::string& where);
+
+// Families, one per source file.
+std::unique_ptr<PreparedOp> prepare_binary_op(const Model& model, const Op& op,
+                                              const std::vector<ValueInfo>& inputs,
+                                              ValueInfo& output, const std::string& where);
+std::unique_ptr<PreparedOp> prepare_float_op(const Model& model, const Op& op,
+                                             const std::vector<ValueInfo>& inputs,
+                                             ValueInfo& output, const std::string& where);
+
+/// Geometry of a 2-D window op (conv or pool) on one image.
+struct Window {
+  std::int64_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1;
+  std::int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  std::int64_t in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+  /// Input row of output row `oy` and tap `ky` (may be out of range).
+  std::int64_t in_y(std::int64_t oy, std::int64_t ky) const { return oy * sh - pad_top + ky * dh; }
+  std::int64_t in_x(std::int64_t ox, std::int64_t kx) const { return ox * sw - pad_left + kx * dw; }
+};
+
+/// Reads kernel/stride/dilation/pads attributes of `op` for an input of `in` and checks them.
+Window read_window(const Op& op, const ValueInfo& in, const std::string& where,
+                   bool stride_defaults_to_kernel);
+
+/// Tensor `role` of `op` with the expected dtype (and rank); throws naming `where` otherwise.
+const Tensor& op_tensor(const Model& model, const Op& op, const std::string& role, DType dtype,
+                        const std::string& where);
+/// True when `op` references a tensor under `role`.
+bool has_tensor(const Op& op, const std::string& role);
+
+/// Runs `fn(i)` for i in [0, n) on up to `threads` threads (the caller's thread included).
+void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn);
+
+}  // namespace onebit::runtime::detail

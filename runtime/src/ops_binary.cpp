@@ -1,0 +1,399 @@
+// Binary ops: quantize (sign + pack), binary conv2d / dense (im2col on packed words + binary
+// GEMM with fused output transform) and binary max pooling.
+
+#include <algorithm>
+#include <climits>
+#include <memory>
+
+#include "ops.h"
+
+namespace onebit::runtime::detail {
+
+namespace {
+
+constexpr std::int64_t kMaxKBits = std::int64_t{1} << 24;  // float(dot) stays exact
+constexpr std::size_t kMaxPackedWords = std::size_t{1} << 26;
+
+class Quantize final : public PreparedOp {
+ public:
+  explicit Quantize(const ValueInfo& in) : in_(in) {}
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto c = static_cast<std::size_t>(in_.c);
+    ctx.kernels->pack_sign_rows(in[0]->f(), batch * static_cast<std::size_t>(in_.h * in_.w), c, c,
+                                out.b(), words_for_bits(c));
+  }
+
+ private:
+  ValueInfo in_;
+};
+
+/// Per-group data of a binary conv: prepacked weights, epilogue arrays, zero-pad correction.
+struct BinaryGroup {
+  std::vector<BitWord> weights;
+  std::vector<float> multiplier, bias;
+  std::vector<std::int32_t> threshold;
+  std::vector<std::int32_t> correction;  // rows of padded n, empty without zero-padding
+};
+
+class BinaryConv final : public PreparedOp {
+ public:
+  BinaryConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
+             const std::string& where, bool dense);
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override;
+  std::int64_t binary_macs() const override { return win_.out_h * win_.out_w * c_out_ * k_bits_; }
+
+ private:
+  void read_weights(const Tensor& w, std::vector<BitWord>& rows) const;
+  void read_epilogue(const Model& model, const Op& op, const std::string& where);
+  void build_correction(const std::vector<BitWord>& rows);
+  void im2col(const BitWord* image, std::int64_t g, std::size_t p0, std::size_t p1,
+              BitWord* col) const;
+  void run_rows(const RunContext& ctx, const BitWord* image, std::size_t out_row0, std::size_t p0,
+                std::size_t p1, Buffer& out) const;
+
+  Window win_;
+  std::int64_t c_in_ = 0, c_out_ = 0, groups_ = 1, cin_g_ = 0, cout_g_ = 0;
+  std::size_t cw_in_ = 0, cw_out_ = 0, cwg_ = 0, k_words_ = 0, chunk_rows_ = 0;
+  std::int32_t k_bits_ = 0;
+  bool output_bits_ = false, direct_ = false, zero_padding_ = false;
+  std::vector<BinaryGroup> groups_data_;
+  std::vector<std::uint32_t> correction_row_;
+};
+
+BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
+                       const std::string& where, bool dense) {
+  require(in.dtype == DType::kBits, where, "input must be bits (add a quantize op before it)");
+  const Tensor& w = op_tensor(model, op, "weight", DType::kBits, where);
+  c_in_ = in.c;
+  if (dense) {
+    require(in.h == 1 && in.w == 1, where,
+            "dense input must be (features, 1, 1); flatten it first (found " +
+                std::to_string(in.c) + "x" + std::to_string(in.h) + "x" + std::to_string(in.w) +
+                ")");
+    require(w.shape.size() == 2 && w.shape[1] == in.c, where,
+            "weight shape must be [out, " + std::to_string(in.c) + "]");
+    win_ = read_window(Op{}, in, where, false);
+  } else {
+    win_ = read_window(op, in, where, false);
+    groups_ = op.attr("groups", {1}).at(0);
+    require(groups_ >= 1 && in.c % groups_ == 0, where,
+            "groups " + std::to_string(groups_) + " must divide input channels " +
+                std::to_string(in.c));
+    require(w.shape.size() == 4 && w.shape[1] == win_.kh && w.shape[2] == win_.kw &&
+                w.shape[3] == in.c / groups_,
+            where, "weight shape must be [out, kh, kw, in/groups]");
+  }
+  c_out_ = w.shape[0];
+  require(c_out_ % groups_ == 0, where, "groups must divide output channels");
+  cin_g_ = c_in_ / groups_, cout_g_ = c_out_ / groups_;
+  cw_in_ = words_for_bits(static_cast<std::size_t>(c_in_));
+  cw_out_ = words_for_bits(static_cast<std::size_t>(c_out_));
+  cwg_ = words_for_bits(static_cast<std::size_t>(cin_g_));
+  k_words_ = static_cast<std::size_t>(win_.kh * win_.kw) * cwg_;
+  const std::int64_t k_bits = win_.kh * win_.kw * cin_g_;
+  require(k_bits <= kMaxKBits, where,
+          "kernel of " + std::to_string(k_bits) + " elements exceeds 2^24");
+  require(k_words_ * bgemm_padded_n(static_cast<std::size_t>(c_out_)) <= kMaxPackedWords, where,
+          "packed weights too large");
+  k_bits_ = static_cast<std::int32_t>(k_bits);
+  output_bits_ = op.attr("output_bits", {0}).at(0) != 0;
+  zero_padding_ = op.attr("zero_padding", {0}).at(0) != 0 &&
+                  (win_.pad_top | win_.pad_left | win_.pad_bottom | win_.pad_right) != 0;
+  direct_ = groups_ == 1 && win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 &&
+            win_.pad_top + win_.pad_left + win_.pad_bottom + win_.pad_right == 0;
+  chunk_rows_ = std::clamp<std::size_t>(32768 / k_words_, 16, 1024) / 4 * 4;
+  std::vector<BitWord> rows;
+  read_weights(w, rows);
+  groups_data_.resize(static_cast<std::size_t>(groups_));
+  for (std::int64_t g = 0; g < groups_; ++g) {
+    groups_data_[g].weights =
+        prepack_bgemm_weights(rows.data() + g * cout_g_ * k_words_,
+                              static_cast<std::size_t>(cout_g_), k_words_, k_words_);
+  }
+  read_epilogue(model, op, where);
+  if (zero_padding_) build_correction(rows);
+  out = ValueInfo{output_bits_ ? DType::kBits : DType::kFloat32, c_out_, win_.out_h, win_.out_w};
+}
+
+// Dense bit stream [out][kh][kw][cin_g] -> rows of k_words words, each tap padded to cwg words.
+void BinaryConv::read_weights(const Tensor& w, std::vector<BitWord>& rows) const {
+  rows.assign(static_cast<std::size_t>(c_out_) * k_words_, 0);
+  const auto taps = static_cast<std::size_t>(win_.kh * win_.kw);
+  const auto cin = static_cast<std::size_t>(cin_g_);
+  for (std::size_t o = 0; o < static_cast<std::size_t>(c_out_); ++o) {
+    for (std::size_t t = 0; t < taps; ++t) {
+      copy_bits(w.bits(), (o * taps + t) * cin, cin, rows.data() + o * k_words_ + t * cwg_, 0);
+    }
+  }
+}
+
+void BinaryConv::read_epilogue(const Model& model, const Op& op, const std::string& where) {
+  const auto n = static_cast<std::size_t>(cout_g_);
+  const std::size_t n_pad = bgemm_padded_n(n);
+  const Tensor* mult = nullptr;
+  const Tensor* bias = nullptr;
+  const Tensor* threshold = nullptr;
+  const auto check_len = [&](const Tensor& t, const std::string& role) {
+    require(t.shape.size() == 1 && t.shape[0] == c_out_, where,
+            "tensor '" + role + "' must have shape [" + std::to_string(c_out_) + "]");
+  };
+  if (output_bits_) {
+    threshold = &op_tensor(model, op, "threshold", DType::kInt32, where);
+    check_len(*threshold, "threshold");
+  } else {
+    if (has_tensor(op, "multiplier")) {
+      mult = &op_tensor(model, op, "multiplier", DType::kFloat32, where);
+      check_len(*mult, "multiplier");
+    }
+    if (has_tensor(op, "bias")) {
+      bias = &op_tensor(model, op, "bias", DType::kFloat32, where);
+      check_len(*bias, "bias");
+    }
+  }
+  for (std::int64_t g = 0; g < groups_; ++g) {
+    BinaryGroup& gd = groups_data_[g];
+    gd.multiplier.assign(n_pad, 1.0f);
+    gd.bias.assign(n_pad, 0.0f);
+    gd.threshold.assign(n_pad, INT32_MIN);
+    for (std::size_t o = 0; o < n; ++o) {
+      const std::size_t src = static_cast<std::size_t>(g) * n + o;
+      if (mult != nullptr) gd.multiplier[o] = mult->floats()[src];
+      if (bias != nullptr) gd.bias[o] = bias->floats()[src];
+      if (threshold != nullptr) gd.threshold[o] = threshold->ints()[src];
+    }
+  }
+}
+
+// Zero-padding: padded taps contribute 0 instead of (+1) * w, so subtract the sum of w over the
+// padded taps. Output positions share a table row when the same taps fall outside the input.
+void BinaryConv::build_correction(const std::vector<BitWord>& rows) {
+  const auto class_of = [](std::int64_t out, std::int64_t k, std::int64_t in, auto coordinate,
+                           std::vector<std::vector<bool>>& masks) {
+    std::vector<std::uint32_t> cls(static_cast<std::size_t>(out));
+    for (std::int64_t o = 0; o < out; ++o) {
+      std::vector<bool> mask(static_cast<std::size_t>(k));
+      for (std::int64_t t = 0; t < k; ++t) {
+        const std::int64_t c = coordinate(o, t);
+        mask[t] = c < 0 || c >= in;
+      }
+      auto it = std::find(masks.begin(), masks.end(), mask);
+      cls[o] = static_cast<std::uint32_t>(it - masks.begin());
+      if (it == masks.end()) masks.push_back(mask);
+    }
+    return cls;
+  };
+  std::vector<std::vector<bool>> ymasks, xmasks;
+  const auto ycls = class_of(
+      win_.out_h, win_.kh, win_.in_h,
+      [&](std::int64_t o, std::int64_t t) { return win_.in_y(o, t); }, ymasks);
+  const auto xcls = class_of(
+      win_.out_w, win_.kw, win_.in_w,
+      [&](std::int64_t o, std::int64_t t) { return win_.in_x(o, t); }, xmasks);
+  correction_row_.resize(static_cast<std::size_t>(win_.out_h * win_.out_w));
+  for (std::int64_t y = 0; y < win_.out_h; ++y) {
+    for (std::int64_t x = 0; x < win_.out_w; ++x) {
+      correction_row_[y * win_.out_w + x] =
+          ycls[y] * static_cast<std::uint32_t>(xmasks.size()) + xcls[x];
+    }
+  }
+  const std::size_t n_pad = bgemm_padded_n(static_cast<std::size_t>(cout_g_));
+  for (std::int64_t g = 0; g < groups_; ++g) {
+    auto& table = groups_data_[g].correction;
+    table.assign(ymasks.size() * xmasks.size() * n_pad, 0);
+    for (std::size_t cy = 0; cy < ymasks.size(); ++cy) {
+      for (std::size_t cx = 0; cx < xmasks.size(); ++cx) {
+        for (std::int64_t o = 0; o < cout_g_; ++o) {
+          const BitWord* row = rows.data() + (g * cout_g_ + o) * k_words_;
+          std::int32_t sum = 0;
+          for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+            for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
+              if (!ymasks[cy][ky] && !xmasks[cx][kx]) continue;
+              const BitWord* tap = row + (ky * win_.kw + kx) * cwg_;
+              for (std::int64_t i = 0; i < cin_g_; ++i) sum += get_bit(tap, i) ? -1 : 1;
+            }
+          }
+          table[(cy * xmasks.size() + cx) * n_pad + o] = sum;
+        }
+      }
+    }
+  }
+}
+
+void BinaryConv::im2col(const BitWord* image, std::int64_t g, std::size_t p0, std::size_t p1,
+                        BitWord* col) const {
+  for (std::size_t p = p0; p < p1; ++p) {
+    const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
+    const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
+    BitWord* dst = col + (p - p0) * k_words_;
+    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+      const std::int64_t iy = win_.in_y(oy, ky);
+      for (std::int64_t kx = 0; kx < win_.kw; ++kx, dst += cwg_) {
+        const std::int64_t ix = win_.in_x(ox, kx);
+        if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
+          std::fill(dst, dst + cwg_, BitWord{0});  // one-padding: bit 0 is +1
+          continue;
+        }
+        const BitWord* src = image + static_cast<std::size_t>(iy * win_.in_w + ix) * cw_in_;
+        if (groups_ == 1) {
+          std::copy(src, src + cwg_, dst);
+        } else {
+          std::fill(dst, dst + cwg_, BitWord{0});
+          copy_bits(src, static_cast<std::size_t>(g * cin_g_), static_cast<std::size_t>(cin_g_),
+                    dst, 0);
+        }
+      }
+    }
+  }
+}
+
+// Output rows [p0, p1) of one image; out_row0 is the index of the image's first output pixel.
+void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size_t out_row0,
+                          std::size_t p0, std::size_t p1, Buffer& out) const {
+  const std::size_t rows = p1 - p0;
+  std::unique_ptr<BitWord[]> col(direct_ ? nullptr : new BitWord[rows * k_words_]);
+  const bool aligned_bits = groups_ == 1 || cout_g_ % 8 == 0;
+  const std::size_t temp_words = words_for_bits(static_cast<std::size_t>(cout_g_));
+  std::unique_ptr<BitWord[]> temp(output_bits_ && !aligned_bits ? new BitWord[rows * temp_words]()
+                                                                : nullptr);
+  for (std::int64_t g = 0; g < groups_; ++g) {
+    const BinaryGroup& gd = groups_data_[g];
+    BgemmArgs args;
+    if (direct_) {
+      args.a = image + p0 * cw_in_, args.lda = cw_in_;
+    } else {
+      im2col(image, g, p0, p1, col.get());
+      args.a = col.get(), args.lda = k_words_;
+    }
+    args.b = gd.weights.data();
+    args.m = rows, args.n = static_cast<std::size_t>(cout_g_), args.k_words = k_words_;
+    args.k_bits = k_bits_;
+    if (!gd.correction.empty()) {
+      args.epilogue.correction_table = gd.correction.data();
+      args.epilogue.correction_row = correction_row_.data() + p0;
+    }
+    const std::size_t row0 = out_row0 + p0;
+    if (!output_bits_) {
+      args.epilogue.kind = BgemmEpilogue::Kind::kFloat;
+      args.epilogue.multiplier = gd.multiplier.data(), args.epilogue.bias = gd.bias.data();
+      args.out_float = out.f() + row0 * c_out_ + g * cout_g_, args.ldo = c_out_;
+    } else {
+      args.epilogue.kind = BgemmEpilogue::Kind::kBits;
+      args.epilogue.threshold = gd.threshold.data();
+      if (aligned_bits) {
+        args.out_bits = reinterpret_cast<std::uint8_t*>(out.b() + row0 * cw_out_) + g * cout_g_ / 8;
+        args.ldo = cw_out_ * sizeof(BitWord);
+      } else {
+        args.out_bits = reinterpret_cast<std::uint8_t*>(temp.get());
+        args.ldo = temp_words * sizeof(BitWord);
+      }
+    }
+    ctx.kernels->bgemm(args);
+    if (output_bits_ && !aligned_bits) {
+      for (std::size_t r = 0; r < rows; ++r) {
+        copy_bits(temp.get() + r * temp_words, 0, static_cast<std::size_t>(cout_g_),
+                  out.b() + (row0 + r) * cw_out_, static_cast<std::size_t>(g * cout_g_));
+      }
+    }
+  }
+}
+
+void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+                     std::size_t batch) const {
+  const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
+  const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+  // Direct (1x1, no padding): all images are one matrix of rows.
+  const std::size_t images = direct_ ? 1 : batch;
+  const std::size_t rows_per_image = direct_ ? batch * out_pixels : out_pixels;
+  const std::size_t chunks = (rows_per_image + chunk_rows_ - 1) / chunk_rows_;
+  parallel_for(images * chunks, ctx.threads, [&](std::size_t task) {
+    const std::size_t image = task / chunks, p0 = (task % chunks) * chunk_rows_;
+    const std::size_t p1 = std::min(p0 + chunk_rows_, rows_per_image);
+    run_rows(ctx, in[0]->b() + image * in_pixels * cw_in_, image * out_pixels, p0, p1, out);
+  });
+}
+
+class BinaryMaxPool final : public PreparedOp {
+ public:
+  BinaryMaxPool(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
+                const std::string& where) {
+    require(in.dtype == DType::kBits, where, "input must be bits");
+    win_ = read_window(op, in, where, true);
+    require(win_.dh == 1 && win_.dw == 1, where, "dilation must be 1");
+    require(2 * win_.pad_top <= win_.kh && 2 * win_.pad_bottom <= win_.kh &&
+                2 * win_.pad_left <= win_.kw && 2 * win_.pad_right <= win_.kw,
+            where, "padding must be at most half the kernel");
+    words_ = words_for_bits(static_cast<std::size_t>(in.c));
+    min_mask_.assign(words_, 0);
+    if (has_tensor(op, "min_channels")) {
+      const Tensor& t = op_tensor(model, op, "min_channels", DType::kBits, where);
+      require(t.shape.size() == 1 && t.shape[0] == in.c, where,
+              "tensor 'min_channels' must have shape [" + std::to_string(in.c) + "]");
+      copy_bits(t.bits(), 0, static_cast<std::size_t>(in.c), min_mask_.data(), 0);
+    }
+    out = ValueInfo{DType::kBits, in.c, win_.out_h, win_.out_w};
+  }
+
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
+    const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+    for (std::size_t n = 0; n < batch; ++n) {
+      const BitWord* image = in[0]->b() + n * in_pixels * words_;
+      for (std::size_t p = 0; p < out_pixels; ++p) {
+        pool_pixel(image, static_cast<std::int64_t>(p), out.b() + (n * out_pixels + p) * words_);
+      }
+    }
+  }
+
+ private:
+  // Max of +-1 values is +1 unless all are -1: AND of bits; channels whose pre-pool transform
+  // was decreasing (negative batch-norm multiplier, see builder) take the min: OR of bits.
+  void pool_pixel(const BitWord* image, std::int64_t p, BitWord* dst) const {
+    const std::int64_t oy = p / win_.out_w, ox = p % win_.out_w;
+    for (std::size_t w = 0; w < words_; ++w) {
+      BitWord all = ~BitWord{0}, any = 0;
+      for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+        const std::int64_t iy = win_.in_y(oy, ky);
+        for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
+          const std::int64_t ix = win_.in_x(ox, kx);
+          if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) continue;
+          const BitWord v = image[static_cast<std::size_t>(iy * win_.in_w + ix) * words_ + w];
+          all &= v, any |= v;
+        }
+      }
+      dst[w] = (all & ~min_mask_[w]) | (any & min_mask_[w]);
+    }
+  }
+
+  Window win_;
+  std::size_t words_ = 0;
+  std::vector<BitWord> min_mask_;
+};
+
+}  // namespace
+
+std::unique_ptr<PreparedOp> prepare_binary_op(const Model& model, const Op& op,
+                                              const std::vector<ValueInfo>& inputs,
+                                              ValueInfo& output, const std::string& where) {
+  require(inputs.size() == 1, where, "expects 1 input, found " + std::to_string(inputs.size()));
+  const ValueInfo& in = inputs[0];
+  switch (op.type) {
+    case OpType::kQuantize:
+      require(in.dtype == DType::kFloat32, where, "input must be float32");
+      output = ValueInfo{DType::kBits, in.c, in.h, in.w};
+      return std::make_unique<Quantize>(in);
+    case OpType::kBinaryConv2d:
+      return std::make_unique<BinaryConv>(model, op, in, output, where, false);
+    case OpType::kBinaryDense:
+      return std::make_unique<BinaryConv>(model, op, in, output, where, true);
+    case OpType::kBinaryMaxPool2d:
+      return std::make_unique<BinaryMaxPool>(model, op, in, output, where);
+    default:
+      break;
+  }
+  throw ModelError(where + ": not a binary op");
+}
+
+}  // namespace onebit::runtime::detail

@@ -1,0 +1,111 @@
+#include <thread>
+
+#include "ops.h"
+
+namespace onebit::runtime::detail {
+
+std::size_t ValueInfo::image_words() const {
+  const auto pixels = static_cast<std::size_t>(h * w);
+  if (dtype == DType::kBits) return pixels * words_for_bits(static_cast<std::size_t>(c));
+  return (pixels * static_cast<std::size_t>(c) + 1) / 2;
+}
+
+void require(bool ok, const std::string& where, const std::string& what) {
+  if (!ok) throw ModelError(where + ": " + what);
+}
+
+namespace {
+
+std::vector<std::int64_t> pair_attr(const Op& op, const std::string& key,
+                                    std::vector<std::int64_t> fallback, std::int64_t min,
+                                    const std::string& where) {
+  std::vector<std::int64_t> v = op.attr(key, std::move(fallback));
+  require(v.size() == 2, where,
+          "attribute '" + key + "' has " + std::to_string(v.size()) + " values, expected 2");
+  for (std::int64_t x : v) {
+    require(x >= min && x <= 4096, where,
+            "attribute '" + key + "' value " + std::to_string(x) + " out of range [" +
+                std::to_string(min) + ", 4096]");
+  }
+  return v;
+}
+
+}  // namespace
+
+Window read_window(const Op& op, const ValueInfo& in, const std::string& where,
+                   bool stride_defaults_to_kernel) {
+  Window w;
+  const auto k = pair_attr(op, "kernel", {1, 1}, 1, where);
+  const auto s = pair_attr(
+      op, "stride", stride_defaults_to_kernel ? k : std::vector<std::int64_t>{1, 1}, 1, where);
+  const auto d = pair_attr(op, "dilation", {1, 1}, 1, where);
+  const auto p = op.attr("pads", {0, 0, 0, 0});
+  require(p.size() == 4, where,
+          "attribute 'pads' has " + std::to_string(p.size()) +
+              " values, expected 4 (top, left, bottom, right)");
+  for (std::int64_t x : p) {
+    require(x >= 0 && x <= 4096, where,
+            "attribute 'pads' value " + std::to_string(x) + " out of range [0, 4096]");
+  }
+  w.kh = k[0], w.kw = k[1], w.sh = s[0], w.sw = s[1], w.dh = d[0], w.dw = d[1];
+  w.pad_top = p[0], w.pad_left = p[1], w.pad_bottom = p[2], w.pad_right = p[3];
+  w.in_h = in.h, w.in_w = in.w;
+  const std::int64_t span_h = w.dh * (w.kh - 1) + 1, span_w = w.dw * (w.kw - 1) + 1;
+  const std::int64_t ph = in.h + w.pad_top + w.pad_bottom, pw = in.w + w.pad_left + w.pad_right;
+  require(ph >= span_h && pw >= span_w, where,
+          "window " + std::to_string(span_h) + "x" + std::to_string(span_w) +
+              " larger than the padded input " + std::to_string(ph) + "x" + std::to_string(pw));
+  w.out_h = (ph - span_h) / w.sh + 1;
+  w.out_w = (pw - span_w) / w.sw + 1;
+  return w;
+}
+
+bool has_tensor(const Op& op, const std::string& role) {
+  return op.tensors.find(role) != op.tensors.end();
+}
+
+const Tensor& op_tensor(const Model& model, const Op& op, const std::string& role, DType dtype,
+                        const std::string& where) {
+  const auto it = op.tensors.find(role);
+  require(it != op.tensors.end(), where, "missing tensor '" + role + "'");
+  require(it->second >= 0 && static_cast<std::size_t>(it->second) < model.tensors.size(), where,
+          "tensor '" + role + "' index " + std::to_string(it->second) + " out of range");
+  const Tensor& t = model.tensors[static_cast<std::size_t>(it->second)];
+  require(t.dtype == dtype, where,
+          "tensor '" + role + "' (" + t.name + ") has dtype " + dtype_name(t.dtype) +
+              ", expected " + dtype_name(dtype));
+  require(t.data.size() * 8 >= t.storage_bytes(), where, "tensor '" + role + "' has no data");
+  return t;
+}
+
+void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn) {
+  const std::size_t workers = std::min<std::size_t>(n, threads < 1 ? 1 : threads);
+  if (workers <= 1) {
+    for (std::size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < workers; ++t) {
+    pool.emplace_back([&, t] {
+      for (std::size_t i = t; i < n; i += workers) fn(i);
+    });
+  }
+  for (std::size_t i = 0; i < n; i += workers) fn(i);
+  for (auto& th : pool) th.join();
+}
+
+std::unique_ptr<PreparedOp> prepare_op(const Model& model, const Op& op,
+                                       const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                       const std::string& where) {
+  switch (op.type) {
+    case OpType::kQuantize:
+    case OpType::kBinaryConv2d:
+    case OpType::kBinaryDense:
+    case OpType::kBinaryMaxPool2d:
+      return prepare_binary_op(model, op, inputs, output, where);
+    default:
+      return prepare_float_op(model, op, inputs, output, where);
+  }
+}
+
+}  // namespace onebit::runtime::detail

@@ -1,0 +1,351 @@
+// Float ops on NHWC activations: conv2d / dense (im2col + a register-friendly GEMM whose inner
+// loop runs over output channels), batch norm, pooling, add, ReLU, PReLU, flatten, softmax.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "ops.h"
+
+namespace onebit::runtime::detail {
+
+namespace {
+
+class FloatConv final : public PreparedOp {
+ public:
+  FloatConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
+            const std::string& where, bool dense);
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override;
+
+ private:
+  void im2col(const float* image, std::int64_t g, std::size_t p0, std::size_t p1, float* col) const;
+  void gemm(const float* a, std::size_t lda, std::size_t rows, std::int64_t g, float* out) const;
+
+  Window win_;
+  std::int64_t c_in_ = 0, c_out_ = 0, groups_ = 1, cin_g_ = 0, cout_g_ = 0;
+  std::size_t k_ = 0, chunk_rows_ = 0;
+  bool direct_ = false;
+  std::vector<float> wt_;  // per group [k][cout_g]
+  std::vector<float> multiplier_, bias_;
+};
+
+FloatConv::FloatConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
+                     const std::string& where, bool dense) {
+  require(in.dtype == DType::kFloat32, where, "input must be float32");
+  const auto it = op.tensors.find("weight");
+  require(it != op.tensors.end() && it->second >= 0 &&
+              static_cast<std::size_t>(it->second) < model.tensors.size(),
+          where, "missing tensor 'weight'");
+  const DType wtype = model.tensors[it->second].dtype;
+  require(wtype != DType::kInt32, where, "weight must be float32 or bits");
+  const Tensor& w = op_tensor(model, op, "weight", wtype, where);
+  c_in_ = in.c;
+  if (dense) {
+    require(in.h == 1 && in.w == 1, where,
+            "dense input must be (features, 1, 1); flatten it first");
+    require(w.shape.size() == 2 && w.shape[1] == in.c, where,
+            "weight shape must be [out, " + std::to_string(in.c) + "]");
+    win_ = read_window(Op{}, in, where, false);
+  } else {
+    win_ = read_window(op, in, where, false);
+    groups_ = op.attr("groups", {1}).at(0);
+    require(groups_ >= 1 && in.c % groups_ == 0, where, "groups must divide input channels");
+    require(w.shape.size() == 4 && w.shape[1] == win_.kh && w.shape[2] == win_.kw &&
+                w.shape[3] == in.c / groups_,
+            where, "weight shape must be [out, kh, kw, in/groups]");
+  }
+  c_out_ = w.shape[0];
+  require(c_out_ % groups_ == 0, where, "groups must divide output channels");
+  cin_g_ = c_in_ / groups_, cout_g_ = c_out_ / groups_;
+  k_ = static_cast<std::size_t>(win_.kh * win_.kw * cin_g_);
+  require(k_ * static_cast<std::size_t>(c_out_) <= (std::size_t{1} << 28), where,
+          "weights too large");
+  direct_ = groups_ == 1 && win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 &&
+            win_.pad_top + win_.pad_left + win_.pad_bottom + win_.pad_right == 0;
+  chunk_rows_ = std::clamp<std::size_t>(16384 / k_, 4, 512);
+  wt_.resize(k_ * static_cast<std::size_t>(c_out_));
+  for (std::int64_t o = 0; o < c_out_; ++o) {
+    const std::int64_t g = o / cout_g_, og = o % cout_g_;
+    for (std::size_t kk = 0; kk < k_; ++kk) {
+      const std::size_t src = static_cast<std::size_t>(o) * k_ + kk;
+      const float v = wtype == DType::kBits ? bit_value(get_bit(w.bits(), src)) : w.floats()[src];
+      wt_[(static_cast<std::size_t>(g) * k_ + kk) * cout_g_ + og] = v;
+    }
+  }
+  multiplier_.assign(static_cast<std::size_t>(c_out_), 1.0f);
+  bias_.assign(static_cast<std::size_t>(c_out_), 0.0f);
+  for (const char* role : {"multiplier", "bias"}) {
+    if (!has_tensor(op, role)) continue;
+    const Tensor& t = op_tensor(model, op, role, DType::kFloat32, where);
+    require(t.shape.size() == 1 && t.shape[0] == c_out_, where,
+            std::string("tensor '") + role + "' must have shape [" + std::to_string(c_out_) + "]");
+    auto& dst = std::string(role) == "bias" ? bias_ : multiplier_;
+    std::copy(t.floats(), t.floats() + c_out_, dst.begin());
+  }
+  out = ValueInfo{DType::kFloat32, c_out_, win_.out_h, win_.out_w};
+}
+
+void FloatConv::im2col(const float* image, std::int64_t g, std::size_t p0, std::size_t p1,
+                       float* col) const {
+  const auto cin = static_cast<std::size_t>(cin_g_);
+  for (std::size_t p = p0; p < p1; ++p) {
+    const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
+    const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
+    float* dst = col + (p - p0) * k_;
+    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+      const std::int64_t iy = win_.in_y(oy, ky);
+      for (std::int64_t kx = 0; kx < win_.kw; ++kx, dst += cin) {
+        const std::int64_t ix = win_.in_x(ox, kx);
+        if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
+          std::fill(dst, dst + cin, 0.0f);
+          continue;
+        }
+        const float* src =
+            image + static_cast<std::size_t>(iy * win_.in_w + ix) * c_in_ + g * cin_g_;
+        std::copy(src, src + cin, dst);
+      }
+    }
+  }
+}
+
+// out[r][o] = (sum_k a[r][k] * w[k][o]) * multiplier[o] + bias[o], summed in k order.
+void FloatConv::gemm(const float* a, std::size_t lda, std::size_t rows, std::int64_t g,
+                     float* out) const {
+  const auto n = static_cast<std::size_t>(cout_g_);
+  const float* w = wt_.data() + static_cast<std::size_t>(g) * k_ * n;
+  std::vector<float> acc(n);
+  for (std::size_t r = 0; r < rows; ++r) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (std::size_t kk = 0; kk < k_; ++kk) {
+      const float x = a[r * lda + kk];
+      const float* wk = w + kk * n;
+      for (std::size_t o = 0; o < n; ++o) acc[o] += x * wk[o];
+    }
+    float* dst = out + r * static_cast<std::size_t>(c_out_) + g * cout_g_;
+    for (std::size_t o = 0; o < n; ++o) {
+      dst[o] = acc[o] * multiplier_[g * cout_g_ + o] + bias_[g * cout_g_ + o];
+    }
+  }
+}
+
+void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+                    std::size_t batch) const {
+  const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
+  const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+  const std::size_t images = direct_ ? 1 : batch;
+  const std::size_t rows_per_image = direct_ ? batch * out_pixels : out_pixels;
+  const std::size_t chunks = (rows_per_image + chunk_rows_ - 1) / chunk_rows_;
+  parallel_for(images * chunks, ctx.threads, [&](std::size_t task) {
+    const std::size_t image = task / chunks, p0 = (task % chunks) * chunk_rows_;
+    const std::size_t p1 = std::min(p0 + chunk_rows_, rows_per_image);
+    const float* src = in[0]->f() + image * in_pixels * static_cast<std::size_t>(c_in_);
+    float* dst = out.f() + (image * out_pixels + p0) * static_cast<std::size_t>(c_out_);
+    if (direct_) {
+      gemm(src + p0 * static_cast<std::size_t>(c_in_), static_cast<std::size_t>(c_in_), p1 - p0, 0,
+           dst);
+      return;
+    }
+    std::vector<float> col((p1 - p0) * k_);
+    for (std::int64_t g = 0; g < groups_; ++g) {
+      im2col(src, g, p0, p1, col.data());
+      gemm(col.data(), k_, p1 - p0, g, dst);
+    }
+  });
+}
+
+/// Elementwise op over all floats, with a per-channel parameter index.
+class Elementwise final : public PreparedOp {
+ public:
+  Elementwise(OpType type, const ValueInfo& in, std::vector<float> a, std::vector<float> b)
+      : type_(type), in_(in), a_(std::move(a)), b_(std::move(b)) {}
+
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto c = static_cast<std::size_t>(in_.c);
+    const std::size_t total = batch * static_cast<std::size_t>(in_.h * in_.w) * c;
+    const float* x = in[0]->f();
+    float* y = out.f();
+    for (std::size_t i = 0; i < total; ++i) y[i] = apply(x, i, c, in);
+  }
+
+ private:
+  float apply(const float* x, std::size_t i, std::size_t c,
+              const std::vector<const Buffer*>& in) const {
+    const float v = x[i];
+    switch (type_) {
+      case OpType::kBatchNorm:
+        return v * a_[i % c] + b_[i % c];
+      case OpType::kRelu:
+        return v > 0.0f ? v : 0.0f;
+      case OpType::kPrelu:
+        return v >= 0.0f ? v : a_[a_.size() == 1 ? 0 : i % c] * v;
+      case OpType::kAdd:
+        return v + in[1]->f()[i];
+      default:
+        return v;
+    }
+  }
+
+  OpType type_;
+  ValueInfo in_;
+  std::vector<float> a_, b_;
+};
+
+class FloatPool final : public PreparedOp {
+ public:
+  FloatPool(const Op& op, const ValueInfo& in, ValueInfo& out, const std::string& where)
+      : max_(op.type == OpType::kMaxPool2d), c_(static_cast<std::size_t>(in.c)) {
+    require(in.dtype == DType::kFloat32, where, "input must be float32");
+    win_ = read_window(op, in, where, true);
+    require(win_.dh == 1 && win_.dw == 1, where, "dilation must be 1");
+    require(2 * win_.pad_top <= win_.kh && 2 * win_.pad_bottom <= win_.kh &&
+                2 * win_.pad_left <= win_.kw && 2 * win_.pad_right <= win_.kw,
+            where, "padding must be at most half the kernel");
+    include_pad_ = op.attr("count_include_pad", {1}).at(0) != 0;
+    out = ValueInfo{DType::kFloat32, in.c, win_.out_h, win_.out_w};
+  }
+
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
+    const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::size_t p = 0; p < out_pixels; ++p) {
+        pool_pixel(in[0]->f() + n * in_pixels * c_, static_cast<std::int64_t>(p),
+                   out.f() + (n * out_pixels + p) * c_);
+      }
+    }
+  }
+
+ private:
+  void pool_pixel(const float* image, std::int64_t p, float* dst) const {
+    const std::int64_t oy = p / win_.out_w, ox = p % win_.out_w;
+    std::fill(dst, dst + c_, max_ ? -std::numeric_limits<float>::infinity() : 0.0f);
+    std::int64_t count = 0;
+    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+      const std::int64_t iy = win_.in_y(oy, ky);
+      for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
+        const std::int64_t ix = win_.in_x(ox, kx);
+        if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) continue;
+        ++count;
+        const float* src = image + static_cast<std::size_t>(iy * win_.in_w + ix) * c_;
+        for (std::size_t c = 0; c < c_; ++c)
+          dst[c] = max_ ? std::max(dst[c], src[c]) : dst[c] + src[c];
+      }
+    }
+    if (max_) return;
+    const auto divisor = static_cast<float>(include_pad_ ? win_.kh * win_.kw : count);
+    for (std::size_t c = 0; c < c_; ++c) dst[c] /= divisor;
+  }
+
+  Window win_;
+  bool max_, include_pad_ = true;
+  std::size_t c_;
+};
+
+class Flatten final : public PreparedOp {
+ public:
+  explicit Flatten(const ValueInfo& in) : in_(in) {}
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto c = static_cast<std::size_t>(in_.c);
+    const auto hw = static_cast<std::size_t>(in_.h * in_.w);
+    const std::size_t out_words = words_for_bits(c * hw), in_words = words_for_bits(c);
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::size_t p = 0; p < hw; ++p) {
+        for (std::size_t ch = 0; ch < c; ++ch) {  // PyTorch order: feature = ch * H * W + p
+          if (in_.dtype == DType::kBits) {
+            set_bit(out.b() + n * out_words, ch * hw + p,
+                    get_bit(in[0]->b() + (n * hw + p) * in_words, ch));
+          } else {
+            out.f()[n * c * hw + ch * hw + p] = in[0]->f()[(n * hw + p) * c + ch];
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  ValueInfo in_;
+};
+
+class Softmax final : public PreparedOp {
+ public:
+  explicit Softmax(const ValueInfo& in) : in_(in) {}
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto c = static_cast<std::size_t>(in_.c);
+    const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
+    for (std::size_t r = 0; r < rows; ++r) {
+      const float* x = in[0]->f() + r * c;
+      float* y = out.f() + r * c;
+      const float top = *std::max_element(x, x + c);
+      float sum = 0.0f;
+      for (std::size_t i = 0; i < c; ++i) sum += (y[i] = std::exp(x[i] - top));
+      for (std::size_t i = 0; i < c; ++i) y[i] /= sum;
+    }
+  }
+
+ private:
+  ValueInfo in_;
+};
+
+std::vector<float> channel_param(const Model& model, const Op& op, const std::string& role,
+                                 std::int64_t c, bool allow_scalar, const std::string& where) {
+  const Tensor& t = op_tensor(model, op, role, DType::kFloat32, where);
+  require(t.shape.size() == 1 && (t.shape[0] == c || (allow_scalar && t.shape[0] == 1)), where,
+          "tensor '" + role + "' must have shape [" + std::to_string(c) + "]");
+  return std::vector<float>(t.floats(), t.floats() + t.shape[0]);
+}
+
+}  // namespace
+
+std::unique_ptr<PreparedOp> prepare_float_op(const Model& model, const Op& op,
+                                             const std::vector<ValueInfo>& inputs,
+                                             ValueInfo& output, const std::string& where) {
+  const std::size_t want = op.type == OpType::kAdd ? 2 : 1;
+  require(inputs.size() == want, where,
+          "expects " + std::to_string(want) + " inputs, found " + std::to_string(inputs.size()));
+  const ValueInfo& in = inputs[0];
+  output = in;
+  const bool is_float = in.dtype == DType::kFloat32;
+  switch (op.type) {
+    case OpType::kConv2d:
+    case OpType::kDense:
+      return std::make_unique<FloatConv>(model, op, in, output, where, op.type == OpType::kDense);
+    case OpType::kMaxPool2d:
+    case OpType::kAvgPool2d:
+      return std::make_unique<FloatPool>(op, in, output, where);
+    case OpType::kFlatten:
+      output = ValueInfo{in.dtype, in.c * in.h * in.w, 1, 1};
+      return std::make_unique<Flatten>(in);
+    default:
+      break;
+  }
+  require(is_float, where, "input must be float32");
+  switch (op.type) {
+    case OpType::kBatchNorm:
+      return std::make_unique<Elementwise>(
+          op.type, in, channel_param(model, op, "multiplier", in.c, false, where),
+          channel_param(model, op, "bias", in.c, false, where));
+    case OpType::kPrelu:
+      return std::make_unique<Elementwise>(
+          op.type, in, channel_param(model, op, "alpha", in.c, true, where), std::vector<float>{});
+    case OpType::kAdd:
+      require(inputs[1].dtype == in.dtype && inputs[1].c == in.c && inputs[1].h == in.h &&
+                  inputs[1].w == in.w,
+              where, "add inputs must have the same shape and dtype");
+      return std::make_unique<Elementwise>(op.type, in, std::vector<float>{}, std::vector<float>{});
+    case OpType::kRelu:
+      return std::make_unique<Elementwise>(op.type, in, std::vector<float>{}, std::vector<float>{});
+    case OpType::kSoftmax:
+      return std::make_unique<Softmax>(in);
+    default:
+      break;
+  }
+  throw ModelError(where + ": unsupported op type " + std::to_string(static_cast<int>(op.type)));
+}
+
+}  // namespace onebit::runtime::detail
