@@ -1,0 +1,43 @@
+#pragma once
+/// \file
+/// Checkpoints: model weights, optimizer state and the training config in one file, written
+/// atomically.
+
+#include <nlohmann/json.hpp>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/optim/optimizer.h>
+
+#include <string>
+
+namespace onebit::train {
+
+/// A loaded checkpoint.
+struct Checkpoint {
+  torch::nn::Sequential model;  ///< rebuilt from the config, weights loaded, in eval mode
+  nlohmann::json config;        ///< {"train": TrainOptions JSON, "epoch": n, ...}
+  std::string path;             ///< the checkpoint file read
+};
+
+/// `path` itself if it is a file, else `path/checkpoint.pt`.
+std::string checkpoint_file(const std::string& path);
+
+/// Writes model, optimizer (may be null) and config to `path` atomically.
+void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
+                     torch::optim::Optimizer* optimizer, const nlohmann::json& config);
+
+/// Loads a checkpoint written by `save_checkpoint` (file or directory). The model is rebuilt from
+/// the zoo name and options in the config. A missing, truncated or corrupt file throws
+/// std::runtime_error naming it.
+Checkpoint load_checkpoint(const std::string& path);
+
+/// Loads the optimizer state stored in a checkpoint into `optimizer`.
+void load_optimizer_state(const std::string& path, torch::optim::Optimizer& optimizer);
+
+}  // namespace onebit::train
+
+namespace onebit::train {
+
+/// Loads only the model weights stored in a checkpoint into `model` (same architecture).
+void load_model_state(const std::string& path, torch::nn::Sequential& model);
+
+}  // namespace onebit::train

@@ -1,0 +1,454 @@
+#include "onebit/quantizers.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace onebit::quantizers {
+namespace {
+
+/// Keeps the quantizer alive inside the autograd graph for the backward pass.
+struct QuantizerHolder : torch::CustomClassHolder {
+  explicit QuantizerHolder(QuantizerPtr owner, const Quantizer* raw)
+      : owner(std::move(owner)), raw(raw) {}
+  QuantizerPtr owner;  // null when the quantizer is not owned by a shared_ptr
+  const Quantizer* raw;
+};
+
+class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const c10::intrusive_ptr<QuantizerHolder>& holder) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["quantizer"] = c10::IValue::make_capsule(holder);
+    return holder->raw->quantize(x);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto capsule = ctx->saved_data["quantizer"].toCapsule();
+    const auto* holder = static_cast<const QuantizerHolder*>(capsule.get());
+    return {holder->raw->gradient(saved[0], grads[0]), at::Tensor()};
+  }
+};
+
+/// dy * 1{|x| <= clip}; identity when clip is unset.
+at::Tensor ste(const at::Tensor& x, const at::Tensor& dy, const std::optional<double>& clip) {
+  if (!clip) return dy;
+  return dy * x.abs().le(*clip).to(dy.scalar_type());
+}
+
+at::Tensor sign_pm1(const at::Tensor& x) {
+  // +1 for x >= 0 (sign(0) = +1), -1 otherwise.
+  return x.ge(0).to(x.scalar_type()).mul_(2).sub_(1);
+}
+
+Json clip_json(const std::optional<double>& clip) {
+  return clip ? Json(*clip) : Json(nullptr);
+}
+
+void check_clip(const std::optional<double>& clip, const char* who) {
+  if (clip && !(*clip >= 0.0)) {
+    std::ostringstream msg;
+    msg << who << ": clip_value must be >= 0 or none, got " << *clip;
+    throw std::invalid_argument(msg.str());
+  }
+}
+
+}  // namespace
+
+// ---- Quantizer ------------------------------------------------------------------------------
+
+at::Tensor Quantizer::operator()(const at::Tensor& x) const {
+  if (!at::GradMode::is_enabled() || !x.requires_grad()) return quantize(x);
+  auto owner = weak_from_this().lock();
+  auto holder = c10::make_intrusive<QuantizerHolder>(
+      std::static_pointer_cast<const Quantizer>(owner), this);
+  return QuantizeFunction::apply(x, holder);
+}
+
+Json Quantizer::to_json() const { return {{"class_name", id()}, {"config", config()}}; }
+
+Json to_json(const QuantizerPtr& q) { return q ? q->to_json() : Json(nullptr); }
+
+// ---- NoOp -----------------------------------------------------------------------------------
+
+NoOp::NoOp(int precision) : precision_(precision) {
+  if (precision < 1 || precision > 32) {
+    throw std::invalid_argument("noop: precision must be in [1, 32], got " +
+                                std::to_string(precision));
+  }
+}
+at::Tensor NoOp::quantize(const at::Tensor& x) const { return x; }
+at::Tensor NoOp::gradient(const at::Tensor&, const at::Tensor& dy) const { return dy; }
+
+// ---- SteSign --------------------------------------------------------------------------------
+
+SteSign::SteSign(std::optional<double> clip_value) : clip_value_(clip_value) {
+  check_clip(clip_value_, "ste_sign");
+}
+Json SteSign::config() const { return {{"clip_value", clip_json(clip_value_)}}; }
+at::Tensor SteSign::quantize(const at::Tensor& x) const { return sign_pm1(x); }
+at::Tensor SteSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  return ste(x, dy, clip_value_);
+}
+
+// ---- ApproxSign -----------------------------------------------------------------------------
+
+at::Tensor ApproxSign::quantize(const at::Tensor& x) const { return sign_pm1(x); }
+at::Tensor ApproxSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  auto ax = x.abs();
+  return dy * (2.0 - 2.0 * ax) * ax.le(1.0).to(dy.scalar_type());
+}
+
+// ---- SteHeaviside ---------------------------------------------------------------------------
+
+SteHeaviside::SteHeaviside(std::optional<double> clip_value) : clip_value_(clip_value) {
+  check_clip(clip_value_, "ste_heaviside");
+}
+Json SteHeaviside::config() const { return {{"clip_value", clip_json(clip_value_)}}; }
+at::Tensor SteHeaviside::quantize(const at::Tensor& x) const {
+  return x.gt(0).to(x.scalar_type());
+}
+at::Tensor SteHeaviside::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  return ste(x, dy, clip_value_);
+}
+
+// ---- SwishSign ------------------------------------------------------------------------------
+
+SwishSign::SwishSign(double beta) : beta_(beta) {
+  if (!std::isfinite(beta) || beta <= 0) {
+    throw std::invalid_argument("swish_sign: beta must be a positive number, got " +
+                                std::to_string(beta));
+  }
+}
+at::Tensor SwishSign::quantize(const at::Tensor& x) const { return sign_pm1(x); }
+at::Tensor SwishSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  auto bx = x * beta_;
+  auto num = (2.0 - bx * at::tanh(bx * 0.5)) * beta_;
+  return dy * num / (1.0 + at::cosh(bx));
+}
+
+// ---- MagnitudeAwareSign ---------------------------------------------------------------------
+
+MagnitudeAwareSign::MagnitudeAwareSign(std::optional<double> clip_value)
+    : clip_value_(clip_value) {
+  check_clip(clip_value_, "magnitude_aware_sign");
+}
+Json MagnitudeAwareSign::config() const { return {{"clip_value", clip_json(clip_value_)}}; }
+at::Tensor MagnitudeAwareSign::scale(const at::Tensor& x) const {
+  if (x.dim() <= 1) return x.abs().mean();
+  std::vector<int64_t> dims;
+  for (int64_t d = 1; d < x.dim(); ++d) dims.push_back(d);
+  return x.abs().mean(dims, /*keepdim=*/true);
+}
+at::Tensor MagnitudeAwareSign::quantize(const at::Tensor& x) const { return scale(x) * sign_pm1(x); }
+at::Tensor MagnitudeAwareSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  return scale(x) * ste(x, dy, clip_value_);
+}
+
+// ---- SteTern --------------------------------------------------------------------------------
+
+SteTern::SteTern(double threshold_value, bool ternary_weight_networks,
+                 std::optional<double> clip_value)
+    : threshold_value_(threshold_value),
+      ternary_weight_networks_(ternary_weight_networks),
+      clip_value_(clip_value) {
+  if (!(threshold_value >= 0)) {
+    throw std::invalid_argument("ste_tern: threshold_value must be >= 0, got " +
+                                std::to_string(threshold_value));
+  }
+  check_clip(clip_value_, "ste_tern");
+}
+Json SteTern::config() const {
+  return {{"threshold_value", threshold_value_},
+          {"ternary_weight_networks", ternary_weight_networks_},
+          {"clip_value", clip_json(clip_value_)}};
+}
+double SteTern::threshold(const at::Tensor& x) const {
+  if (!ternary_weight_networks_) return threshold_value_;
+  return 0.7 * x.abs().mean().item<double>();
+}
+at::Tensor SteTern::quantize(const at::Tensor& x) const {
+  const double d = threshold(x);
+  return sign_pm1(x) * x.abs().ge(d).to(x.scalar_type());
+}
+at::Tensor SteTern::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  return ste(x, dy, clip_value_);
+}
+
+// ---- DoReFa ---------------------------------------------------------------------------------
+
+DoReFa::DoReFa(int k_bit, std::string mode) : k_bit_(k_bit), mode_(std::move(mode)) {
+  if (k_bit < 1 || k_bit > 31) {
+    throw std::invalid_argument("dorefa_quantizer: k_bit must be in [1, 31], got " +
+                                std::to_string(k_bit));
+  }
+  if (mode_ != "activations" && mode_ != "weights") {
+    throw std::invalid_argument("dorefa_quantizer: mode must be \"activations\" or \"weights\", got \"" +
+                                mode_ + "\"");
+  }
+}
+at::Tensor DoReFa::quantize(const at::Tensor& x) const {
+  const double n = std::pow(2.0, k_bit_) - 1.0;
+  if (mode_ == "activations") return at::round(x.clamp(0.0, 1.0) * n) / n;
+  auto t = at::tanh(x);
+  auto m = t.abs().max().clamp_min(1e-30);
+  auto v = t / (2.0 * m) + 0.5;
+  return 2.0 * (at::round(v * n) / n) - 1.0;
+}
+at::Tensor DoReFa::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  if (mode_ == "activations") {
+    return dy * (x.ge(0.0) & x.le(1.0)).to(dy.scalar_type());
+  }
+  auto t = at::tanh(x);
+  auto m = t.abs().max().clamp_min(1e-30);
+  return dy * (1.0 - t * t) / m;
+}
+
+// ---- Custom ---------------------------------------------------------------------------------
+
+Custom::Custom(std::string name, ForwardFn forward, GradientFn gradient, int precision)
+    : name_(std::move(name)),
+      forward_(std::move(forward)),
+      gradient_(std::move(gradient)),
+      precision_(precision) {
+  if (name_.empty()) throw std::invalid_argument("custom quantizer: name must not be empty");
+  if (!forward_ || !gradient_) {
+    throw std::invalid_argument("custom quantizer \"" + name_ +
+                                "\": forward and gradient functions are required");
+  }
+  if (precision < 1 || precision > 32) {
+    throw std::invalid_argument("custom quantizer \"" + name_ +
+                                "\": precision must be in [1, 32], got " +
+                                std::to_string(precision));
+  }
+}
+
+// ---- registry -------------------------------------------------------------------------------
+namespace {
+
+/// Reads the config's arguments, rejecting unknown keys and wrong types with clear messages.
+class Args {
+ public:
+  Args(const std::string& id, const Json& config) : id_(id), config_(config) {
+    if (!config_.is_object()) {
+      throw std::invalid_argument("quantizer \"" + id_ + "\": config must be a JSON object, got " +
+                                  config_.dump());
+    }
+  }
+  double number(const std::string& key, double fallback) {
+    used_.insert(key);
+    if (!config_.contains(key)) return fallback;
+    const auto& v = config_.at(key);
+    if (!v.is_number()) fail(key, "a number", v);
+    return v.get<double>();
+  }
+  std::optional<double> clip(const std::string& key, std::optional<double> fallback) {
+    used_.insert(key);
+    if (!config_.contains(key)) return fallback;
+    const auto& v = config_.at(key);
+    if (v.is_null()) return std::nullopt;
+    if (!v.is_number()) fail(key, "a number or null", v);
+    return v.get<double>();
+  }
+  int integer(const std::string& key, std::optional<int> fallback) {
+    used_.insert(key);
+    if (!config_.contains(key)) {
+      if (!fallback) {
+        throw std::invalid_argument("quantizer \"" + id_ + "\": missing required argument \"" +
+                                    key + "\"");
+      }
+      return *fallback;
+    }
+    const auto& v = config_.at(key);
+    if (!v.is_number_integer()) fail(key, "an integer", v);
+    return v.get<int>();
+  }
+  bool boolean(const std::string& key, bool fallback) {
+    used_.insert(key);
+    if (!config_.contains(key)) return fallback;
+    const auto& v = config_.at(key);
+    if (!v.is_boolean()) fail(key, "true or false", v);
+    return v.get<bool>();
+  }
+  std::string string(const std::string& key, const std::string& fallback) {
+    used_.insert(key);
+    if (!config_.contains(key)) return fallback;
+    const auto& v = config_.at(key);
+    if (!v.is_string()) fail(key, "a string", v);
+    return v.get<std::string>();
+  }
+  /// Throws if the config has keys no getter asked for.
+  void finish() const {
+    for (const auto& item : config_.items()) {
+      if (!used_.count(item.key())) {
+        std::string known;
+        for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
+        throw std::invalid_argument("quantizer \"" + id_ + "\": unknown argument \"" +
+                                    item.key() + "\" (known: " +
+                                    (known.empty() ? "none" : known) + ")");
+      }
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& key, const char* expected, const Json& v) const {
+    throw std::invalid_argument("quantizer \"" + id_ + "\": argument \"" + key + "\" must be " +
+                                expected + ", got " + v.dump());
+  }
+  std::string id_;
+  const Json& config_;
+  std::set<std::string> used_;
+};
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, Factory> factories;
+  std::map<std::string, std::string> aliases;  // Larq class name -> id
+  std::set<std::string> builtin;
+};
+
+template <typename Build>
+Factory checked(std::string id, Build build) {
+  return [id, build](const Json& config) -> QuantizerPtr {
+    Args args(id, config);
+    QuantizerPtr q = build(args);
+    args.finish();
+    return q;
+  };
+}
+
+Registry& registry() {
+  static Registry* r = [] {
+    auto* reg = new Registry();
+    auto& f = reg->factories;
+    f["noop"] = checked("noop", [](Args& a) {
+      return std::make_shared<NoOp>(a.integer("precision", std::nullopt));
+    });
+    f["ste_sign"] = checked("ste_sign", [](Args& a) {
+      return std::make_shared<SteSign>(a.clip("clip_value", 1.0));
+    });
+    f["approx_sign"] = checked("approx_sign", [](Args&) { return std::make_shared<ApproxSign>(); });
+    f["ste_heaviside"] = checked("ste_heaviside", [](Args& a) {
+      return std::make_shared<SteHeaviside>(a.clip("clip_value", 1.0));
+    });
+    f["swish_sign"] = checked("swish_sign", [](Args& a) {
+      return std::make_shared<SwishSign>(a.number("beta", 5.0));
+    });
+    f["magnitude_aware_sign"] = checked("magnitude_aware_sign", [](Args& a) {
+      return std::make_shared<MagnitudeAwareSign>(a.clip("clip_value", 1.0));
+    });
+    f["ste_tern"] = checked("ste_tern", [](Args& a) {
+      double t = a.number("threshold_value", 0.05);
+      bool twn = a.boolean("ternary_weight_networks", false);
+      return std::make_shared<SteTern>(t, twn, a.clip("clip_value", 1.0));
+    });
+    f["dorefa_quantizer"] = checked("dorefa_quantizer", [](Args& a) {
+      int k = a.integer("k_bit", 2);
+      return std::make_shared<DoReFa>(k, a.string("mode", "activations"));
+    });
+    reg->aliases = {{"NoOpQuantizer", "noop"},       {"NoOp", "noop"},
+                    {"SteSign", "ste_sign"},         {"ApproxSign", "approx_sign"},
+                    {"SteHeaviside", "ste_heaviside"}, {"SwishSign", "swish_sign"},
+                    {"MagnitudeAwareSign", "magnitude_aware_sign"},
+                    {"SteTern", "ste_tern"},         {"DoReFaQuantizer", "dorefa_quantizer"},
+                    {"DoReFa", "dorefa_quantizer"},  {"dorefa", "dorefa_quantizer"}};
+    for (const auto& kv : f) reg->builtin.insert(kv.first);
+    return reg;
+  }();
+  return *r;
+}
+
+QuantizerPtr make(const std::string& name, const Json& config) {
+  auto& reg = registry();
+  Factory factory;
+  {
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    std::string id = name;
+    if (auto a = reg.aliases.find(name); a != reg.aliases.end()) id = a->second;
+    auto it = reg.factories.find(id);
+    if (it == reg.factories.end()) {
+      std::string known;
+      for (const auto& kv : reg.factories) known += (known.empty() ? "" : ", ") + kv.first;
+      throw std::invalid_argument("unknown quantizer \"" + name + "\" (known: " + known + ")");
+    }
+    factory = it->second;
+  }
+  return factory(config);
+}
+
+}  // namespace
+
+QuantizerPtr get(const std::string& id) {
+  if (id == "noop" || id == "NoOpQuantizer" || id == "NoOp") {
+    throw std::invalid_argument(
+        "quantizer \"noop\" needs a precision: use {\"class_name\": \"noop\", \"config\": "
+        "{\"precision\": 1}} or std::make_shared<onebit::quantizers::NoOp>(1)");
+  }
+  return make(id, Json::object());
+}
+
+QuantizerPtr from_json(const Json& spec) {
+  if (spec.is_null()) return nullptr;
+  if (spec.is_string()) return get(spec.get<std::string>());
+  if (!spec.is_object() || !spec.contains("class_name") || !spec.at("class_name").is_string()) {
+    throw std::invalid_argument(
+        "quantizer spec must be a string id or {\"class_name\": id, \"config\": {...}}, got " +
+        spec.dump());
+  }
+  for (const auto& item : spec.items()) {
+    if (item.key() != "class_name" && item.key() != "config") {
+      throw std::invalid_argument("quantizer spec: unknown key \"" + item.key() + "\" in " +
+                                  spec.dump());
+    }
+  }
+  Json config = spec.contains("config") ? spec.at("config") : Json::object();
+  return make(spec.at("class_name").get<std::string>(), config);
+}
+
+void register_quantizer(const std::string& id, Factory factory) {
+  if (id.empty() || !factory) {
+    throw std::invalid_argument("register_quantizer: id and factory must be non-empty");
+  }
+  auto& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  if (reg.builtin.count(id) || reg.aliases.count(id)) {
+    throw std::invalid_argument("register_quantizer: \"" + id +
+                                "\" is a built-in quantizer and cannot be replaced");
+  }
+  reg.factories[id] = std::move(factory);
+}
+
+void register_custom(const std::shared_ptr<const Custom>& quantizer) {
+  if (!quantizer) throw std::invalid_argument("register_custom: null quantizer");
+  std::string id = quantizer->id();
+  register_quantizer(id, [quantizer, id](const Json& config) -> QuantizerPtr {
+    if (!config.is_object() || !config.empty()) {
+      throw std::invalid_argument("custom quantizer \"" + id + "\" takes no arguments, got " +
+                                  config.dump());
+    }
+    return quantizer;
+  });
+}
+
+std::vector<std::string> known_ids() {
+  auto& reg = registry();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  std::vector<std::string> ids;
+  for (const auto& kv : reg.factories) ids.push_back(kv.first);
+  return ids;
+}
+
+QuantizerSpec::QuantizerSpec(const char* id) : ptr_(id ? quantizers::get(id) : nullptr) {}
+QuantizerSpec::QuantizerSpec(const std::string& id) : ptr_(quantizers::get(id)) {}
+
+}  // namespace onebit::quantizers

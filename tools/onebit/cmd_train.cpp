@@ -1,0 +1,102 @@
+// onebit train / eval / models.
+
+#include <iomanip>
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "onebit/data/datasets.h"
+#include "onebit/train/checkpoint.h"
+#include "onebit/train/trainer.h"
+#include "onebit/zoo/models.h"
+
+namespace onebit::cli {
+namespace {
+
+void add_train(CLI::App& app) {
+  auto opts = std::make_shared<train::TrainOptions>();
+  auto json = std::make_shared<bool>(false);
+  auto float_model = std::make_shared<bool>(false);
+  auto no_progress = std::make_shared<bool>(false);
+  opts->out_dir = "runs/larq-mnist";
+  auto* cmd = app.add_subcommand("train", "Train a model from the zoo on a data set");
+  cmd->add_option("--model", opts->model, "Model name (larq-mnist, bnn-mlp)")->capture_default_str();
+  cmd->add_option("--dataset", opts->dataset, "Data set (fashion-mnist, mnist, cifar10)")->capture_default_str();
+  cmd->add_option("--data-dir", opts->data_dir, "Directory of the data set files (default: the data set's standard location)");
+  cmd->add_option("--epochs", opts->epochs, "Number of epochs")->capture_default_str();
+  cmd->add_option("--batch-size", opts->batch_size, "Batch size")->capture_default_str();
+  cmd->add_option("--lr", opts->lr, "Learning rate")->capture_default_str();
+  cmd->add_option("--seed", opts->seed, "Random seed")->capture_default_str();
+  cmd->add_option("--optimizer", opts->optimizer, "Optimizer (adam, sgd)")->capture_default_str();
+  cmd->add_option("--out", opts->out_dir, "Output directory (checkpoint.pt, metrics.jsonl, config.json)")->capture_default_str();
+  cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)")->capture_default_str();
+  cmd->add_option("--bn-momentum", opts->model_options.bn_momentum, "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01)")->capture_default_str();
+  cmd->add_option("--train-limit", opts->train_limit, "Use only the first N training images (0: all)");
+  cmd->add_option("--test-limit", opts->test_limit, "Use only the first N test images (0: all)");
+  cmd->add_option("--resume", opts->resume, "Continue training from this checkpoint (file or directory)");
+  cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
+  cmd->add_flag("--no-progress", *no_progress, "Do not draw the progress bar");
+  cmd->add_flag("--json", *json, "Print the result as one JSON line");
+  cmd->callback([opts, json, float_model, no_progress] {
+    opts->model_options.quantized = !*float_model;
+    opts->progress = !*no_progress;
+    auto r = train::train(*opts);
+    if (*json) {
+      print_json({{"test_accuracy", r.test_accuracy},
+                  {"test_loss", r.test_loss},
+                  {"epochs", r.epochs},
+                  {"images_per_second", r.images_per_second},
+                  {"checkpoint", r.checkpoint}});
+    } else {
+      std::cout << std::fixed << std::setprecision(2) << "test accuracy: " << 100.0 * r.test_accuracy
+                << "% after " << r.epochs << " epochs (" << std::setprecision(0)
+                << r.images_per_second << " training images/s)\n"
+                << "model saved to: " << r.checkpoint << std::endl;
+    }
+  });
+}
+
+void add_eval(CLI::App& app) {
+  struct Args {
+    std::string checkpoint, dataset, data_dir;
+    int64_t limit = 0, batch_size = 256;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("eval", "Evaluate a checkpoint on a data set's test split");
+  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint file or training output directory")->required();
+  cmd->add_option("--dataset", a->dataset, "Data set (default: the one it was trained on)");
+  cmd->add_option("--data-dir", a->data_dir, "Directory of the data set files");
+  cmd->add_option("--limit", a->limit, "Use only the first N test images (0: all)");
+  cmd->add_option("--batch-size", a->batch_size, "Batch size")->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print the result as one JSON line");
+  cmd->callback([a] {
+    auto ck = train::load_checkpoint(a->checkpoint);
+    const auto& t = ck.config.at("train");
+    std::string dataset = a->dataset.empty() ? t.at("dataset").get<std::string>() : a->dataset;
+    std::string dir = a->data_dir.empty() && a->dataset.empty() ? t.value("data_dir", "") : a->data_dir;
+    auto test = data::load(dataset, data::Split::kTest, dir).head(a->limit);
+    auto r = train::evaluate(ck.model, test, a->batch_size);
+    if (a->json) {
+      print_json({{"accuracy", r.accuracy}, {"loss", r.loss}, {"count", r.count}, {"checkpoint", ck.path}});
+    } else {
+      std::cout << std::fixed << std::setprecision(2) << "test accuracy: " << 100.0 * r.accuracy
+                << "% on " << r.count << " images (loss " << std::setprecision(4) << r.loss << ")"
+                << std::endl;
+    }
+  });
+}
+
+void add_models(CLI::App& app) {
+  auto* cmd = app.add_subcommand("models", "List the models of the zoo");
+  cmd->callback([] {
+    for (const auto& name : zoo::model_names()) std::cout << name << "\n";
+  });
+}
+
+const Registrar train_cmd(10, add_train);
+const Registrar eval_cmd(20, add_eval);
+const Registrar models_cmd(90, add_models);
+
+}  // namespace
+}  // namespace onebit::cli
