@@ -1,0 +1,121 @@
+#include "onebit/runtime/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "onebit/runtime/builder.h"
+#include "ops.h"
+
+namespace onebit::runtime {
+
+std::string BinaryConvShape::name() const {
+  return std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width);
+}
+
+std::int64_t BinaryConvShape::binary_macs() const {
+  return batch * height * width * channels * channels * kernel * kernel;
+}
+
+struct BinaryConvBench::Impl {
+  BinaryConvShape shape;
+  Model model;
+  std::unique_ptr<detail::PreparedOp> op;
+  detail::Buffer in, out;
+  detail::RunContext ctx;
+};
+
+BinaryConvBench::BinaryConvBench(const BinaryConvShape& shape, int threads,
+                                 const KernelTable* kernels)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.shape = shape;
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int> coin(0, 1);
+  std::normal_distribution<float> normal;
+  const std::int64_t c = shape.channels, k = shape.kernel;
+  std::vector<float> w(static_cast<std::size_t>(c * c * k * k));
+  for (float& v : w) v = coin(rng) ? 1.0f : -1.0f;
+  std::vector<float> mult(static_cast<std::size_t>(c)), bias(mult.size());
+  for (std::size_t i = 0; i < mult.size(); ++i) mult[i] = 0.5f + coin(rng), bias[i] = normal(rng);
+  ModelBuilder b;
+  ValueRef x = b.sign(b.input({c, shape.height, shape.width}));
+  x = b.conv2d(
+      x, Conv2dParams(c, k).padding(PaddingMode::kSame).padding_value(1.0f).binary_kernel(true), w);
+  x = b.batch_norm(x, mult, bias);
+  if (shape.output_bits) x = b.sign(x);
+  b.output(x);
+  m.model = b.build();  // quantize -> binary_conv2d (fused output)
+  const detail::ValueInfo in_info{DType::kBits, c, shape.height, shape.width};
+  detail::ValueInfo out_info;
+  m.op = detail::prepare_op(m.model, m.model.ops.at(1), {in_info}, out_info, "bench conv");
+  const auto batch = static_cast<std::size_t>(shape.batch);
+  m.in.words.resize(batch * in_info.image_words());
+  std::mt19937_64 bits(7);
+  const std::size_t cw = words_for_bits(static_cast<std::size_t>(c));
+  const BitWord tail = c % 64 == 0 ? ~BitWord{0} : (BitWord{1} << (c % 64)) - 1;
+  for (std::size_t i = 0; i < m.in.words.size(); ++i) {
+    m.in.words[i] = bits() & (i % cw + 1 == cw ? tail : ~BitWord{0});
+  }
+  m.out.words.assign(batch * out_info.image_words(), 0);
+  m.ctx.kernels = kernels != nullptr ? kernels : &active_kernels();
+  m.ctx.threads = threads;
+}
+
+BinaryConvBench::~BinaryConvBench() = default;
+
+void BinaryConvBench::run() {
+  impl_->op->run(impl_->ctx, {&impl_->in}, impl_->out,
+                 static_cast<std::size_t>(impl_->shape.batch));
+}
+
+const BinaryConvShape& BinaryConvBench::shape() const { return impl_->shape; }
+
+double measure_core_clock_hz() {
+  constexpr std::uint64_t kLoops = 200'000;  // x 16 dependent adds = 3.2 M cycles per trial
+  double best = 0.0;
+  for (int trial = 0; trial < 20; ++trial) {
+    std::uint64_t x = trial;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::uint64_t i = 0; i < kLoops; ++i) {
+#if defined(__x86_64__)
+      asm volatile(
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+          : "+r"(x));
+#else
+      x = x * 3 + 1;
+#endif
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(kLoops) * 16.0 / s);
+  }
+  return best;
+}
+
+BenchResult bench_binary_conv(const BinaryConvShape& shape, int threads, double min_seconds,
+                              const KernelTable* kernels) {
+  BinaryConvBench bench(shape, threads, kernels);
+  bench.run();  // warm-up: caches, page faults
+  BenchResult r;
+  r.shape = shape.name();
+  r.isa = isa_name((kernels != nullptr ? kernels : &active_kernels())->isa);
+  r.threads = threads;
+  r.clock_hz = measure_core_clock_hz();
+  const auto t0 = std::chrono::steady_clock::now();
+  double elapsed = 0.0;
+  do {
+    bench.run();
+    ++r.iterations;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (elapsed < min_seconds);
+  r.seconds_per_run = elapsed / static_cast<double>(r.iterations);
+  r.binary_macs_per_s = static_cast<double>(shape.binary_macs()) / r.seconds_per_run;
+  r.percent_of_peak =
+      100.0 * r.binary_macs_per_s / (r.clock_hz * kPeakBinaryMacsPerCycle * std::max(threads, 1));
+  return r;
+}
+
+}  // namespace onebit::runtime

@@ -1,0 +1,262 @@
+// Ops and whole models through ModelBuilder + Interpreter against plain float math, on every ISA,
+// fused and unfused.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "onebit/runtime/builder.h"
+#include "onebit/runtime/interpreter.h"
+#include "reference_net.h"
+
+namespace onebit::runtime {
+namespace {
+
+using testing::ConvSpec;
+using testing::Nchw;
+
+std::vector<const KernelTable*> all_tables() {
+  std::vector<const KernelTable*> t;
+  for (Isa isa : supported_isas()) t.push_back(&kernels_for(isa));
+  return t;
+}
+
+struct ConvCase {
+  std::int64_t c, h, w;
+  ConvSpec s;
+};
+
+std::vector<ConvCase> conv_cases() {
+  return {
+      {3, 7, 6, {5, 3, 1, 1, 1, 1, 1, 1, 1, 1.0f}},     // one-padding, tiny C
+      {70, 5, 5, {9, 3, 1, 1, 1, 1, 1, 1, 1, 0.0f}},    // zero-padding, C > 64
+      {64, 6, 6, {64, 3, 2, 1, 1, 1, 1, 1, 1, 0.0f}},   // stride 2
+      {130, 8, 7, {33, 3, 1, 2, 1, 2, 2, 2, 2, 0.0f}},  // dilation 2, pad 2
+      {12, 5, 5, {10, 3, 1, 1, 2, 1, 1, 1, 1, 0.0f}},   // groups, 5 outputs per group
+      {16, 5, 5, {16, 3, 1, 1, 4, 1, 1, 1, 1, 1.0f}},   // groups, one-padding
+      {128, 4, 4, {64, 1, 1, 1, 1, 0, 0, 0, 0, 0.0f}},  // 1x1 direct
+      {32, 9, 9, {40, 5, 2, 1, 1, 0, 1, 2, 0, 0.0f}},   // asymmetric pads, 5x5
+      {200, 3, 3, {8, 3, 1, 1, 1, 0, 0, 0, 0, 0.0f}},   // valid, K = 1800
+  };
+}
+
+ValueRef add_conv(ModelBuilder& b, ValueRef x, const ConvCase& cc, const std::vector<float>& w) {
+  Conv2dParams p(cc.s.out, cc.s.k);
+  p.stride(cc.s.stride).dilation(cc.s.dilation).groups_count(cc.s.groups).binary_kernel(true);
+  p.padding_mode = PaddingMode::kExplicit;
+  p.pad_top = cc.s.pad_t, p.pad_left = cc.s.pad_l, p.pad_bottom = cc.s.pad_b,
+  p.pad_right = cc.s.pad_r;
+  p.padding_value(cc.s.pad_value);
+  return b.conv2d(x, p, w);
+}
+
+TEST(BinaryConv, MatchesFloatMathForEveryPaddingStrideDilationGroup) {
+  std::mt19937 rng(1);
+  for (const ConvCase& cc : conv_cases()) {
+    const std::int64_t batch = 2;
+    Nchw x{batch, cc.c, cc.h, cc.w, testing::random_normal(batch * cc.c * cc.h * cc.w, rng)};
+    const auto w = testing::random_signs(cc.s.out * cc.c / cc.s.groups * cc.s.k * cc.s.k, rng);
+    const auto mult = testing::random_normal(cc.s.out, rng),
+               bias = testing::random_normal(cc.s.out, rng, 3);
+    const Nchw conv = testing::conv_ref(testing::sign_ref(x), w, cc.s);
+    const Nchw bits = testing::sign_ref(testing::bn_ref(conv, mult, bias));
+    for (bool output_bits : {false, true}) {
+      ModelBuilder b;
+      ValueRef v = add_conv(b, b.sign(b.input({cc.c, cc.h, cc.w})), cc, w);
+      if (output_bits) v = b.sign(b.batch_norm(v, mult, bias));
+      b.output(v);
+      const Model m = b.build();
+      ASSERT_EQ(m.ops.size(), 2u) << "conv, batch norm and sign must fuse";
+      for (const KernelTable* t : all_tables()) {
+        const Interpreter net(m, {1, t});
+        const std::vector<float> y = net.run(x.v, batch);
+        EXPECT_EQ(y, output_bits ? bits.v : conv.v)
+            << isa_name(t->isa) << " C=" << cc.c << " out=" << cc.s.out << " groups=" << cc.s.groups
+            << " pad_value=" << cc.s.pad_value << " bits=" << output_bits;
+      }
+    }
+  }
+}
+
+struct Mnist {
+  std::vector<float> w1, w2, w3, w4, w5;
+  std::vector<std::vector<float>> m, b;
+};
+
+Mnist random_mnist(std::mt19937& rng) {
+  Mnist p;
+  p.w1 = testing::random_signs(32 * 1 * 9, rng);
+  p.w2 = testing::random_signs(64 * 32 * 9, rng);
+  p.w3 = testing::random_signs(64 * 64 * 9, rng);
+  p.w4 = testing::random_signs(64 * 576, rng);
+  p.w5 = testing::random_signs(10 * 64, rng);
+  for (std::size_t c : {32u, 64u, 64u, 64u, 10u}) {
+    auto m = testing::random_normal(c, rng);
+    m[0] = 0.0f;  // a dead channel
+    p.m.push_back(m);
+    p.b.push_back(testing::random_normal(c, rng, 4));
+  }
+  return p;
+}
+
+Model build_mnist(const Mnist& p, bool fuse) {
+  ModelBuilder b({fuse});
+  ValueRef x = b.input({1, 28, 28});
+  x = b.conv2d(x, Conv2dParams(32, 3).binary_kernel(true), p.w1);
+  x = b.batch_norm(b.max_pool2d(x, Pool2dParams(2)), p.m[0], p.b[0]);
+  x = b.conv2d(b.sign(x), Conv2dParams(64, 3).binary_kernel(true), p.w2);
+  x = b.batch_norm(b.max_pool2d(x, Pool2dParams(2)), p.m[1], p.b[1]);
+  x = b.conv2d(b.sign(x), Conv2dParams(64, 3).binary_kernel(true), p.w3);
+  x = b.sign(b.flatten(b.batch_norm(x, p.m[2], p.b[2])));
+  x = b.sign(b.batch_norm(b.dense(x, DenseParams(64).binary_kernel(true), p.w4), p.m[3], p.b[3]));
+  x = b.batch_norm(b.dense(x, DenseParams(10).binary_kernel(true), p.w5), p.m[4], p.b[4]);
+  b.output(x);
+  return b.build();
+}
+
+std::vector<float> mnist_reference(const Mnist& p, const Nchw& x) {
+  using namespace testing;
+  Nchw y = conv_ref(x, p.w1, ConvSpec{32, 3});
+  y = sign_ref(bn_ref(maxpool_ref(y, 2), p.m[0], p.b[0]));
+  y = sign_ref(bn_ref(maxpool_ref(conv_ref(y, p.w2, ConvSpec{64, 3}), 2), p.m[1], p.b[1]));
+  y = sign_ref(bn_ref(conv_ref(y, p.w3, ConvSpec{64, 3}), p.m[2], p.b[2]));
+  y = sign_ref(bn_ref(dense_ref(y, p.w4, 64), p.m[3], p.b[3]));
+  return bn_ref(dense_ref(y, p.w5, 10), p.m[4], p.b[4]).v;
+}
+
+TEST(Models, LarqMnistCnnEqualsFloatMathFusedAndUnfused) {
+  std::mt19937 rng(2);
+  const Mnist p = random_mnist(rng);
+  const std::int64_t batch = 5;
+  const Nchw x{batch, 1, 28, 28, testing::random_normal(batch * 784, rng)};
+  const std::vector<float> expected = mnist_reference(p, x);
+  const Model fused = build_mnist(p, true), unfused = build_mnist(p, false);
+  EXPECT_LT(fused.ops.size(), unfused.ops.size());
+  // conv1 (float), maxpool, bn, quantize, conv2 (thresholds), binary maxpool, conv3, flatten,
+  // dense (thresholds), dense (+bn)
+  EXPECT_EQ(fused.ops.size(), 10u);
+  for (const KernelTable* t : all_tables()) {
+    for (const Model* m : {&fused, &unfused}) {
+      const Interpreter net(*m, {2, t});
+      EXPECT_EQ(net.run(x.v, batch), expected) << isa_name(t->isa) << (m == &fused ? " fused" : "");
+      EXPECT_EQ(net.output_shape(), (std::vector<std::int64_t>{10, 1, 1}));
+    }
+  }
+}
+
+TEST(Models, BinaryMlpEqualsFloatMath) {
+  std::mt19937 rng(3);
+  const auto w1 = testing::random_signs(512 * 784, rng), w2 = testing::random_signs(512 * 512, rng),
+             w3 = testing::random_signs(10 * 512, rng);
+  std::vector<std::vector<float>> m, bb;
+  for (std::size_t c : {512u, 512u, 10u}) {
+    m.push_back(testing::random_normal(c, rng));
+    bb.push_back(testing::random_normal(c, rng, 20));
+  }
+  ModelBuilder b;
+  ValueRef x = b.flatten(b.input({1, 28, 28}));
+  x = b.sign(b.batch_norm(b.dense(x, DenseParams(512).binary_kernel(true), w1), m[0], bb[0]));
+  x = b.sign(b.batch_norm(b.dense(x, DenseParams(512).binary_kernel(true), w2), m[1], bb[1]));
+  b.output(b.batch_norm(b.dense(x, DenseParams(10).binary_kernel(true), w3), m[2], bb[2]));
+  const Model model = b.build();
+  const std::int64_t batch = 3;
+  const Nchw in{batch, 1, 28, 28, testing::random_normal(batch * 784, rng)};
+  using namespace testing;
+  Nchw y = sign_ref(bn_ref(dense_ref(in, w1, 512), m[0], bb[0]));
+  y = sign_ref(bn_ref(dense_ref(y, w2, 512), m[1], bb[1]));
+  const auto expected = bn_ref(dense_ref(y, w3, 10), m[2], bb[2]).v;
+  for (const KernelTable* t : all_tables()) {
+    EXPECT_EQ(Interpreter(model, {1, t}).run(in.v, batch), expected) << isa_name(t->isa);
+  }
+}
+
+TEST(Models, FlattenUsesPyTorchChannelMajorOrder) {
+  ModelBuilder b;
+  b.output(b.flatten(b.input({3, 2, 2})));
+  const Interpreter net(b.build());
+  std::vector<float> x(12);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
+  EXPECT_EQ(net.run(x, 1), x);  // NCHW flatten is the identity on memory
+}
+
+TEST(Models, FloatOpsPoolingAddReluPreluSoftmax) {
+  ModelBuilder b;
+  ValueRef x = b.input({2, 4, 4});
+  ValueRef a = b.avg_pool2d(x, Pool2dParams(2));
+  ValueRef m = b.max_pool2d(x, Pool2dParams(2));
+  ValueRef s = b.prelu(b.add(a, b.relu(m)), {0.5f, 0.25f});
+  b.output(b.softmax(b.flatten(s)));
+  const Interpreter net(b.build());
+  std::vector<float> in(32);
+  for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 7) - 3.0f;
+  const auto y = net.run(in, 1);
+  // Plain recomputation in NCHW.
+  std::vector<float> feat(8);
+  for (int c = 0; c < 2; ++c)
+    for (int oy = 0; oy < 2; ++oy)
+      for (int ox = 0; ox < 2; ++ox) {
+        float sum = 0.0f, mx = -1e30f;
+        for (int dy = 0; dy < 2; ++dy)
+          for (int dx = 0; dx < 2; ++dx) {
+            const float v = in[c * 16 + (oy * 2 + dy) * 4 + ox * 2 + dx];
+            sum += v, mx = std::max(mx, v);
+          }
+        const float v = sum / 4.0f + std::max(mx, 0.0f);
+        feat[c * 4 + oy * 2 + ox] = v >= 0.0f ? v : (c == 0 ? 0.5f : 0.25f) * v;
+      }
+  const float top = *std::max_element(feat.begin(), feat.end());
+  float total = 0.0f;
+  for (float& v : feat) total += (v = std::exp(v - top));
+  for (std::size_t i = 0; i < 8; ++i) EXPECT_FLOAT_EQ(y[i], feat[i] / total);
+}
+
+TEST(Interpreter, ThreadsAndConcurrentCallsGiveTheSameResult) {
+  std::mt19937 rng(4);
+  const Mnist p = random_mnist(rng);
+  const Interpreter net(build_mnist(p, true), {1});
+  const auto x = testing::random_normal(8 * 784, rng);
+  const auto expected = net.run(x, 8);
+  Interpreter threaded(build_mnist(p, true), {3});
+  EXPECT_EQ(threaded.run(x, 8), expected);
+  std::vector<std::thread> pool;
+  std::vector<std::vector<float>> results(4);
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    pool.emplace_back([&, i] { results[i] = threaded.run(x, 8); });
+  }
+  for (auto& t : pool) t.join();
+  for (const auto& r : results) EXPECT_EQ(r, expected);
+}
+
+TEST(Interpreter, RejectsWrongInputSize) {
+  ModelBuilder b;
+  b.output(b.relu(b.input({1, 4, 4})));
+  const Interpreter net(b.build());
+  try {
+    net.run(std::vector<float>(15), 1);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("expected batch 1 x 16"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(net.run(std::vector<float>(16), 0), std::invalid_argument);
+}
+
+TEST(Builder, RejectsBadWeightsWithClearMessages) {
+  ModelBuilder b;
+  ValueRef x = b.sign(b.input({4, 5, 5}));
+  try {
+    b.conv2d(x, Conv2dParams(2, 3).binary_kernel(true), std::vector<float>(72, 0.5f));
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("expected exactly +1 or -1"), std::string::npos);
+  }
+  EXPECT_THROW(b.conv2d(x, Conv2dParams(2, 3).binary_kernel(true), std::vector<float>(71, 1.0f)),
+               std::invalid_argument);
+  EXPECT_THROW(b.conv2d(x, Conv2dParams(2, 3), std::vector<float>(72, 1.0f)),
+               std::invalid_argument);
+  EXPECT_THROW(b.dense(x, DenseParams(3).binary_kernel(true), std::vector<float>(300, 1.0f)),
+               std::invalid_argument);             // spatial input without flatten
+  EXPECT_THROW(b.build(), std::invalid_argument);  // no output
+}
+
+}  // namespace
+}  // namespace onebit::runtime

@@ -1,0 +1,113 @@
+#pragma once
+// Test helper: plain float NCHW layers written like the PyTorch definitions, to check the
+// runtime (its binary layers on +-1 data must agree exactly).
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace onebit::runtime::testing {
+
+struct Nchw {
+  std::int64_t n = 0, c = 0, h = 0, w = 0;
+  std::vector<float> v;
+  float& at(std::int64_t i, std::int64_t ch, std::int64_t y, std::int64_t x) {
+    return v[static_cast<std::size_t>(((i * c + ch) * h + y) * w + x)];
+  }
+  float at(std::int64_t i, std::int64_t ch, std::int64_t y, std::int64_t x) const {
+    return v[static_cast<std::size_t>(((i * c + ch) * h + y) * w + x)];
+  }
+};
+
+struct ConvSpec {
+  std::int64_t out = 1, k = 3, stride = 1, dilation = 1, groups = 1;
+  std::int64_t pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
+  float pad_value = 0.0f;
+};
+
+inline Nchw conv_ref(const Nchw& x, const std::vector<float>& w_oihw, const ConvSpec& s) {
+  const std::int64_t cin = x.c / s.groups, cout_g = s.out / s.groups;
+  const std::int64_t span = s.dilation * (s.k - 1) + 1;
+  Nchw y{x.n,
+         s.out,
+         (x.h + s.pad_t + s.pad_b - span) / s.stride + 1,
+         (x.w + s.pad_l + s.pad_r - span) / s.stride + 1,
+         {}};
+  y.v.assign(static_cast<std::size_t>(y.n * y.c * y.h * y.w), 0.0f);
+  for (std::int64_t n = 0; n < x.n; ++n)
+    for (std::int64_t o = 0; o < s.out; ++o)
+      for (std::int64_t oy = 0; oy < y.h; ++oy)
+        for (std::int64_t ox = 0; ox < y.w; ++ox) {
+          float acc = 0.0f;
+          const std::int64_t g = o / cout_g;
+          for (std::int64_t ky = 0; ky < s.k; ++ky)
+            for (std::int64_t kx = 0; kx < s.k; ++kx)
+              for (std::int64_t i = 0; i < cin; ++i) {
+                const std::int64_t iy = oy * s.stride - s.pad_t + ky * s.dilation;
+                const std::int64_t ix = ox * s.stride - s.pad_l + kx * s.dilation;
+                const bool inside = iy >= 0 && iy < x.h && ix >= 0 && ix < x.w;
+                const float v = inside ? x.at(n, g * cin + i, iy, ix) : s.pad_value;
+                acc += v * w_oihw[static_cast<std::size_t>(((o * cin + i) * s.k + ky) * s.k + kx)];
+              }
+          y.at(n, o, oy, ox) = acc;
+        }
+  return y;
+}
+
+inline Nchw maxpool_ref(const Nchw& x, std::int64_t k) {
+  Nchw y{x.n, x.c, x.h / k, x.w / k, {}};
+  y.v.resize(static_cast<std::size_t>(y.n * y.c * y.h * y.w));
+  for (std::int64_t n = 0; n < y.n; ++n)
+    for (std::int64_t c = 0; c < y.c; ++c)
+      for (std::int64_t oy = 0; oy < y.h; ++oy)
+        for (std::int64_t ox = 0; ox < y.w; ++ox) {
+          float m = x.at(n, c, oy * k, ox * k);
+          for (std::int64_t dy = 0; dy < k; ++dy)
+            for (std::int64_t dx = 0; dx < k; ++dx)
+              m = std::max(m, x.at(n, c, oy * k + dy, ox * k + dx));
+          y.at(n, c, oy, ox) = m;
+        }
+  return y;
+}
+
+inline Nchw bn_ref(Nchw x, const std::vector<float>& m, const std::vector<float>& b) {
+  const std::int64_t hw = x.h * x.w;
+  for (std::size_t i = 0; i < x.v.size(); ++i) {
+    const auto c = static_cast<std::size_t>((static_cast<std::int64_t>(i) / hw) % x.c);
+    x.v[i] = x.v[i] * m[c] + b[c];
+  }
+  return x;
+}
+
+inline Nchw sign_ref(Nchw x) {
+  for (float& v : x.v) v = v < 0.0f ? -1.0f : 1.0f;
+  return x;
+}
+
+// Flatten of NCHW is the identity on memory: features in C,H,W order.
+inline Nchw dense_ref(const Nchw& x, const std::vector<float>& w, std::int64_t out) {
+  const std::int64_t k = x.c * x.h * x.w;
+  Nchw y{x.n, out, 1, 1, std::vector<float>(static_cast<std::size_t>(x.n * out))};
+  for (std::int64_t n = 0; n < x.n; ++n)
+    for (std::int64_t o = 0; o < out; ++o) {
+      float acc = 0.0f;
+      for (std::int64_t i = 0; i < k; ++i) acc += x.v[n * k + i] * w[o * k + i];
+      y.v[n * out + o] = acc;
+    }
+  return y;
+}
+
+inline std::vector<float> random_signs(std::size_t n, std::mt19937& rng) {
+  std::vector<float> v(n);
+  for (float& x : v) x = (rng() & 1u) ? 1.0f : -1.0f;
+  return v;
+}
+
+inline std::vector<float> random_normal(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+}  // namespace onebit::runtime::testing
