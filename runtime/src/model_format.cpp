@@ -423,6 +423,9 @@ Model parse_model(const std::uint8_t* bytes, std::size_t size, const std::string
         "a multiple of 64 after the metadata and within the file");
   check("payload_size", payload_size, payload_size == size - payload_offset,
         std::to_string(size - payload_offset) + " (up to the end of the file)");
+  for (std::uint64_t i = kHeaderBytes + meta_size; i < payload_offset; ++i) {
+    check("alignment padding", bytes[i], bytes[i] == 0, "0 (padding before the payload)");
+  }
   const std::uint32_t meta_crc = crc32(bytes + meta_offset, meta_size);
   if (meta_crc != read_u32(bytes + 56)) {
     throw ModelError(source + ": field 'meta_crc32': found " + hex(read_u32(bytes + 56)) +

@@ -81,6 +81,11 @@ struct Window {
 Window read_window(const Op& op, const ValueInfo& in, const std::string& where,
                    bool stride_defaults_to_kernel);
 
+/// Single-valued integer attribute `key` of `op` (or `fallback` when absent); throws naming
+/// `where` when it holds more or fewer than one value.
+std::int64_t scalar_attr(const Op& op, const std::string& key, std::int64_t fallback,
+                         const std::string& where);
+
 /// Tensor `role` of `op` with the expected dtype (and rank); throws naming `where` otherwise.
 const Tensor& op_tensor(const Model& model, const Op& op, const std::string& role, DType dtype,
                         const std::string& where);

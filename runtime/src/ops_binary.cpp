@@ -85,7 +85,7 @@ BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, Va
     win_ = read_window(Op{}, in, where, false);
   } else {
     win_ = read_window(op, in, where, false);
-    groups_ = op.attr("groups", {1}).at(0);
+    groups_ = scalar_attr(op, "groups", 1, where);
     require(groups_ >= 1 && in.c % groups_ == 0, where,
             "groups " + std::to_string(groups_) + " must divide input channels " +
                 std::to_string(in.c));
@@ -106,8 +106,8 @@ BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, Va
   require(k_words_ * bgemm_padded_n(static_cast<std::size_t>(c_out_)) <= kMaxPackedWords, where,
           "packed weights too large");
   k_bits_ = static_cast<std::int32_t>(k_bits);
-  output_bits_ = op.attr("output_bits", {0}).at(0) != 0;
-  zero_padding_ = op.attr("zero_padding", {0}).at(0) != 0 &&
+  output_bits_ = scalar_attr(op, "output_bits", 0, where) != 0;
+  zero_padding_ = scalar_attr(op, "zero_padding", 0, where) != 0 &&
                   (win_.pad_top | win_.pad_left | win_.pad_bottom | win_.pad_right) != 0;
   direct_ = groups_ == 1 && win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 &&
             win_.pad_top + win_.pad_left + win_.pad_bottom + win_.pad_right == 0;

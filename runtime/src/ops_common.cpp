@@ -60,6 +60,14 @@ Window read_window(const Op& op, const ValueInfo& in, const std::string& where,
   return w;
 }
 
+std::int64_t scalar_attr(const Op& op, const std::string& key, std::int64_t fallback,
+                         const std::string& where) {
+  const std::vector<std::int64_t> v = op.attr(key, {fallback});
+  require(v.size() == 1, where,
+          "attribute '" + key + "' has " + std::to_string(v.size()) + " values, expected 1");
+  return v[0];
+}
+
 bool has_tensor(const Op& op, const std::string& role) {
   return op.tensors.find(role) != op.tensors.end();
 }

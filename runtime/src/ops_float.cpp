@@ -50,7 +50,7 @@ FloatConv::FloatConv(const Model& model, const Op& op, const ValueInfo& in, Valu
     win_ = read_window(Op{}, in, where, false);
   } else {
     win_ = read_window(op, in, where, false);
-    groups_ = op.attr("groups", {1}).at(0);
+    groups_ = scalar_attr(op, "groups", 1, where);
     require(groups_ >= 1 && in.c % groups_ == 0, where, "groups must divide input channels");
     require(w.shape.size() == 4 && w.shape[1] == win_.kh && w.shape[2] == win_.kw &&
                 w.shape[3] == in.c / groups_,
@@ -203,7 +203,7 @@ class FloatPool final : public PreparedOp {
     require(2 * win_.pad_top <= win_.kh && 2 * win_.pad_bottom <= win_.kh &&
                 2 * win_.pad_left <= win_.kw && 2 * win_.pad_right <= win_.kw,
             where, "padding must be at most half the kernel");
-    include_pad_ = op.attr("count_include_pad", {1}).at(0) != 0;
+    include_pad_ = scalar_attr(op, "count_include_pad", 1, where) != 0;
     out = ValueInfo{DType::kFloat32, in.c, win_.out_h, win_.out_w};
   }
 
