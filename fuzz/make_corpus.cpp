@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
     ModelBuilder b;
     ValueRef in = b.input({8, 6, 6});
     ValueRef x = b.sign(in);
-    x = b.conv2d(x, Conv2dParams(8, 3).padding(2, 2).dilation(2).groups_count(2).binary_kernel(true),
+    x = b.conv2d(x,
+                 Conv2dParams(8, 3).padding(2, 2).dilation(2).groups_count(2).binary_kernel(true),
                  signs(8 * 4 * 9, rng));
     x = b.prelu(b.add(x, in), normal(8, rng));
     x = b.relu(b.avg_pool2d(x, Pool2dParams(2)));
