@@ -1,0 +1,129 @@
+// End-to-end: real Fashion-MNIST data (Debian's dataset-fashion-mnist), training, the tool.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include "onebit/data/datasets.h"
+#include "onebit/train/checkpoint.h"
+#include "onebit/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace onebit;
+
+namespace {
+
+std::string temp_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("onebit_it_" + std::to_string(::getpid()) + "_" + name);
+  fs::remove_all(d);
+  return d.string();
+}
+
+struct Command {
+  int status;
+  std::string out;
+};
+
+Command run_tool(const std::string& args) {
+  std::string cmd = std::string(ONEBIT_TOOL_PATH) + " " + args + " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  std::string out;
+  std::array<char, 4096> buf;
+  while (fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
+  int status = pclose(pipe.release());
+  return {WEXITSTATUS(status), out};
+}
+
+nlohmann::json last_json_line(const std::string& out) {
+  std::istringstream s(out);
+  std::string line, last;
+  while (std::getline(s, line)) {
+    if (!line.empty() && line[0] == '{') last = line;
+  }
+  return nlohmann::json::parse(last);
+}
+
+}  // namespace
+
+TEST(FashionMnist, DebianDataLoads) {
+  auto train = data::load("fashion-mnist", data::Split::kTrain);
+  auto test = data::load("fashion-mnist", data::Split::kTest);
+  EXPECT_EQ(train.images.sizes(), (std::vector<int64_t>{60000, 1, 28, 28}));
+  EXPECT_EQ(test.size(), 10000);
+  EXPECT_EQ(train.labels.max().item<int64_t>(), 9);
+  EXPECT_GE(train.images.min().item<float>(), -1.0f);
+  EXPECT_LE(train.images.max().item<float>(), 1.0f);
+  // Classes are balanced in the training set.
+  auto counts = torch::bincount(train.labels);
+  EXPECT_EQ(counts.min().item<int64_t>(), 6000);
+}
+
+TEST(FashionMnist, LarqMnistLearnsOnARealSlice) {
+  // 8000 training images, 2 epochs: well above chance (10%); the full 6-epoch run reaches ~85%.
+  train::TrainOptions o;
+  o.model = "larq-mnist";
+  o.epochs = 2;
+  o.train_limit = 8000;
+  o.test_limit = 2000;
+  o.threads = 2;
+  o.progress = false;
+  o.out_dir = temp_dir("larq");
+  auto r = train::train(o);
+  EXPECT_GE(r.test_accuracy, 0.75) << "larq-mnist after 2 epochs on 8000 images";
+  auto ck = train::load_checkpoint(o.out_dir);
+  auto test = data::load("fashion-mnist", data::Split::kTest).head(2000);
+  EXPECT_DOUBLE_EQ(train::evaluate(ck.model, test).accuracy, r.test_accuracy);
+  fs::remove_all(o.out_dir);
+}
+
+TEST(FashionMnist, BnnMlpLearnsOnARealSlice) {
+  train::TrainOptions o;
+  o.model = "bnn-mlp";
+  o.epochs = 2;
+  o.train_limit = 8000;
+  o.test_limit = 2000;
+  o.threads = 2;
+  o.progress = false;
+  o.out_dir = temp_dir("mlp");
+  auto r = train::train(o);
+  EXPECT_GE(r.test_accuracy, 0.72) << "bnn-mlp after 2 epochs on 8000 images";
+  fs::remove_all(o.out_dir);
+}
+
+TEST(Tool, TrainJsonThenEval) {
+  auto out = temp_dir("tool");
+  auto r = run_tool("train --model bnn-mlp --epochs 1 --train-limit 2000 --test-limit 1000 --threads 2 "
+                    "--no-progress --json --out " + out);
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto j = last_json_line(r.out);
+  for (const char* key : {"test_accuracy", "epochs", "images_per_second", "checkpoint"}) {
+    EXPECT_TRUE(j.contains(key)) << key << " missing in " << j.dump();
+  }
+  EXPECT_EQ(j["epochs"], 1);
+  EXPECT_GT(j["test_accuracy"].get<double>(), 0.5);
+  EXPECT_TRUE(fs::exists(j["checkpoint"].get<std::string>()));
+
+  auto e = run_tool("eval --checkpoint " + out + " --limit 1000 --json");
+  ASSERT_EQ(e.status, 0) << e.out;
+  EXPECT_DOUBLE_EQ(last_json_line(e.out)["accuracy"].get<double>(), j["test_accuracy"].get<double>());
+  fs::remove_all(out);
+}
+
+TEST(Tool, BadInputGivesClearErrors) {
+  auto r = run_tool("train --model resnet-9000 --epochs 1 --out /tmp/onebit_never");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("unknown model \"resnet-9000\""), std::string::npos) << r.out;
+  auto d = run_tool("train --data-dir /nonexistent/dir --epochs 1 --out /tmp/onebit_never");
+  EXPECT_NE(d.status, 0);
+  EXPECT_NE(d.out.find("/nonexistent/dir"), std::string::npos) << d.out;
+  auto c = run_tool("eval --checkpoint /nonexistent/ckpt");
+  EXPECT_NE(c.status, 0);
+  EXPECT_NE(c.out.find("not found"), std::string::npos) << c.out;
+  auto n = run_tool("train --epochs 0 --out /tmp/onebit_never");
+  EXPECT_NE(n.status, 0);
+  EXPECT_NE(n.out.find("epochs"), std::string::npos) << n.out;
+}
