@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "onebit/data/datasets.h"
+#include "onebit/optim/scheduler.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/train/trainer.h"
 #include "onebit/zoo/models.h"
@@ -27,7 +28,15 @@ void add_train(CLI::App& app) {
   cmd->add_option("--batch-size", opts->batch_size, "Batch size")->capture_default_str();
   cmd->add_option("--lr", opts->lr, "Learning rate")->capture_default_str();
   cmd->add_option("--seed", opts->seed, "Random seed")->capture_default_str();
-  cmd->add_option("--optimizer", opts->optimizer, "Optimizer (adam, sgd)")->capture_default_str();
+  cmd->add_option("--optimizer", opts->optimizer, "Optimizer (adam, sgd, bop: Bop for binary kernels + Adam for the rest)")->capture_default_str();
+  auto bop_threshold = std::make_shared<double>(0.0);
+  auto bop_gamma = std::make_shared<double>(0.0);
+  auto* threshold_opt = cmd->add_option("--bop-threshold", *bop_threshold, "Bop's flip threshold (default 1e-6)");
+  auto* gamma_opt = cmd->add_option("--bop-gamma", *bop_gamma, "Bop's adaptivity rate gamma (default 1e-3)");
+  auto lr_schedule = std::make_shared<std::string>("constant");
+  auto gamma_schedule = std::make_shared<std::string>("constant");
+  cmd->add_option("--lr-schedule", *lr_schedule, "Per-epoch schedule of the learning rate (constant, cosine, step)")->capture_default_str();
+  cmd->add_option("--gamma-schedule", *gamma_schedule, "Per-epoch schedule of Bop's gamma (constant, cosine, step)")->capture_default_str();
   cmd->add_option("--out", opts->out_dir, "Output directory (checkpoint.pt, metrics.jsonl, config.json)")->capture_default_str();
   cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)")->capture_default_str();
   cmd->add_option("--bn-momentum", opts->model_options.bn_momentum, "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01)")->capture_default_str();
@@ -37,10 +46,23 @@ void add_train(CLI::App& app) {
   cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
   cmd->add_flag("--no-progress", *no_progress, "Do not draw the progress bar");
   cmd->add_flag("--json", *json, "Print the result as one JSON line");
-  cmd->callback([opts, json, float_model, no_progress] {
+  cmd->callback([=] {
     opts->model_options.quantized = !*float_model;
     opts->progress = !*no_progress;
-    auto r = train::train(*opts);
+    if (threshold_opt->count() > 0) opts->optimizer_options["threshold"] = *bop_threshold;
+    if (gamma_opt->count() > 0) opts->optimizer_options["gamma"] = *bop_gamma;
+    std::vector<std::shared_ptr<train::Callback>> callbacks;
+    if (*lr_schedule != "constant") {
+      callbacks.push_back(std::make_shared<optim::HyperparameterScheduler>(
+          optim::schedules::by_name(*lr_schedule, opts->lr, opts->epochs), "lr"));
+    }
+    if (*gamma_schedule != "constant") {
+      callbacks.push_back(std::make_shared<optim::HyperparameterScheduler>(
+          optim::schedules::by_name(*gamma_schedule, opts->optimizer_options.value("gamma", 1e-3),
+                                    opts->epochs),
+          "gamma", optim::UpdateFreq::kEpoch, "bop"));
+    }
+    auto r = train::train(*opts, callbacks);
     if (*json) {
       print_json({{"test_accuracy", r.test_accuracy},
                   {"test_loss", r.test_loss},

@@ -91,7 +91,9 @@ struct TrainResult {
   std::vector<nlohmann::json> history;  ///< one metrics object per epoch of this run
 };
 
-/// Makes the optimizer named `options.optimizer` ("adam", "sgd") for `model`.
+/// Makes the optimizer named `options.optimizer` for `model`: "adam", "sgd" (option "momentum"),
+/// or "bop" (Bop for the binary kernels, options "threshold" and "gamma", Adam with `lr` for
+/// everything else, through `optim::CaseOptimizer`).
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
                                                         torch::nn::Sequential& model);
 
