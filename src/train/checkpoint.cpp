@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "onebit/io.h"
+#include "onebit/serialize.h"
 #include "onebit/zoo/models.h"
 
 namespace onebit::train {
@@ -22,7 +23,15 @@ void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
   io::atomic_write(path, [&](const std::string& tmp) {
     torch::serialize::OutputArchive root;
     root.write("onebit_checkpoint_version", c10::IValue(static_cast<int64_t>(1)));
-    root.write("config", c10::IValue(config.dump()));
+    // The architecture lets load_checkpoint rebuild models that are not in the zoo; a model
+    // with a module type serialize cannot describe falls back to the zoo name.
+    nlohmann::json full = config;
+    try {
+      full["architecture"] = serialize::describe(model);
+    } catch (const std::invalid_argument&) {
+      full.erase("architecture");
+    }
+    root.write("config", c10::IValue(full.dump()));
     torch::serialize::OutputArchive model_archive;
     model->save(model_archive);
     root.write("model", model_archive);
@@ -62,9 +71,13 @@ Checkpoint load_checkpoint(const std::string& path) {
     c10::IValue config;
     root.read("config", config);
     ck.config = nlohmann::json::parse(config.toStringRef());
-    const auto& t = ck.config.at("train");
-    ck.model = zoo::build(t.at("model").get<std::string>(),
-                          zoo::ModelOptions::from_json(t.at("model_options")));
+    if (ck.config.contains("architecture")) {
+      ck.model = serialize::build(ck.config.at("architecture"));
+    } else {
+      const auto& t = ck.config.at("train");
+      ck.model = zoo::build(t.at("model").get<std::string>(),
+                            zoo::ModelOptions::from_json(t.at("model_options")));
+    }
     torch::serialize::InputArchive model_archive;
     root.read("model", model_archive);
     ck.model->load(model_archive);

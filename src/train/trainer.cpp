@@ -14,6 +14,7 @@
 
 #include "onebit/constraints.h"
 #include "onebit/io.h"
+#include "onebit/metrics.h"
 #include "onebit/train/checkpoint.h"
 #include "progress.h"
 
@@ -251,7 +252,10 @@ TrainResult train(const TrainOptions& options,
   auto model = zoo::build(options.model, model_options);
   TrainOptions effective = options;
   effective.model_options = model_options;
-  return fit(model, train_set, test_set, effective, callbacks);
+  // `onebit train` logs the flip ratio of every binary kernel (and shows the mean as "flip").
+  auto all_callbacks = callbacks;
+  all_callbacks.push_back(std::make_shared<metrics::FlipRatioCallback>());
+  return fit(model, train_set, test_set, effective, all_callbacks);
 }
 
 }  // namespace onebit::train

@@ -3,44 +3,20 @@
 /// QuantConv1d / QuantConv2d / QuantConv3d: convolutions with quantized input and kernel
 /// (Larq's QuantConv1D/2D/3D), with "same" padding by a chosen value (`pad_values`).
 
+#include <torch/arg.h>
 #include <torch/enum.h>
 #include <torch/expanding_array.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
-#include <torch/arg.h>
 
 #include <array>
 #include <initializer_list>
 #include <string>
 
+#include "onebit/nn/padding.h"
 #include "onebit/nn/quant_layer.h"
 
 namespace onebit::nn {
-
-/// Padding of a convolution: explicit amounts per spatial dimension, "valid" (none) or "same"
-/// (output size ceil(input / stride), the extra pixel after, as in Keras/TensorFlow).
-template <size_t D>
-class ConvPadding {
- public:
-  ConvPadding(int64_t amount) : amount_(amount) {}  // NOLINT(google-explicit-constructor)
-  ConvPadding(torch::ExpandingArray<D> amount)       // NOLINT(google-explicit-constructor)
-      : amount_(amount) {}
-  ConvPadding(std::initializer_list<int64_t> amount)  // NOLINT(google-explicit-constructor)
-      : amount_(torch::ExpandingArray<D>(amount)) {}
-  ConvPadding(torch::enumtype::kSame) : same_(true), amount_(0) {}  // NOLINT
-  ConvPadding(torch::enumtype::kValid) : amount_(0) {}              // NOLINT
-  /// "same" or "valid"; anything else throws std::invalid_argument.
-  explicit ConvPadding(const std::string& mode);
-
-  /// True for "same" padding.
-  bool same() const { return same_; }
-  /// Explicit amounts (zero for "valid" and unused for "same").
-  const torch::ExpandingArray<D>& amount() const { return amount_; }
-
- private:
-  bool same_ = false;
-  torch::ExpandingArray<D> amount_;
-};
 
 /// Options for `QuantConv1d/2d/3d`, mirroring `torch::nn::ConvOptions`.
 ///
@@ -51,8 +27,7 @@ class ConvPadding {
 /// ```
 template <size_t D>
 struct QuantConvOptions {
-  QuantConvOptions(int64_t in_channels, int64_t out_channels,
-                   torch::ExpandingArray<D> kernel_size)
+  QuantConvOptions(int64_t in_channels, int64_t out_channels, torch::ExpandingArray<D> kernel_size)
       : in_channels_(in_channels), out_channels_(out_channels), kernel_size_(kernel_size) {}
   /// Number of input channels.
   TORCH_ARG(int64_t, in_channels);
@@ -87,16 +62,6 @@ using QuantConv1dOptions = QuantConvOptions<1>;
 using QuantConv2dOptions = QuantConvOptions<2>;
 /// Options of QuantConv3d.
 using QuantConv3dOptions = QuantConvOptions<3>;
-
-/// Pads before/after per spatial dimension for input spatial sizes `in` (Keras "same" rule when
-/// `padding.same()`): out = ceil(in / stride), total = max((out - 1) stride + (k - 1) d + 1 - in, 0),
-/// before = total / 2, after = total - before.
-template <size_t D>
-std::array<std::pair<int64_t, int64_t>, D> conv_pads(const ConvPadding<D>& padding,
-                                                     const std::array<int64_t, D>& in,
-                                                     const torch::ExpandingArray<D>& kernel,
-                                                     const torch::ExpandingArray<D>& stride,
-                                                     const torch::ExpandingArray<D>& dilation);
 
 /// The shared implementation of QuantConv1d/2d/3d:
 /// y = conv(pad(input_quantizer(x), pad_values), kernel_quantizer(W)) + b.

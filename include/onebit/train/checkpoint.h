@@ -3,9 +3,9 @@
 /// Checkpoints: model weights, optimizer state and the training config in one file, written
 /// atomically.
 
-#include <nlohmann/json.hpp>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/optim/optimizer.h>
+#include <nlohmann/json.hpp>
 
 #include <string>
 
@@ -26,7 +26,8 @@ void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
                      torch::optim::Optimizer* optimizer, const nlohmann::json& config);
 
 /// Loads a checkpoint written by `save_checkpoint` (file or directory). The model is rebuilt from
-/// the zoo name and options in the config. A missing, truncated or corrupt file throws
+/// the architecture stored in the config (see onebit/serialize.h), or from the zoo name and
+/// options for checkpoints without one. A missing, truncated or corrupt file throws
 /// std::runtime_error naming it.
 Checkpoint load_checkpoint(const std::string& path);
 

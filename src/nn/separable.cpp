@@ -1,0 +1,139 @@
+#include "onebit/nn/separable.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace onebit::nn {
+namespace {
+
+void init_like_torch_conv(at::Tensor& weight, at::Tensor* bias) {
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));
+  if (bias && bias->defined()) {
+    const double fan_in = static_cast<double>(weight.numel() / weight.size(0));
+    const double bound = 1.0 / std::sqrt(fan_in);
+    torch::nn::init::uniform_(*bias, -bound, bound);
+  }
+}
+
+}  // namespace
+
+template <size_t D, typename Derived>
+QuantSeparableConvNdImpl<D, Derived>::QuantSeparableConvNdImpl(
+    const QuantSeparableConvOptions<D>& options_)
+    : options(options_) {
+  const auto& o = options;
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument(describe() + ": " + what);
+  };
+  if (o.in_channels() <= 0 || o.out_channels() <= 0) fail("channel counts must be positive");
+  if (o.depth_multiplier() <= 0) {
+    fail("depth_multiplier must be positive, got " + std::to_string(o.depth_multiplier()));
+  }
+  for (size_t i = 0; i < D; ++i) {
+    if ((*o.kernel_size())[i] <= 0 || (*o.stride())[i] <= 0 || (*o.dilation())[i] <= 0) {
+      fail("kernel_size, stride and dilation must be positive");
+    }
+    if (!o.padding().same() && (*o.padding().amount())[i] < 0) fail("padding must be >= 0");
+  }
+  if (!std::isfinite(o.pad_values())) fail("pad_values must be finite");
+  warn_if_unconstrained(describe() + " depthwise", o.depthwise_quantizer().get(),
+                        o.depthwise_constraint().get());
+  warn_if_unconstrained(describe() + " pointwise", o.pointwise_quantizer().get(),
+                        o.pointwise_constraint().get());
+  reset();
+}
+
+template <size_t D, typename Derived>
+std::string QuantSeparableConvNdImpl<D, Derived>::describe() const {
+  std::ostringstream s;
+  s << "QuantSeparableConv" << D << "d(" << options.in_channels() << ", " << options.out_channels()
+    << ", kernel_size=" << options.kernel_size() << ")";
+  return s.str();
+}
+
+template <size_t D, typename Derived>
+void QuantSeparableConvNdImpl<D, Derived>::reset() {
+  const int64_t mid = options.in_channels() * options.depth_multiplier();
+  std::vector<int64_t> dw_shape = {mid, 1};
+  std::vector<int64_t> pw_shape = {options.out_channels(), mid};
+  for (size_t i = 0; i < D; ++i) {
+    dw_shape.push_back((*options.kernel_size())[i]);
+    pw_shape.push_back(1);
+  }
+  depthwise_weight = this->register_parameter("depthwise_weight", torch::empty(dw_shape));
+  pointwise_weight = this->register_parameter("pointwise_weight", torch::empty(pw_shape));
+  if (options.bias()) {
+    bias = this->register_parameter("bias", torch::empty(options.out_channels()));
+  } else {
+    bias = this->register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+  reset_parameters();
+}
+
+template <size_t D, typename Derived>
+void QuantSeparableConvNdImpl<D, Derived>::reset_parameters() {
+  init_like_torch_conv(depthwise_weight, nullptr);
+  init_like_torch_conv(pointwise_weight, &bias);
+}
+
+template <size_t D, typename Derived>
+at::Tensor QuantSeparableConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
+  if (input.dim() != static_cast<int64_t>(D) + 2 || input.size(1) != options.in_channels()) {
+    std::ostringstream msg;
+    msg << describe() << ": expected input of shape [N, " << options.in_channels();
+    for (size_t i = 0; i < D; ++i) msg << ", *";
+    msg << "], got " << input.sizes();
+    throw std::invalid_argument(msg.str());
+  }
+  auto x = quantizers::apply(options.input_quantizer().get(), input);
+  auto wd = quantizers::apply(options.depthwise_quantizer().get(), depthwise_weight);
+  auto wp = quantizers::apply(options.pointwise_quantizer().get(), pointwise_weight);
+  auto padded =
+      pad_input<D>(x, options.padding(), options.kernel_size(), options.stride(),
+                   options.dilation(), options.pad_values(), [this] { return this->describe(); });
+  const std::vector<int64_t> zeros(D, 0), ones(D, 1);
+  auto mid =
+      at::convolution(padded.input, wd, {}, *options.stride(), padded.conv_padding,
+                      *options.dilation(), /*transposed=*/false, zeros, options.in_channels());
+  return at::convolution(mid, wp, bias, ones, zeros, ones, /*transposed=*/false, zeros, 1);
+}
+
+template <size_t D, typename Derived>
+std::vector<QuantizedParameter> QuantSeparableConvNdImpl<D, Derived>::quantized_parameters() const {
+  return {{"depthwise_weight", depthwise_weight, options.depthwise_quantizer().get(),
+           options.depthwise_constraint().get()},
+          {"pointwise_weight", pointwise_weight, options.pointwise_quantizer().get(),
+           options.pointwise_constraint().get()}};
+}
+
+template <size_t D, typename Derived>
+void QuantSeparableConvNdImpl<D, Derived>::pretty_print(std::ostream& stream) const {
+  const auto& o = options;
+  stream << "onebit::nn::QuantSeparableConv" << D << "d(" << o.in_channels() << ", "
+         << o.out_channels() << ", kernel_size=" << o.kernel_size();
+  if (o.depth_multiplier() != 1) stream << ", depth_multiplier=" << o.depth_multiplier();
+  stream << ", stride=" << o.stride() << ", ";
+  print_padding(stream, o.padding(), o.pad_values());
+  if (*o.dilation() != *torch::ExpandingArray<D>(1)) stream << ", dilation=" << o.dilation();
+  stream << ", bias=" << std::boolalpha << o.bias();
+  auto q = [&](const char* name, const quantizers::QuantizerSpec& spec) {
+    if (spec) stream << ", " << name << "=" << spec.get()->id();
+  };
+  auto c = [&](const char* name, const constraints::ConstraintSpec& spec) {
+    if (spec) stream << ", " << name << "=" << spec.get()->id();
+  };
+  q("input_quantizer", o.input_quantizer());
+  q("depthwise_quantizer", o.depthwise_quantizer());
+  q("pointwise_quantizer", o.pointwise_quantizer());
+  c("depthwise_constraint", o.depthwise_constraint());
+  c("pointwise_constraint", o.pointwise_constraint());
+  stream << ")";
+}
+
+template class QuantSeparableConvNdImpl<1, QuantSeparableConv1dImpl>;
+template class QuantSeparableConvNdImpl<2, QuantSeparableConv2dImpl>;
+
+}  // namespace onebit::nn
