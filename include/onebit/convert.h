@@ -1,0 +1,94 @@
+#pragma once
+/// \file
+/// The converter: turns a trained `torch::nn::Sequential` into an `onebit::runtime::Model`
+/// (binary kernels as bits, batch norm folded, float layers kept float) and writes `.obnn`
+/// files for `onebit_runtime`.
+///
+/// ```
+/// auto model = onebit::zoo::build("larq-mnist");           // or train::load_checkpoint(dir).model
+/// onebit::runtime::Model m = onebit::convert(model, {1, 28, 28});
+/// onebit::runtime::Interpreter net(m);                      // logits equal LibTorch's eval mode
+/// auto r = onebit::convert_checkpoint("runs/larq-mnist", "mnist.obnn");
+/// ```
+///
+/// Layers understood (anything else is an error naming the layer's index and type):
+/// - `onebit::nn::QuantConv2d`, `onebit::nn::QuantDense`: an input quantizer with the forward
+///   sign(x) (`ste_sign`, `approx_sign`, `swish_sign`) becomes a `sign` op; `noop` or none keeps
+///   the input float. A 1-bit kernel quantizer whose values are exactly +-1 gives a binary
+///   kernel (stored as bits); `magnitude_aware_sign` gives a +-1 kernel followed by a
+///   per-channel scale (folded into the next batch norm by the runtime builder); no kernel
+///   quantizer, or a multi-bit one (its quantized values), gives float weights. Bias is kept.
+/// - `onebit::nn::BatchNorm`, `torch::nn::BatchNorm1d/2d` (running statistics required).
+/// - `torch::nn::Conv2d` (zero padding mode), `torch::nn::Linear`, `torch::nn::MaxPool2d`
+///   (dilation 1, no ceil mode), `torch::nn::AvgPool2d` (no ceil mode, no divisor override),
+///   `torch::nn::Flatten` (start_dim 1, end_dim -1), `torch::nn::ReLU`, `torch::nn::Softmax`
+///   (dim 1), and `onebit::nn::Quantizer` modules with a sign forward (a `sign` op) or `noop`.
+///
+/// Exactness: the binary layers' integer results equal LibTorch's exactly. When a batch norm
+/// whose input holds such integers feeds a sign (possibly through flatten or max pooling), its
+/// runtime multiplier/bias are chosen so that the sign of every possible integer input in
+/// [-K, K] equals the sign LibTorch's own batch norm module gives (evaluated once at conversion),
+/// so float rounding in the fold can never flip a bit. Float layers (the first and last ones)
+/// agree with LibTorch up to float rounding.
+
+#include <torch/nn/modules/container/sequential.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "onebit/runtime/model.h"
+
+namespace onebit {
+
+/// Options of `convert`.
+struct ConvertOptions {
+  /// Let the runtime builder fuse ops (batch norm into layers, sign into thresholds, binary max
+  /// pooling). Fused and unfused models compute identical results.
+  bool fuse = true;
+  /// Match LibTorch's sign decisions after batch norm on integer inputs exactly (see the file
+  /// comment). Off: the batch norm is folded from its statistics only.
+  bool exact_thresholds = true;
+  /// Free-form strings stored in the file (e.g. "model", "checkpoint").
+  std::map<std::string, std::string> metadata;
+};
+
+/// Converts `model` (evaluated in eval mode; its mode is restored) for inputs of one image of
+/// shape `input_shape` ({C, H, W} or {features}). Throws std::invalid_argument naming the layer
+/// (index and type), the value found and what is supported.
+runtime::Model convert(torch::nn::Sequential model, const std::vector<int64_t>& input_shape,
+                       const ConvertOptions& options = {});
+
+/// What a converted model stores.
+struct ModelStorage {
+  int64_t binary_weights = 0;  ///< weights of binary kernels, one bit each in the file
+  int64_t stored_numbers = 0;  ///< float32/int32 numbers (float weights, biases, thresholds, ...)
+  std::size_t payload_bytes = 0;  ///< sum of the tensors' storage sizes (without alignment)
+};
+
+/// Counts the tensors of a runtime model by kind.
+ModelStorage storage_of(const runtime::Model& model);
+
+/// Result of `convert_checkpoint`.
+struct ConvertResult {
+  std::string out_path;        ///< the `.obnn` file written
+  std::string checkpoint;      ///< the checkpoint file read
+  std::string model_name;      ///< zoo model name from the checkpoint config ("" if none)
+  std::size_t file_bytes = 0;  ///< size of the `.obnn` file
+  ModelStorage storage;        ///< what it stores
+  /// Larq-summary model size in bits (1 bit per binary weight, 32 per other number, batch norm
+  /// counted as 2 numbers per channel), from `onebit::summary`.
+  int64_t summary_bits = 0;
+  /// The same model with every weight in float32, in bits (`ModelSummary::fp32_memory_bits`).
+  int64_t float32_bits = 0;
+};
+
+/// Loads a checkpoint (file or training output directory), converts its model with the input
+/// shape of its training config, stores metadata (model name, checkpoint path, epoch, test
+/// accuracy) and writes `out_path` atomically.
+ConvertResult convert_checkpoint(const std::string& checkpoint, const std::string& out_path,
+                                 const ConvertOptions& options = {});
+
+}  // namespace onebit

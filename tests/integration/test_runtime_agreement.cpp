@@ -1,0 +1,153 @@
+// Training vs runtime on real data: larq-mnist and bnn-mlp, trained briefly on a Fashion-MNIST
+// slice, converted, and run by onebit_runtime on all 10,000 test images. Every predicted class
+// must equal LibTorch's eval-mode prediction. Also the tool: `onebit convert` and
+// `onebit infer --json` on the same checkpoint.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <unistd.h>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "onebit/convert.h"
+#include "onebit/data/datasets.h"
+#include "onebit/runtime/interpreter.h"
+#include "onebit/train/checkpoint.h"
+#include "onebit/train/trainer.h"
+
+using namespace onebit;
+
+namespace {
+
+std::string out_dir(const std::string& model) {
+  return (std::filesystem::temp_directory_path() /
+          ("onebit_agreement_" + model + "_" + std::to_string(::getpid())))
+      .string();
+}
+
+// Trains `model` for one epoch on 3000 Fashion-MNIST training images; returns the output dir.
+std::string train_briefly(const std::string& model) {
+  train::TrainOptions o;
+  o.model = model;
+  o.dataset = "fashion-mnist";
+  o.epochs = 1;
+  o.train_limit = 3000;
+  o.test_limit = 1000;
+  o.threads = 2;
+  o.progress = false;
+  o.out_dir = out_dir(model);
+  train::train(o);
+  return o.out_dir;
+}
+
+struct Agreement {
+  int64_t count = 0, disagreements = 0, runtime_correct = 0, torch_correct = 0;
+  double max_abs_logit_diff = 0;
+};
+
+Agreement compare_on_test_set(const std::string& checkpoint_dir, const std::string& obnn) {
+  const data::Dataset test = data::load("fashion-mnist", data::Split::kTest);
+  const at::Tensor images = test.images.contiguous();
+  runtime::InterpreterOptions ro;
+  ro.threads = 2;
+  const runtime::Interpreter net = runtime::Interpreter::from_file(obnn, ro);
+  const std::vector<float> logits =
+      net.run(images.data_ptr<float>(), static_cast<size_t>(images.numel()),
+              static_cast<size_t>(images.size(0)));
+  train::Checkpoint ck = train::load_checkpoint(checkpoint_dir);
+  ck.model->eval();
+  torch::NoGradGuard no_grad;
+  at::set_num_threads(2);
+  const at::Tensor expected = ck.model->forward(images).contiguous();
+  const int64_t n = images.size(0), classes = expected.size(1);
+  EXPECT_EQ(static_cast<int64_t>(logits.size()), n * classes);
+  const at::Tensor got = torch::from_blob(const_cast<float*>(logits.data()), {n, classes});
+  const at::Tensor runtime_class = got.argmax(1), torch_class = expected.argmax(1);
+  Agreement a;
+  a.count = n;
+  a.disagreements = runtime_class.ne(torch_class).sum().item<int64_t>();
+  a.runtime_correct = runtime_class.eq(test.labels).sum().item<int64_t>();
+  a.torch_correct = torch_class.eq(test.labels).sum().item<int64_t>();
+  a.max_abs_logit_diff = (got - expected).abs().max().item<double>();
+  return a;
+}
+
+void expect_full_agreement(const std::string& model) {
+  const std::string dir = train_briefly(model);
+  const std::string obnn = dir + "/model.obnn";
+  const ConvertResult r = convert_checkpoint(dir, obnn);
+  EXPECT_EQ(r.model_name, model);
+  EXPECT_GT(r.storage.binary_weights, 0);
+  const Agreement a = compare_on_test_set(dir, obnn);
+  EXPECT_EQ(a.count, 10000);
+  EXPECT_EQ(a.disagreements, 0) << model << ": runtime and LibTorch differ on " << a.disagreements
+                                << " of " << a.count << " images";
+  EXPECT_EQ(a.runtime_correct, a.torch_correct);
+  EXPECT_GT(a.runtime_correct, 5000) << "a trained model should beat chance by far";
+  // Logits: integer dots scaled by the last batch norm, so only float rounding differs.
+  EXPECT_LT(a.max_abs_logit_diff, 1e-3);
+  std::filesystem::remove_all(dir);
+}
+
+// Runs a command and returns its stdout; fails the test on a non-zero exit status.
+std::string run_command(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    ADD_FAILURE() << "cannot run " << command;
+    return out;
+  }
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  EXPECT_EQ(status, 0) << command << "\n" << out;
+  return out;
+}
+
+nlohmann::json last_json_line(const std::string& out) {
+  const size_t end = out.find_last_not_of('\n');
+  const size_t start = out.rfind('\n', end);
+  return nlohmann::json::parse(out.substr(start == std::string::npos ? 0 : start + 1));
+}
+
+}  // namespace
+
+TEST(RuntimeAgreement, LarqMnistAgreesWithLibTorchOnAllTestImages) {
+  expect_full_agreement("larq-mnist");
+}
+
+TEST(RuntimeAgreement, BnnMlpAgreesWithLibTorchOnAllTestImages) {
+  expect_full_agreement("bnn-mlp");
+}
+
+TEST(RuntimeAgreement, ToolConvertsAndInfersWithJson) {
+  const std::string dir = train_briefly("larq-mnist");
+  const std::string tool = ONEBIT_TOOL_PATH;
+  const std::string obnn = dir + "/cli.obnn";
+  const nlohmann::json c = last_json_line(
+      run_command(tool + " convert --checkpoint " + dir + " --out " + obnn + " --json"));
+  EXPECT_EQ(c.at("model"), "larq-mnist");
+  EXPECT_EQ(c.at("file_bytes").get<int64_t>(),
+            static_cast<int64_t>(std::filesystem::file_size(obnn)));
+  EXPECT_LT(c.at("ratio_to_float32").get<double>(), 0.1);
+  const nlohmann::json j = last_json_line(
+      run_command(tool + " infer --model " + obnn + " --dataset fashion-mnist --checkpoint " + dir +
+                  " --threads 2 --batch-size 100 --latency-samples 50 --json"));
+  EXPECT_EQ(j.at("count").get<int64_t>(), 10000);
+  EXPECT_EQ(j.at("agreement").get<double>(), 1.0);
+  EXPECT_EQ(j.at("accuracy").get<double>(), j.at("torch_accuracy").get<double>());
+  EXPECT_GT(j.at("accuracy").get<double>(), 0.5);
+  EXPECT_GT(j.at("images_per_second").get<double>(), 0.0);
+  EXPECT_GT(j.at("latency_ms").get<double>(), 0.0);
+  const nlohmann::json without = last_json_line(
+      run_command(tool + " infer --model " + obnn + " --limit 200 --latency-samples 10 --json"));
+  EXPECT_TRUE(without.at("agreement").is_null());
+  EXPECT_EQ(without.at("count").get<int64_t>(), 200);
+  std::filesystem::remove_all(dir);
+}

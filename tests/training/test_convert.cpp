@@ -1,0 +1,330 @@
+// The converter: LibTorch Sequential -> onebit_runtime model, checked against LibTorch's eval
+// mode layer combination by layer combination.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "onebit/convert.h"
+#include "onebit/nn.h"
+#include "onebit/runtime/interpreter.h"
+#include "onebit/summary.h"
+#include "onebit/zoo/models.h"
+
+using namespace onebit;
+
+namespace {
+
+nn::QuantConv2dOptions bconv(int64_t in, int64_t out, int64_t k, bool binary_input) {
+  return nn::QuantConv2dOptions(in, out, k)
+      .bias(false)
+      .input_quantizer(binary_input ? quantizers::QuantizerSpec("ste_sign") : nullptr)
+      .kernel_quantizer("ste_sign")
+      .kernel_constraint("weight_clip");
+}
+
+nn::QuantDenseOptions bdense(int64_t in, int64_t out, bool binary_input) {
+  return nn::QuantDenseOptions(in, out)
+      .bias(false)
+      .input_quantizer(binary_input ? quantizers::QuantizerSpec("ste_sign") : nullptr)
+      .kernel_quantizer("ste_sign")
+      .kernel_constraint("weight_clip");
+}
+
+// Random running statistics (and affine parameters) for every batch norm, so that signs after
+// them are mixed and some multipliers are negative.
+void randomize_batch_norms(torch::nn::Sequential& model) {
+  torch::NoGradGuard no_grad;
+  for (const auto& m : model->modules(/*include_self=*/false)) {
+    at::Tensor mean, var, weight, bias;
+    if (auto* bn = dynamic_cast<nn::BatchNormImpl*>(m.get())) {
+      mean = bn->running_mean, var = bn->running_var, weight = bn->weight, bias = bn->bias;
+    } else if (auto* bn1 = dynamic_cast<torch::nn::BatchNorm1dImpl*>(m.get())) {
+      mean = bn1->running_mean, var = bn1->running_var, weight = bn1->weight, bias = bn1->bias;
+    } else if (auto* bn2 = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) {
+      mean = bn2->running_mean, var = bn2->running_var, weight = bn2->weight, bias = bn2->bias;
+    } else {
+      continue;
+    }
+    mean.copy_(torch::randn_like(mean) * 3);
+    var.copy_(torch::rand_like(var) * 20 + 0.5);
+    if (weight.defined()) weight.copy_(torch::randn_like(weight));
+    if (bias.defined()) bias.copy_(torch::randn_like(bias));
+  }
+}
+
+// Images whose values are multiples of 1/8 in [-1, 1]: float sums of them with +-1 weights are
+// exact in any order, so float first layers agree with LibTorch bit for bit too.
+at::Tensor test_images(std::vector<int64_t> shape) {
+  return torch::round(torch::randn(shape) * 4).clamp(-8, 8) / 8;
+}
+
+std::vector<float> run_runtime(const runtime::Model& m, const at::Tensor& x, int threads = 1) {
+  runtime::InterpreterOptions o;
+  o.threads = threads;
+  const runtime::Interpreter net(m, o);
+  const at::Tensor c = x.contiguous();
+  return net.run(c.data_ptr<float>(), static_cast<size_t>(c.numel()),
+                 static_cast<size_t>(c.size(0)));
+}
+
+std::vector<float> run_torch(torch::nn::Sequential& model, const at::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const at::Tensor y = model->forward(x).contiguous();
+  return std::vector<float>(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
+}
+
+// Converts `model` (fused and unfused) and checks the runtime against LibTorch; `exact` demands
+// equality, else a relative float tolerance.
+void expect_matches_torch(torch::nn::Sequential model, const std::vector<int64_t>& input_shape,
+                          bool exact, int64_t batch = 3) {
+  std::vector<int64_t> shape{batch};
+  shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+  const at::Tensor x = test_images(shape);
+  const std::vector<float> expected = run_torch(model, x);
+  for (bool fuse : {true, false}) {
+    ConvertOptions opts;
+    opts.fuse = fuse;
+    const std::vector<float> got = run_runtime(convert(model, input_shape, opts), x);
+    ASSERT_EQ(got.size(), expected.size()) << "fuse=" << fuse;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (exact) {
+        ASSERT_EQ(got[i], expected[i]) << "element " << i << " fuse=" << fuse;
+      } else {
+        ASSERT_NEAR(got[i], expected[i], 1e-4 * std::max(1.0f, std::fabs(expected[i])))
+            << "element " << i << " fuse=" << fuse;
+      }
+    }
+  }
+}
+
+// A Sequential with a non-template forward, so that it can sit inside another Sequential.
+class BlockImpl : public torch::nn::SequentialImpl {
+ public:
+  using SequentialImpl::SequentialImpl;
+  at::Tensor forward(const at::Tensor& x) { return SequentialImpl::forward(x); }
+};
+TORCH_MODULE(Block);
+
+}  // namespace
+
+TEST(Convert, LarqMnistStyleCnnMatchesLibTorch) {
+  torch::manual_seed(1);
+  auto model = torch::nn::Sequential(
+      nn::QuantConv2d(bconv(1, 8, 3, false)), torch::nn::MaxPool2d(2), nn::BatchNorm(8),
+      nn::QuantConv2d(bconv(8, 16, 3, true)), torch::nn::MaxPool2d(2), nn::BatchNorm(16),
+      nn::QuantConv2d(bconv(16, 16, 3, true)), nn::BatchNorm(16), torch::nn::Flatten(),
+      nn::QuantDense(bdense(64, 12, true)), nn::BatchNorm(12), nn::QuantDense(bdense(12, 10, true)),
+      nn::BatchNorm(10));
+  randomize_batch_norms(model);
+  expect_matches_torch(model, {1, 22, 22}, /*exact=*/false);
+}
+
+TEST(Convert, ZooModelsMatchLibTorch) {
+  torch::manual_seed(2);
+  for (const char* name : {"larq-mnist", "bnn-mlp"}) {
+    SCOPED_TRACE(name);
+    auto model = zoo::build(name);
+    randomize_batch_norms(model);
+    expect_matches_torch(model, {1, 28, 28}, /*exact=*/false, 4);
+  }
+}
+
+TEST(Convert, BinaryConvIntegerResultsAreExact) {
+  torch::manual_seed(3);
+  struct Case {
+    const char* name;
+    nn::QuantConv2dOptions options;
+    std::vector<int64_t> input;
+  };
+  std::vector<Case> cases = {
+      {"zero padding", bconv(8, 16, 3, true).padding(1), {8, 9, 9}},
+      {"same one-padding", bconv(8, 16, 3, true).padding(torch::kSame).pad_values(1.0), {8, 9, 9}},
+      {"same zero-padding stride 2",
+       bconv(70, 9, 3, true).padding(torch::kSame).stride(2),
+       {70, 9, 8}},
+      {"dilation 2", bconv(8, 5, 3, true).dilation(2).padding(2), {8, 10, 10}},
+      {"groups 2", bconv(130, 6, 3, true).groups(2).padding(1), {130, 6, 6}},
+      {"5x3 valid",
+       nn::QuantConv2dOptions(3, 4, {5, 3})
+           .bias(false)
+           .input_quantizer("ste_sign")
+           .kernel_quantizer("ste_sign"),
+       {3, 9, 7}},
+  };
+  for (auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto model = torch::nn::Sequential(nn::QuantConv2d(c.options));
+    expect_matches_torch(model, c.input, /*exact=*/true, 2);
+  }
+  auto dense = torch::nn::Sequential(torch::nn::Flatten(), nn::QuantDense(bdense(100, 7, true)));
+  expect_matches_torch(dense, {4, 5, 5}, /*exact=*/true, 2);
+}
+
+TEST(Convert, SignAfterBatchNormOnIntegersIsExact) {
+  // Means exactly on integer dots put LibTorch's batch norm output at (or within rounding of)
+  // 0; the converted thresholds must reproduce LibTorch's sign for every one of them.
+  torch::manual_seed(4);
+  auto model = torch::nn::Sequential(nn::QuantConv2d(bconv(16, 64, 3, true).padding(1)),
+                                     nn::BatchNorm(nn::BatchNormOptions(64).eps(1e-3)),
+                                     nn::Quantizer("ste_sign"));
+  {
+    torch::NoGradGuard no_grad;
+    auto* bn = model[1]->as<nn::BatchNormImpl>();
+    bn->running_mean.copy_(torch::randint(-20, 21, {64}).to(torch::kFloat));
+    bn->running_var.copy_(torch::rand({64}) * 50 + 0.01);
+    bn->weight.copy_(torch::randn({64}));  // negative multipliers too
+    bn->bias.zero_();
+  }
+  expect_matches_torch(model, {16, 8, 8}, /*exact=*/true, 4);
+}
+
+TEST(Convert, FloatLayersMatchLibTorch) {
+  torch::manual_seed(5);
+  auto model = torch::nn::Sequential(
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 6, 3).padding(1)), torch::nn::ReLU(),
+      torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(2).stride(2)), torch::nn::BatchNorm2d(6),
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 4, 3).padding(torch::kSame).bias(false)),
+      torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)),
+      torch::nn::Flatten(), torch::nn::Linear(4 * 3 * 3, 20), torch::nn::BatchNorm1d(20),
+      torch::nn::ReLU(), torch::nn::Linear(20, 5), torch::nn::Softmax(1));
+  randomize_batch_norms(model);
+  expect_matches_torch(model, {3, 10, 10}, /*exact=*/false);
+}
+
+TEST(Convert, QuantizerModulesAndSignLikeInputQuantizers) {
+  torch::manual_seed(6);
+  auto model = torch::nn::Sequential(
+      torch::nn::Flatten(), nn::Quantizer("ste_sign"), nn::QuantDense(bdense(48, 32, false)),
+      torch::nn::BatchNorm1d(32),
+      nn::QuantDense(bdense(32, 24, false).input_quantizer("approx_sign")), nn::BatchNorm(24),
+      nn::QuantDense(bdense(24, 16, false).input_quantizer("swish_sign")), nn::BatchNorm(16),
+      Block(nn::Quantizer("ste_sign"),  // a Sequential inside: its layers are walked
+            nn::QuantDense(bdense(16, 6, true).bias(true))));
+  randomize_batch_norms(model);
+  expect_matches_torch(model, {3, 4, 4}, /*exact=*/false);
+}
+
+TEST(Convert, MagnitudeAwareSignFoldsItsScale) {
+  torch::manual_seed(7);
+  auto model = torch::nn::Sequential(nn::QuantConv2d(nn::QuantConv2dOptions(2, 8, 3)
+                                                         .kernel_quantizer("magnitude_aware_sign")
+                                                         .kernel_constraint("weight_clip")),
+                                     nn::BatchNorm(8),
+                                     nn::QuantConv2d(nn::QuantConv2dOptions(8, 6, 3)
+                                                         .padding(1)
+                                                         .input_quantizer("ste_sign")
+                                                         .kernel_quantizer("magnitude_aware_sign")
+                                                         .kernel_constraint("weight_clip")),
+                                     torch::nn::Flatten(),
+                                     nn::QuantDense(nn::QuantDenseOptions(6 * 6 * 6, 5)
+                                                        .input_quantizer("ste_sign")
+                                                        .kernel_quantizer("magnitude_aware_sign")
+                                                        .kernel_constraint("weight_clip")));
+  randomize_batch_norms(model);
+  expect_matches_torch(model, {2, 8, 8}, /*exact=*/false);
+}
+
+TEST(Convert, MultiBitKernelsBecomeFloatWeights) {
+  torch::manual_seed(8);
+  auto model = torch::nn::Sequential(
+      nn::QuantConv2d(nn::QuantConv2dOptions(1, 4, 3).kernel_quantizer("ste_tern")),
+      torch::nn::Flatten(),
+      nn::QuantDense(nn::QuantDenseOptions(4 * 4 * 4, 3).kernel_quantizer("dorefa_quantizer")));
+  expect_matches_torch(model, {1, 6, 6}, /*exact=*/false);
+  const runtime::Model m = convert(model, {1, 6, 6});
+  EXPECT_EQ(storage_of(m).binary_weights, 0);
+}
+
+TEST(Convert, UnsupportedLayersAndQuantizersAreClearErrors) {
+  auto expect_error = [](torch::nn::Sequential model, const std::vector<int64_t>& shape,
+                         const std::vector<std::string>& parts) {
+    try {
+      convert(model, shape);
+      FAIL() << "expected an error";
+    } catch (const std::invalid_argument& e) {
+      for (const auto& p : parts)
+        EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
+            << "'" << p << "' missing in: " << e.what();
+    }
+  };
+  expect_error(
+      torch::nn::Sequential(torch::nn::Flatten(), torch::nn::Dropout(0.5), torch::nn::Linear(4, 2)),
+      {4}, {"layer 1", "Dropout", "not supported", "supported: onebit QuantConv2d"});
+  expect_error(torch::nn::Sequential(torch::nn::Flatten(),
+                                     nn::QuantDense(nn::QuantDenseOptions(4, 2)
+                                                        .input_quantizer("ste_heaviside")
+                                                        .kernel_quantizer("ste_sign")
+                                                        .kernel_constraint("weight_clip"))),
+               {4}, {"layer 1", "QuantDense", "ste_heaviside", "expected a sign"});
+  expect_error(torch::nn::Sequential(torch::nn::Flatten(),
+                                     nn::QuantDense(nn::QuantDenseOptions(4, 2)
+                                                        .input_quantizer("ste_sign")
+                                                        .kernel_quantizer("ste_tern"))),
+               {4}, {"layer 1", "non-binary weights", "binary"});
+  expect_error(torch::nn::Sequential(nn::QuantConv2d(nn::QuantConv2dOptions(3, 2, 3))), {1, 5, 5},
+               {"layer 0", "in_channels is 3", "1 channels"});
+  expect_error(
+      torch::nn::Sequential(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2).ceil_mode(true))),
+      {1, 5, 5}, {"layer 0", "ceil_mode"});
+  expect_error(torch::nn::Sequential(torch::nn::Linear(25, 2)), {1, 5, 5},
+               {"layer 0", "Linear", "add a Flatten"});
+}
+
+TEST(Convert, FileRoundTripKeepsResultsAndMetadata) {
+  torch::manual_seed(9);
+  auto model = zoo::build("larq-mnist");
+  randomize_batch_norms(model);
+  ConvertOptions opts;
+  opts.metadata["model"] = "larq-mnist";
+  const runtime::Model m = convert(model, {1, 28, 28}, opts);
+  const std::string path = ::testing::TempDir() + "onebit_convert_roundtrip.obnn";
+  const size_t bytes = runtime::save_model(m, path);
+  const runtime::Model loaded = runtime::load_model(path);
+  std::remove(path.c_str());
+  EXPECT_EQ(bytes, runtime::serialize_model(m).size());
+  EXPECT_EQ(loaded.metadata.at("model"), "larq-mnist");
+  EXPECT_EQ(loaded.metadata.at("converter"), "onebit::convert");
+  const at::Tensor x = test_images({5, 1, 28, 28});
+  EXPECT_EQ(run_runtime(loaded, x), run_runtime(m, x));
+  EXPECT_EQ(run_runtime(loaded, x, 2), run_runtime(m, x));
+}
+
+// The file against Larq's summary size (1 bit per binary weight, 32 bits per other number, batch
+// norm counted as 2 numbers per channel). The payload differs from it only by what fusion
+// changes: a batch norm fused into the thresholds of a binary layer stores 1 int32 per channel
+// instead of 2 numbers (so the file may be smaller by 4 bytes per threshold), a binary max pool
+// after such a fusion adds 1 bit per channel, and each tensor is padded to 8 bytes. On top come
+// the 64-byte header, the metadata section and at most 63 alignment bytes per tensor.
+TEST(Convert, FileSizeIsTheSummarySizePlusAHeader) {
+  for (const char* name : {"larq-mnist", "bnn-mlp"}) {
+    SCOPED_TRACE(name);
+    auto model = zoo::build(name);
+    const runtime::Model m = convert(model, {1, 28, 28});
+    const ModelSummary s = summary(model, {1, 28, 28});
+    const double summary_bytes = static_cast<double>(s.memory_bits) / 8.0;
+    const ModelStorage st = storage_of(m);
+    int64_t thresholds = 0;
+    for (const auto& t : m.tensors) thresholds += t.dtype == runtime::DType::kInt32 ? t.numel() : 0;
+    EXPECT_GT(thresholds, 0);
+    const double payload = static_cast<double>(st.payload_bytes);
+    EXPECT_LE(payload, 1.05 * summary_bytes);
+    EXPECT_GE(payload, summary_bytes - 4.0 * static_cast<double>(thresholds));
+    const size_t file = runtime::serialize_model(m).size();
+    const size_t header = 64 + 4096 + 64 * m.tensors.size();
+    EXPECT_LE(file - st.payload_bytes, header);
+    EXPECT_LE(static_cast<double>(file), 1.05 * summary_bytes + static_cast<double>(header));
+    // Every binary kernel weight is stored as one bit.
+    int64_t binary = 0;
+    for (const auto& l : s.layers) {
+      auto it = l.params_by_bits.find(1);
+      if (it != l.params_by_bits.end()) binary += it->second;
+    }
+    EXPECT_EQ(st.binary_weights, binary);
+  }
+}
