@@ -154,7 +154,8 @@ TEST(Convert, BinaryConvIntegerResultsAreExact) {
        nn::QuantConv2dOptions(3, 4, {5, 3})
            .bias(false)
            .input_quantizer("ste_sign")
-           .kernel_quantizer("ste_sign"),
+           .kernel_quantizer("ste_sign")
+           .kernel_constraint("weight_clip"),
        {3, 9, 7}},
   };
   for (auto& c : cases) {
