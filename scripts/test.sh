@@ -15,3 +15,6 @@ cmake --install build --prefix "$prefix" >/dev/null
 cmake -S examples/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build build/consumer -j"$jobs"
 build/consumer/onebit_consumer
+
+echo "== fuzzing the model loader (60 s, clang libFuzzer + ASan/UBSan)"
+scripts/fuzz.sh 60

@@ -177,8 +177,9 @@ Dataset load(const std::string& name, Split split, const std::string& dir_arg) {
   const std::string dir = dir_arg.empty() ? default_data_dir(name) : dir_arg;
   if (name == "fashion-mnist" || name == "mnist") {
     const std::string prefix = split == Split::kTrain ? "train" : "t10k";
-    return load_idx_pair(find_file(dir, prefix + "-images-idx3-ubyte"),
-                         find_file(dir, prefix + "-labels-idx1-ubyte"));
+    const std::string images = find_file(dir, prefix + "-images-idx3-ubyte");
+    const std::string labels = find_file(dir, prefix + "-labels-idx1-ubyte");
+    return load_idx_pair(images, labels);
   }
   if (name == "cifar10") return load_cifar10(dir, split);
   std::string known;

@@ -117,6 +117,18 @@ void validate(const TrainOptions& o, const data::Dataset& train_set) {
   if (o.out_dir.empty()) fail("out_dir must not be empty");
 }
 
+/// NaN or infinite inputs would silently poison batch-norm statistics: refuse them up front.
+void check_finite(const data::Dataset& set, const char* which) {
+  if (set.size() == 0) return;
+  auto bad = set.images.reshape({set.size(), -1}).isfinite().logical_not().any(1);
+  if (!bad.any().item<bool>()) return;
+  const int64_t first = bad.nonzero()[0][0].item<int64_t>();
+  const int64_t count = bad.sum().item<int64_t>();
+  throw std::invalid_argument(std::string("the ") + which + " set has " + std::to_string(count) +
+                              " image(s) with NaN or infinite values (first: index " +
+                              std::to_string(first) + ")");
+}
+
 void append_line(const std::string& path, const nlohmann::json& j) {
   std::ofstream out(path, std::ios::app);
   out << j.dump() << "\n";
@@ -129,6 +141,8 @@ TrainResult fit(torch::nn::Sequential model, const data::Dataset& train_set,
                 const data::Dataset& test_set, const TrainOptions& options,
                 const std::vector<std::shared_ptr<Callback>>& callbacks) {
   validate(options, train_set);
+  check_finite(train_set, "training");
+  check_finite(test_set, "test");
   if (options.threads > 0) at::set_num_threads(options.threads);
   fs::create_directories(options.out_dir);
   const std::string metrics_path = (fs::path(options.out_dir) / "metrics.jsonl").string();
