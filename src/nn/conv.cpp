@@ -1,11 +1,11 @@
 #include "onebit/nn/conv.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/init.h>
 
 #include <cmath>
 #include <sstream>
 
+#include "layer_util.h"
 #include "onebit/nn/format.h"
 
 namespace onebit::nn {
@@ -17,19 +17,13 @@ QuantConvNdImpl<D, Derived>::QuantConvNdImpl(const QuantConvOptions<D>& options_
   auto fail = [&](const std::string& what) {
     throw std::invalid_argument(describe() + ": " + what);
   };
-  if (o.in_channels() <= 0 || o.out_channels() <= 0) fail("channel counts must be positive");
-  if (o.groups() <= 0 || o.in_channels() % o.groups() || o.out_channels() % o.groups()) {
-    fail("groups (" + std::to_string(o.groups()) + ") must divide in_channels (" +
-         std::to_string(o.in_channels()) + ") and out_channels (" +
-         std::to_string(o.out_channels()) + ")");
-  }
+  detail::check_channels(fail, o.in_channels(), o.out_channels());
+  detail::check_groups(fail, o.groups(), o.in_channels(), o.out_channels());
   for (size_t i = 0; i < D; ++i) {
-    if ((*o.kernel_size())[i] <= 0 || (*o.stride())[i] <= 0 || (*o.dilation())[i] <= 0) {
-      fail("kernel_size, stride and dilation must be positive");
-    }
-    if (!o.padding().same() && (*o.padding().amount())[i] < 0) fail("padding must be >= 0");
+    detail::check_kernel_stride_dilation<D>(fail, o.kernel_size(), o.stride(), o.dilation(), i);
+    detail::check_padding<D>(fail, o.padding(), i);
   }
-  if (!std::isfinite(o.pad_values())) fail("pad_values must be finite");
+  detail::check_pad_values(fail, o.pad_values());
   warn_if_unconstrained(describe(), o.kernel_quantizer().get(), o.kernel_constraint().get());
   reset();
 }
@@ -47,33 +41,18 @@ void QuantConvNdImpl<D, Derived>::reset() {
   std::vector<int64_t> shape = {options.out_channels(), options.in_channels() / options.groups()};
   for (size_t i = 0; i < D; ++i) shape.push_back((*options.kernel_size())[i]);
   weight = this->register_parameter("weight", torch::empty(shape));
-  if (options.bias()) {
-    bias = this->register_parameter("bias", torch::empty(options.out_channels()));
-  } else {
-    bias = this->register_parameter("bias", {}, /*requires_grad=*/false);
-  }
+  bias = detail::register_bias(*this, options.bias(), {options.out_channels()});
   reset_parameters();
 }
 
 template <size_t D, typename Derived>
 void QuantConvNdImpl<D, Derived>::reset_parameters() {
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));
-  if (bias.defined()) {
-    const double fan_in = static_cast<double>(weight.numel() / weight.size(0));
-    const double bound = 1.0 / std::sqrt(fan_in);
-    torch::nn::init::uniform_(bias, -bound, bound);
-  }
+  detail::init_like_torch_conv(weight, &bias);
 }
 
 template <size_t D, typename Derived>
 at::Tensor QuantConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
-  if (input.dim() != static_cast<int64_t>(D) + 2 || input.size(1) != options.in_channels()) {
-    std::ostringstream msg;
-    msg << describe() << ": expected input of shape [N, " << options.in_channels();
-    for (size_t i = 0; i < D; ++i) msg << ", *";
-    msg << "], got " << input.sizes();
-    throw std::invalid_argument(msg.str());
-  }
+  detail::check_input_shape(input, options.in_channels(), D, [this] { return describe(); });
   auto x = quantizers::apply(options.input_quantizer().get(), input);
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
 

@@ -1,10 +1,11 @@
 #include "onebit/nn/depthwise.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/init.h>
 
 #include <cmath>
 #include <sstream>
+
+#include "layer_util.h"
 
 namespace onebit::nn {
 
@@ -19,12 +20,10 @@ QuantDepthwiseConv2dImpl::QuantDepthwiseConv2dImpl(const QuantDepthwiseConv2dOpt
     fail("depth_multiplier must be positive, got " + std::to_string(o.depth_multiplier()));
   }
   for (size_t i = 0; i < 2; ++i) {
-    if ((*o.kernel_size())[i] <= 0 || (*o.stride())[i] <= 0 || (*o.dilation())[i] <= 0) {
-      fail("kernel_size, stride and dilation must be positive");
-    }
-    if (!o.padding().same() && (*o.padding().amount())[i] < 0) fail("padding must be >= 0");
+    detail::check_kernel_stride_dilation<2>(fail, o.kernel_size(), o.stride(), o.dilation(), i);
+    detail::check_padding<2>(fail, o.padding(), i);
   }
-  if (!std::isfinite(o.pad_values())) fail("pad_values must be finite");
+  detail::check_pad_values(fail, o.pad_values());
   warn_if_unconstrained(describe(), o.depthwise_quantizer().get(), o.depthwise_constraint().get());
   reset();
 }
@@ -40,29 +39,15 @@ void QuantDepthwiseConv2dImpl::reset() {
   const int64_t out = options.in_channels() * options.depth_multiplier();
   weight = register_parameter(
       "weight", torch::empty({out, 1, (*options.kernel_size())[0], (*options.kernel_size())[1]}));
-  if (options.bias()) {
-    bias = register_parameter("bias", torch::empty(out));
-  } else {
-    bias = register_parameter("bias", {}, /*requires_grad=*/false);
-  }
+  bias = detail::register_bias(*this, options.bias(), {out});
   reset_parameters();
 }
 
-void QuantDepthwiseConv2dImpl::reset_parameters() {
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));
-  if (bias.defined()) {
-    const double fan_in = static_cast<double>(weight.numel() / weight.size(0));
-    const double bound = 1.0 / std::sqrt(fan_in);
-    torch::nn::init::uniform_(bias, -bound, bound);
-  }
-}
+void QuantDepthwiseConv2dImpl::reset_parameters() { detail::init_like_torch_conv(weight, &bias); }
 
 at::Tensor QuantDepthwiseConv2dImpl::forward(const at::Tensor& input) {
   if (input.dim() != 4 || input.size(1) != options.in_channels()) {
-    std::ostringstream msg;
-    msg << describe() << ": expected input of shape [N, " << options.in_channels()
-        << ", H, W], got " << input.sizes();
-    throw std::invalid_argument(msg.str());
+    detail::throw_input_shape(describe(), options.in_channels(), {"H", "W"}, input.sizes());
   }
   auto x = quantizers::apply(options.input_quantizer().get(), input);
   auto w = quantizers::apply(options.depthwise_quantizer().get(), weight);

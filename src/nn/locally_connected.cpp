@@ -6,6 +6,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "layer_util.h"
 #include "onebit/nn/format.h"
 
 namespace onebit::nn {
@@ -18,17 +19,15 @@ QuantLocallyConnectedNdImpl<D, Derived>::QuantLocallyConnectedNdImpl(
   auto fail = [&](const std::string& what) {
     throw std::invalid_argument(describe() + ": " + what);
   };
-  if (o.in_channels() <= 0 || o.out_channels() <= 0) fail("channel counts must be positive");
+  detail::check_channels(fail, o.in_channels(), o.out_channels());
   std::array<int64_t, D> in{};
   for (size_t i = 0; i < D; ++i) {
-    if ((*o.kernel_size())[i] <= 0 || (*o.stride())[i] <= 0 || (*o.dilation())[i] <= 0) {
-      fail("kernel_size, stride and dilation must be positive");
-    }
+    detail::check_kernel_stride_dilation<D>(fail, o.kernel_size(), o.stride(), o.dilation(), i);
     if ((*o.input_size())[i] <= 0) fail("input_size must be positive");
-    if (!o.padding().same() && (*o.padding().amount())[i] < 0) fail("padding must be >= 0");
+    detail::check_padding<D>(fail, o.padding(), i);
     in[i] = (*o.input_size())[i];
   }
-  if (!std::isfinite(o.pad_values())) fail("pad_values must be finite");
+  detail::check_pad_values(fail, o.pad_values());
   const auto pads = conv_pads<D>(o.padding(), in, o.kernel_size(), o.stride(), o.dilation());
   for (size_t i = 0; i < D; ++i) {
     const int64_t span = ((*o.kernel_size())[i] - 1) * (*o.dilation())[i] + 1;
@@ -65,11 +64,7 @@ void QuantLocallyConnectedNdImpl<D, Derived>::reset() {
   }
   weight =
       this->register_parameter("weight", torch::empty({options.out_channels(), positions, patch}));
-  if (options.bias()) {
-    bias = this->register_parameter("bias", torch::empty(bias_shape));
-  } else {
-    bias = this->register_parameter("bias", {}, /*requires_grad=*/false);
-  }
+  bias = detail::register_bias(*this, options.bias(), bias_shape);
   reset_parameters();
 }
 
@@ -86,11 +81,9 @@ at::Tensor QuantLocallyConnectedNdImpl<D, Derived>::forward(const at::Tensor& in
   bool ok = input.dim() == static_cast<int64_t>(D) + 2 && input.size(1) == options.in_channels();
   for (size_t i = 0; ok && i < D; ++i) ok = input.size(2 + i) == (*options.input_size())[i];
   if (!ok) {
-    std::ostringstream msg;
-    msg << describe() << ": expected input of shape [N, " << options.in_channels();
-    for (size_t i = 0; i < D; ++i) msg << ", " << (*options.input_size())[i];
-    msg << "], got " << input.sizes();
-    throw std::invalid_argument(msg.str());
+    std::vector<std::string> spatial;
+    for (size_t i = 0; i < D; ++i) spatial.push_back(std::to_string((*options.input_size())[i]));
+    detail::throw_input_shape(describe(), options.in_channels(), spatial, input.sizes());
   }
   auto x = quantizers::apply(options.input_quantizer().get(), input);
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);

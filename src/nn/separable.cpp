@@ -1,25 +1,13 @@
 #include "onebit/nn/separable.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/init.h>
 
 #include <cmath>
 #include <sstream>
 
+#include "layer_util.h"
+
 namespace onebit::nn {
-namespace {
-
-void init_like_torch_conv(at::Tensor& weight, at::Tensor* bias) {
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));
-  if (bias && bias->defined()) {
-    const double fan_in = static_cast<double>(weight.numel() / weight.size(0));
-    const double bound = 1.0 / std::sqrt(fan_in);
-    torch::nn::init::uniform_(*bias, -bound, bound);
-  }
-}
-
-}  // namespace
-
 template <size_t D, typename Derived>
 QuantSeparableConvNdImpl<D, Derived>::QuantSeparableConvNdImpl(
     const QuantSeparableConvOptions<D>& options_)
@@ -28,17 +16,15 @@ QuantSeparableConvNdImpl<D, Derived>::QuantSeparableConvNdImpl(
   auto fail = [&](const std::string& what) {
     throw std::invalid_argument(describe() + ": " + what);
   };
-  if (o.in_channels() <= 0 || o.out_channels() <= 0) fail("channel counts must be positive");
+  detail::check_channels(fail, o.in_channels(), o.out_channels());
   if (o.depth_multiplier() <= 0) {
     fail("depth_multiplier must be positive, got " + std::to_string(o.depth_multiplier()));
   }
   for (size_t i = 0; i < D; ++i) {
-    if ((*o.kernel_size())[i] <= 0 || (*o.stride())[i] <= 0 || (*o.dilation())[i] <= 0) {
-      fail("kernel_size, stride and dilation must be positive");
-    }
-    if (!o.padding().same() && (*o.padding().amount())[i] < 0) fail("padding must be >= 0");
+    detail::check_kernel_stride_dilation<D>(fail, o.kernel_size(), o.stride(), o.dilation(), i);
+    detail::check_padding<D>(fail, o.padding(), i);
   }
-  if (!std::isfinite(o.pad_values())) fail("pad_values must be finite");
+  detail::check_pad_values(fail, o.pad_values());
   warn_if_unconstrained(describe() + " depthwise", o.depthwise_quantizer().get(),
                         o.depthwise_constraint().get());
   warn_if_unconstrained(describe() + " pointwise", o.pointwise_quantizer().get(),
@@ -65,29 +51,19 @@ void QuantSeparableConvNdImpl<D, Derived>::reset() {
   }
   depthwise_weight = this->register_parameter("depthwise_weight", torch::empty(dw_shape));
   pointwise_weight = this->register_parameter("pointwise_weight", torch::empty(pw_shape));
-  if (options.bias()) {
-    bias = this->register_parameter("bias", torch::empty(options.out_channels()));
-  } else {
-    bias = this->register_parameter("bias", {}, /*requires_grad=*/false);
-  }
+  bias = detail::register_bias(*this, options.bias(), {options.out_channels()});
   reset_parameters();
 }
 
 template <size_t D, typename Derived>
 void QuantSeparableConvNdImpl<D, Derived>::reset_parameters() {
-  init_like_torch_conv(depthwise_weight, nullptr);
-  init_like_torch_conv(pointwise_weight, &bias);
+  detail::init_like_torch_conv(depthwise_weight, nullptr);
+  detail::init_like_torch_conv(pointwise_weight, &bias);
 }
 
 template <size_t D, typename Derived>
 at::Tensor QuantSeparableConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
-  if (input.dim() != static_cast<int64_t>(D) + 2 || input.size(1) != options.in_channels()) {
-    std::ostringstream msg;
-    msg << describe() << ": expected input of shape [N, " << options.in_channels();
-    for (size_t i = 0; i < D; ++i) msg << ", *";
-    msg << "], got " << input.sizes();
-    throw std::invalid_argument(msg.str());
-  }
+  detail::check_input_shape(input, options.in_channels(), D, [this] { return describe(); });
   auto x = quantizers::apply(options.input_quantizer().get(), input);
   auto wd = quantizers::apply(options.depthwise_quantizer().get(), depthwise_weight);
   auto wp = quantizers::apply(options.pointwise_quantizer().get(), pointwise_weight);
