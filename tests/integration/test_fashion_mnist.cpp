@@ -47,6 +47,19 @@ nlohmann::json last_json_line(const std::string& out) {
   return nlohmann::json::parse(last);
 }
 
+/// Two epochs on the first 8000 training images, evaluated on the first 2000 test images.
+train::TrainOptions slice_options(const std::string& model) {
+  train::TrainOptions o;
+  o.model = model;
+  o.epochs = 2;
+  o.train_limit = 8000;
+  o.test_limit = 2000;
+  o.threads = 2;
+  o.progress = false;
+  o.out_dir = temp_dir(model);
+  return o;
+}
+
 }  // namespace
 
 TEST(FashionMnist, DebianDataLoads) {
@@ -64,14 +77,7 @@ TEST(FashionMnist, DebianDataLoads) {
 
 TEST(FashionMnist, LarqMnistLearnsOnARealSlice) {
   // 8000 training images, 2 epochs: well above chance (10%); the full 6-epoch run reaches ~85%.
-  train::TrainOptions o;
-  o.model = "larq-mnist";
-  o.epochs = 2;
-  o.train_limit = 8000;
-  o.test_limit = 2000;
-  o.threads = 2;
-  o.progress = false;
-  o.out_dir = temp_dir("larq");
+  auto o = slice_options("larq-mnist");
   auto r = train::train(o);
   EXPECT_GE(r.test_accuracy, 0.75) << "larq-mnist after 2 epochs on 8000 images";
   auto ck = train::load_checkpoint(o.out_dir);
@@ -81,14 +87,7 @@ TEST(FashionMnist, LarqMnistLearnsOnARealSlice) {
 }
 
 TEST(FashionMnist, BnnMlpLearnsOnARealSlice) {
-  train::TrainOptions o;
-  o.model = "bnn-mlp";
-  o.epochs = 2;
-  o.train_limit = 8000;
-  o.test_limit = 2000;
-  o.threads = 2;
-  o.progress = false;
-  o.out_dir = temp_dir("mlp");
+  auto o = slice_options("bnn-mlp");
   auto r = train::train(o);
   EXPECT_GE(r.test_accuracy, 0.72) << "bnn-mlp after 2 epochs on 8000 images";
   fs::remove_all(o.out_dir);
