@@ -1,11 +1,11 @@
 #include "onebit/nn/dense.h"
 
-#include <torch/nn/init.h>
 #include <ATen/ATen.h>
 
 #include <cmath>
 #include <sstream>
 
+#include "layer_util.h"
 #include "onebit/nn/format.h"
 
 namespace onebit::nn {
@@ -26,21 +26,11 @@ QuantDenseImpl::QuantDenseImpl(const QuantDenseOptions& options_) : options(opti
 void QuantDenseImpl::reset() {
   weight = register_parameter("weight",
                               torch::empty({options.out_features(), options.in_features()}));
-  if (options.bias()) {
-    bias = register_parameter("bias", torch::empty(options.out_features()));
-  } else {
-    bias = register_parameter("bias", {}, /*requires_grad=*/false);
-  }
+  bias = detail::register_bias(*this, options.bias(), {options.out_features()});
   reset_parameters();
 }
 
-void QuantDenseImpl::reset_parameters() {
-  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5));
-  if (bias.defined()) {
-    const double bound = 1.0 / std::sqrt(static_cast<double>(options.in_features()));
-    torch::nn::init::uniform_(bias, -bound, bound);
-  }
-}
+void QuantDenseImpl::reset_parameters() { detail::init_like_torch_conv(weight, &bias); }
 
 at::Tensor QuantDenseImpl::forward(const at::Tensor& input) {
   if (input.dim() < 1 || input.size(-1) != options.in_features()) {
