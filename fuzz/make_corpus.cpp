@@ -1,4 +1,6 @@
-// Writes small valid .obnn models covering every op into a directory (the fuzzer's seed corpus).
+// Writes small valid .obnn models covering every op (and every format version 2 feature: concat
+// of bits and floats, add with bits inputs, global and strided average pooling, grouped and
+// dilated convs) into a directory: the fuzzer's seed corpus.
 
 #include <cstdio>
 #include <random>
@@ -63,6 +65,52 @@ int main(int argc, char** argv) {
     x = b.conv2d(x, Conv2dParams(2, 1).binary_kernel(true), signs(6, rng));
     b.output(b.batch_norm(x, normal(2, rng), normal(2, rng)));
     b.save(dir + "/unfused.obnn");
+  }
+  {  // DenseNet block (format version 2): bit concat with word shifts, mixed concat, global pool
+    ModelBuilder b;
+    const ValueRef x = b.input({5, 5, 5});
+    const ValueRef s = b.sign(x);
+    ValueRef t = b.conv2d(s, Conv2dParams(3, 3).padding(1, 1).binary_kernel(true), signs(135, rng));
+    t = b.sign(b.batch_norm(t, normal(3, rng), normal(3, rng)));
+    const ValueRef bits = b.concat({s, t, s});  // 13 channels, all bits
+    ValueRef u = b.conv2d(bits, Conv2dParams(4, 1).binary_kernel(true), signs(52, rng));
+    u = b.batch_norm(u, normal(4, rng), normal(4, rng));
+    const ValueRef mixed = b.concat({bits, u, x});  // 22 channels, float
+    const ValueRef g = b.flatten(b.global_avg_pool2d(mixed));
+    b.output(b.dense(g, DenseParams(3), normal(3 * 22, rng), normal(3, rng)));
+    b.save(dir + "/densenet_block.obnn");
+  }
+  {  // Bi-Real block (version 2): BN output shared by an add and a sign, add with a bits input,
+     // strided average pooling of bits, grouped and dilated float convs, global pool on bits
+    ModelBuilder b;
+    const ValueRef x = b.input({4, 7, 7});
+    ValueRef y =
+        b.conv2d(b.sign(x), Conv2dParams(4, 3).padding(1, 1).binary_kernel(true), signs(144, rng));
+    y = b.batch_norm(y, normal(4, rng), normal(4, rng));
+    const ValueRef r = b.add(y, x);
+    const ValueRef s = b.sign(y);
+    const ValueRef shortcut = b.add(r, s);
+    Pool2dParams pool(3);
+    pool.stride(2).padding(1, 1);
+    pool.count_include_pad = false;
+    const ValueRef p = b.avg_pool2d(s, pool);
+    ValueRef f = b.conv2d(shortcut, Conv2dParams(4, 3).padding(2, 2).dilation(2).groups_count(2),
+                          normal(4 * 2 * 9, rng));
+    f = b.conv2d(f, Conv2dParams(4, 1).stride(2).groups_count(4), normal(4, rng));
+    const ValueRef q = b.concat({p, f});
+    b.output(b.concat({b.global_avg_pool2d(q), b.global_avg_pool2d(b.sign(q))}));
+    b.save(dir + "/bireal_block.obnn");
+  }
+  {  // grouped and dilated binary convs with bit output, then average pooling of bits
+    ModelBuilder b;
+    ValueRef x = b.sign(b.input({6, 6, 6}));
+    x = b.conv2d(x,
+                 Conv2dParams(6, 3).padding(2, 2).dilation(2).groups_count(3).binary_kernel(true),
+                 signs(6 * 2 * 9, rng));
+    x = b.sign(b.batch_norm(x, normal(6, rng), normal(6, rng)));
+    x = b.conv2d(x, Conv2dParams(4, 1).stride(2).binary_kernel(true), signs(24, rng));
+    b.output(b.avg_pool2d(b.sign(x), Pool2dParams(3).stride(1)));
+    b.save(dir + "/grouped_dilated.obnn");
   }
   return 0;
 }

@@ -216,11 +216,13 @@ at::Tensor DoReFa::gradient(const at::Tensor& x, const at::Tensor& dy) const {
 
 // ---- Custom ---------------------------------------------------------------------------------
 
-Custom::Custom(std::string name, ForwardFn forward, GradientFn gradient, int precision)
+Custom::Custom(std::string name, ForwardFn forward, GradientFn gradient, int precision,
+               ForwardKind forward_kind)
     : name_(std::move(name)),
       forward_(std::move(forward)),
       gradient_(std::move(gradient)),
-      precision_(precision) {
+      precision_(precision),
+      forward_kind_(forward_kind) {
   if (name_.empty()) throw std::invalid_argument("custom quantizer: name must not be empty");
   if (!forward_ || !gradient_) {
     throw std::invalid_argument("custom quantizer \"" + name_ +

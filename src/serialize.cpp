@@ -1,25 +1,18 @@
 #include "onebit/serialize.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/dropout.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/pooling.h>
 #include <torch/serialize/archive.h>
 
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
-#include <type_traits>
 
 #include "onebit/io.h"
 #include "onebit/log.h"
 #include "onebit/nn.h"
+#include "onebit/trace.h"
 
 namespace onebit {
 namespace serialize {
@@ -27,662 +20,9 @@ namespace {
 
 using Json = nlohmann::json;
 
-// ---- reading options ------------------------------------------------------------------------
-
-/// Reads one layer's options, remembering which keys were used so that unknown ones are errors.
-class Options {
- public:
-  Options(const Json& j, std::string where) : j_(j), where_(std::move(where)) {
-    if (!j_.is_object()) fail("options must be a JSON object, got " + j_.dump());
-  }
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::invalid_argument(where_ + ": " + what);
-  }
-  const Json* find(const std::string& key) {
-    used_.insert(key);
-    auto it = j_.find(key);
-    return it == j_.end() ? nullptr : &*it;
-  }
-  const Json& required(const std::string& key) {
-    const Json* v = find(key);
-    if (!v) fail("missing option \"" + key + "\"");
-    return *v;
-  }
-  int64_t integer(const std::string& key, std::optional<int64_t> def = std::nullopt) {
-    const Json* v = def ? find(key) : &required(key);
-    if (!v) return *def;
-    if (!v->is_number_integer())
-      fail("option \"" + key + "\" must be an integer, got " + v->dump());
-    return v->get<int64_t>();
-  }
-  double number(const std::string& key, std::optional<double> def = std::nullopt) {
-    const Json* v = def ? find(key) : &required(key);
-    if (!v) return *def;
-    if (!v->is_number()) fail("option \"" + key + "\" must be a number, got " + v->dump());
-    return v->get<double>();
-  }
-  bool boolean(const std::string& key, bool def) {
-    const Json* v = find(key);
-    if (!v) return def;
-    if (!v->is_boolean()) fail("option \"" + key + "\" must be true or false, got " + v->dump());
-    return v->get<bool>();
-  }
-  std::string string(const std::string& key, const std::string& def) {
-    const Json* v = find(key);
-    if (!v) return def;
-    if (!v->is_string()) fail("option \"" + key + "\" must be a string, got " + v->dump());
-    return v->get<std::string>();
-  }
-  std::optional<int64_t> optional_integer(const std::string& key) {
-    const Json* v = find(key);
-    if (!v || v->is_null()) return std::nullopt;
-    return integer(key);
-  }
-  std::optional<double> optional_number(const std::string& key) {
-    const Json* v = find(key);
-    if (!v || v->is_null()) return std::nullopt;
-    return number(key);
-  }
-  template <size_t D>
-  torch::ExpandingArray<D> array(const std::string& key,
-                                 std::optional<int64_t> def = std::nullopt) {
-    const Json* v = def ? find(key) : &required(key);
-    if (!v) return torch::ExpandingArray<D>(*def);
-    return parse_array<D>(key, *v);
-  }
-  template <size_t D>
-  nn::ConvPadding<D> padding(const std::string& key, nn::ConvPadding<D> def) {
-    const Json* v = find(key);
-    if (!v) return def;
-    if (v->is_string()) {
-      const auto mode = v->get<std::string>();
-      if (mode != "same" && mode != "valid") {
-        fail("option \"" + key + "\" must be \"same\", \"valid\" or amounts, got " + v->dump());
-      }
-      return nn::ConvPadding<D>(mode);
-    }
-    return nn::ConvPadding<D>(parse_array<D>(key, *v));
-  }
-  quantizers::QuantizerSpec quantizer(const std::string& key) {
-    const Json* v = find(key);
-    if (!v) return nullptr;
-    try {
-      return quantizers::QuantizerSpec(quantizers::from_json(*v));
-    } catch (const std::exception& e) {
-      fail("option \"" + key + "\": " + e.what());
-    }
-  }
-  constraints::ConstraintSpec constraint(const std::string& key) {
-    const Json* v = find(key);
-    if (!v) return nullptr;
-    try {
-      return constraints::ConstraintSpec(constraints::from_json(*v));
-    } catch (const std::exception& e) {
-      fail("option \"" + key + "\": " + e.what());
-    }
-  }
-  /// Throws for any key that no reader asked for.
-  void finish() const {
-    for (const auto& item : j_.items()) {
-      if (!used_.count(item.key())) {
-        std::string known;
-        for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
-        fail("unknown option \"" + item.key() + "\" (known: " + known + ")");
-      }
-    }
-  }
-
- private:
-  template <size_t D>
-  torch::ExpandingArray<D> parse_array(const std::string& key, const Json& v) {
-    if (v.is_number_integer()) return torch::ExpandingArray<D>(v.get<int64_t>());
-    if (!v.is_array() || v.size() != D) {
-      fail("option \"" + key + "\" must be an integer or a list of " + std::to_string(D) +
-           " integers, got " + v.dump());
-    }
-    std::vector<int64_t> values;
-    for (const auto& e : v) {
-      if (!e.is_number_integer()) {
-        fail("option \"" + key + "\" must hold integers, got " + v.dump());
-      }
-      values.push_back(e.get<int64_t>());
-    }
-    return torch::ExpandingArray<D>(at::IntArrayRef(values));
-  }
-
-  const Json& j_;
-  std::string where_;
-  std::set<std::string> used_;
-};
-
-// ---- writing options ------------------------------------------------------------------------
-
-template <size_t D>
-Json array_json(const torch::ExpandingArray<D>& a) {
-  return Json(std::vector<int64_t>(a->begin(), a->end()));
-}
-
-template <size_t D>
-Json padding_json(const nn::ConvPadding<D>& p) {
-  return p.same() ? Json("same") : array_json<D>(p.amount());
-}
-
-/// torch's convolution padding: amounts, kValid or kSame (a c10:: or std:: variant; the
-/// unqualified visit finds the right one by argument-dependent lookup).
-template <size_t D, typename Variant>
-Json torch_padding_json(const Variant& padding) {
-  Json out;
-  visit(
-      [&](const auto& p) {
-        using P = std::decay_t<decltype(p)>;
-        if constexpr (std::is_same_v<P, torch::enumtype::kSame>) {
-          out = "same";
-        } else if constexpr (std::is_same_v<P, torch::enumtype::kValid>) {
-          out = "valid";
-        } else {
-          out = array_json<D>(p);
-        }
-      },
-      padding);
-  return out;
-}
-
-Json quantizer_json(const quantizers::QuantizerSpec& q) { return quantizers::to_json(q.get()); }
-Json constraint_json(const constraints::ConstraintSpec& c) { return constraints::to_json(c.get()); }
-
-// ---- the registry -----------------------------------------------------------------------------
-
-struct ModuleType {
-  std::string name;
-  DescribeFn describe;
-  BuildFn build;
-};
-
-/// Describe function for modules of type Impl.
-template <typename Impl, typename F>
-DescribeFn describer(F f) {
-  return [f](const torch::nn::Module& m) -> std::optional<Json> {
-    if (const auto* p = dynamic_cast<const Impl*>(&m)) return f(*p);
-    return std::nullopt;
-  };
-}
-
-// Each `add_*` registers describe and build for one family; the build functions read every key
-// the describe functions write, so `build(describe(m))` reproduces m's options exactly.
-
-template <size_t D, typename Holder, typename Impl>
-void add_quant_conv(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 return Json{{"in_channels", o.in_channels()},
-                             {"out_channels", o.out_channels()},
-                             {"kernel_size", array_json<D>(o.kernel_size())},
-                             {"stride", array_json<D>(o.stride())},
-                             {"padding", padding_json<D>(o.padding())},
-                             {"dilation", array_json<D>(o.dilation())},
-                             {"groups", o.groups()},
-                             {"bias", o.bias()},
-                             {"pad_values", o.pad_values()},
-                             {"input_quantizer", quantizer_json(o.input_quantizer())},
-                             {"kernel_quantizer", quantizer_json(o.kernel_quantizer())},
-                             {"kernel_constraint", constraint_json(o.kernel_constraint())}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 nn::QuantConvOptions<D> o(r.integer("in_channels"), r.integer("out_channels"),
-                                           r.array<D>("kernel_size"));
-                 o.stride(r.array<D>("stride", 1))
-                     .padding(r.padding<D>("padding", 0))
-                     .dilation(r.array<D>("dilation", 1))
-                     .groups(r.integer("groups", 1))
-                     .bias(r.boolean("bias", true))
-                     .pad_values(r.number("pad_values", 0.0))
-                     .input_quantizer(r.quantizer("input_quantizer"))
-                     .kernel_quantizer(r.quantizer("kernel_quantizer"))
-                     .kernel_constraint(r.constraint("kernel_constraint"));
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-template <size_t D, typename Holder, typename Impl>
-void add_quant_transpose(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 return Json{{"in_channels", o.in_channels()},
-                             {"out_channels", o.out_channels()},
-                             {"kernel_size", array_json<D>(o.kernel_size())},
-                             {"stride", array_json<D>(o.stride())},
-                             {"padding", padding_json<D>(o.padding())},
-                             {"output_padding", array_json<D>(o.output_padding())},
-                             {"dilation", array_json<D>(o.dilation())},
-                             {"groups", o.groups()},
-                             {"bias", o.bias()},
-                             {"input_quantizer", quantizer_json(o.input_quantizer())},
-                             {"kernel_quantizer", quantizer_json(o.kernel_quantizer())},
-                             {"kernel_constraint", constraint_json(o.kernel_constraint())}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 nn::QuantConvTransposeOptions<D> o(r.integer("in_channels"),
-                                                    r.integer("out_channels"),
-                                                    r.array<D>("kernel_size"));
-                 o.stride(r.array<D>("stride", 1))
-                     .padding(r.padding<D>("padding", 0))
-                     .output_padding(r.array<D>("output_padding", 0))
-                     .dilation(r.array<D>("dilation", 1))
-                     .groups(r.integer("groups", 1))
-                     .bias(r.boolean("bias", true))
-                     .input_quantizer(r.quantizer("input_quantizer"))
-                     .kernel_quantizer(r.quantizer("kernel_quantizer"))
-                     .kernel_constraint(r.constraint("kernel_constraint"));
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-template <size_t D, typename Holder, typename Impl>
-void add_quant_separable(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 return Json{{"in_channels", o.in_channels()},
-                             {"out_channels", o.out_channels()},
-                             {"kernel_size", array_json<D>(o.kernel_size())},
-                             {"depth_multiplier", o.depth_multiplier()},
-                             {"stride", array_json<D>(o.stride())},
-                             {"padding", padding_json<D>(o.padding())},
-                             {"dilation", array_json<D>(o.dilation())},
-                             {"bias", o.bias()},
-                             {"pad_values", o.pad_values()},
-                             {"input_quantizer", quantizer_json(o.input_quantizer())},
-                             {"depthwise_quantizer", quantizer_json(o.depthwise_quantizer())},
-                             {"pointwise_quantizer", quantizer_json(o.pointwise_quantizer())},
-                             {"depthwise_constraint", constraint_json(o.depthwise_constraint())},
-                             {"pointwise_constraint", constraint_json(o.pointwise_constraint())}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 nn::QuantSeparableConvOptions<D> o(r.integer("in_channels"),
-                                                    r.integer("out_channels"),
-                                                    r.array<D>("kernel_size"));
-                 o.depth_multiplier(r.integer("depth_multiplier", 1))
-                     .stride(r.array<D>("stride", 1))
-                     .padding(r.padding<D>("padding", 0))
-                     .dilation(r.array<D>("dilation", 1))
-                     .bias(r.boolean("bias", true))
-                     .pad_values(r.number("pad_values", 0.0))
-                     .input_quantizer(r.quantizer("input_quantizer"))
-                     .depthwise_quantizer(r.quantizer("depthwise_quantizer"))
-                     .pointwise_quantizer(r.quantizer("pointwise_quantizer"))
-                     .depthwise_constraint(r.constraint("depthwise_constraint"))
-                     .pointwise_constraint(r.constraint("pointwise_constraint"));
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-template <size_t D, typename Holder, typename Impl>
-void add_quant_local(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 return Json{{"in_channels", o.in_channels()},
-                             {"out_channels", o.out_channels()},
-                             {"kernel_size", array_json<D>(o.kernel_size())},
-                             {"input_size", array_json<D>(o.input_size())},
-                             {"stride", array_json<D>(o.stride())},
-                             {"padding", padding_json<D>(o.padding())},
-                             {"dilation", array_json<D>(o.dilation())},
-                             {"bias", o.bias()},
-                             {"pad_values", o.pad_values()},
-                             {"input_quantizer", quantizer_json(o.input_quantizer())},
-                             {"kernel_quantizer", quantizer_json(o.kernel_quantizer())},
-                             {"kernel_constraint", constraint_json(o.kernel_constraint())}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 nn::QuantLocallyConnectedOptions<D> o(
-                     r.integer("in_channels"), r.integer("out_channels"), r.array<D>("kernel_size"),
-                     r.array<D>("input_size"));
-                 o.stride(r.array<D>("stride", 1))
-                     .padding(r.padding<D>("padding", torch::kValid))
-                     .dilation(r.array<D>("dilation", 1))
-                     .bias(r.boolean("bias", true))
-                     .pad_values(r.number("pad_values", 0.0))
-                     .input_quantizer(r.quantizer("input_quantizer"))
-                     .kernel_quantizer(r.quantizer("kernel_quantizer"))
-                     .kernel_constraint(r.constraint("kernel_constraint"));
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-void add_onebit_types(std::vector<ModuleType>& r) {
-  r.push_back({"QuantDense", describer<nn::QuantDenseImpl>([](const nn::QuantDenseImpl& m) {
-                 const auto& o = m.options;
-                 return Json{{"in_features", o.in_features()},
-                             {"out_features", o.out_features()},
-                             {"bias", o.bias()},
-                             {"input_quantizer", quantizer_json(o.input_quantizer())},
-                             {"kernel_quantizer", quantizer_json(o.kernel_quantizer())},
-                             {"kernel_constraint", constraint_json(o.kernel_constraint())}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "QuantDense");
-                 nn::QuantDenseOptions o(r.integer("in_features"), r.integer("out_features"));
-                 o.bias(r.boolean("bias", true))
-                     .input_quantizer(r.quantizer("input_quantizer"))
-                     .kernel_quantizer(r.quantizer("kernel_quantizer"))
-                     .kernel_constraint(r.constraint("kernel_constraint"));
-                 r.finish();
-                 return torch::nn::AnyModule(nn::QuantDense(o));
-               }});
-  add_quant_conv<1, nn::QuantConv1d, nn::QuantConv1dImpl>(r, "QuantConv1d");
-  add_quant_conv<2, nn::QuantConv2d, nn::QuantConv2dImpl>(r, "QuantConv2d");
-  add_quant_conv<3, nn::QuantConv3d, nn::QuantConv3dImpl>(r, "QuantConv3d");
-  r.push_back({"QuantDepthwiseConv2d",
-               describer<nn::QuantDepthwiseConv2dImpl>([](const nn::QuantDepthwiseConv2dImpl& m) {
-                 const auto& o = m.options;
-                 return Json{{"in_channels", o.in_channels()},
-                             {"kernel_size", array_json<2>(o.kernel_size())},
-                             {"depth_multiplier", o.depth_multiplier()},
-                             {"stride", array_json<2>(o.stride())},
-                             {"padding", padding_json<2>(o.padding())},
-                             {"dilation", array_json<2>(o.dilation())},
-                             {"bias", o.bias()},
-                             {"pad_values", o.pad_values()},
-                             {"input_quantizer", quantizer_json(o.input_quantizer())},
-                             {"depthwise_quantizer", quantizer_json(o.depthwise_quantizer())},
-                             {"depthwise_constraint", constraint_json(o.depthwise_constraint())}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "QuantDepthwiseConv2d");
-                 nn::QuantDepthwiseConv2dOptions o(r.integer("in_channels"),
-                                                   r.array<2>("kernel_size"));
-                 o.depth_multiplier(r.integer("depth_multiplier", 1))
-                     .stride(r.array<2>("stride", 1))
-                     .padding(r.padding<2>("padding", 0))
-                     .dilation(r.array<2>("dilation", 1))
-                     .bias(r.boolean("bias", true))
-                     .pad_values(r.number("pad_values", 0.0))
-                     .input_quantizer(r.quantizer("input_quantizer"))
-                     .depthwise_quantizer(r.quantizer("depthwise_quantizer"))
-                     .depthwise_constraint(r.constraint("depthwise_constraint"));
-                 r.finish();
-                 return torch::nn::AnyModule(nn::QuantDepthwiseConv2d(o));
-               }});
-  add_quant_separable<1, nn::QuantSeparableConv1d, nn::QuantSeparableConv1dImpl>(
-      r, "QuantSeparableConv1d");
-  add_quant_separable<2, nn::QuantSeparableConv2d, nn::QuantSeparableConv2dImpl>(
-      r, "QuantSeparableConv2d");
-  add_quant_transpose<2, nn::QuantConvTranspose2d, nn::QuantConvTranspose2dImpl>(
-      r, "QuantConvTranspose2d");
-  add_quant_transpose<3, nn::QuantConvTranspose3d, nn::QuantConvTranspose3dImpl>(
-      r, "QuantConvTranspose3d");
-  add_quant_local<1, nn::QuantLocallyConnected1d, nn::QuantLocallyConnected1dImpl>(
-      r, "QuantLocallyConnected1d");
-  add_quant_local<2, nn::QuantLocallyConnected2d, nn::QuantLocallyConnected2dImpl>(
-      r, "QuantLocallyConnected2d");
-  r.push_back({"BatchNorm", describer<nn::BatchNormImpl>([](const nn::BatchNormImpl& m) {
-                 const auto& o = m.options;
-                 return Json{{"num_features", o.num_features()},
-                             {"eps", o.eps()},
-                             {"momentum", o.momentum()},
-                             {"scale", o.scale()},
-                             {"center", o.center()}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "BatchNorm");
-                 nn::BatchNormOptions o(r.integer("num_features"));
-                 o.eps(r.number("eps", 1e-3))
-                     .momentum(r.number("momentum", 0.01))
-                     .scale(r.boolean("scale", true))
-                     .center(r.boolean("center", true));
-                 r.finish();
-                 return torch::nn::AnyModule(nn::BatchNorm(o));
-               }});
-  r.push_back({"HardTanh",
-               describer<nn::HardTanhImpl>([](const nn::HardTanhImpl&) { return Json::object(); }),
-               [](const Json& j) {
-                 Options(j, "HardTanh").finish();
-                 return torch::nn::AnyModule(nn::HardTanh());
-               }});
-  r.push_back({"LeakyTanh", describer<nn::LeakyTanhImpl>([](const nn::LeakyTanhImpl& m) {
-                 return Json{{"alpha", m.alpha()}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "LeakyTanh");
-                 const double alpha = r.number("alpha", 0.2);
-                 r.finish();
-                 return torch::nn::AnyModule(nn::LeakyTanh(alpha));
-               }});
-  r.push_back({"Quantizer", describer<nn::QuantizerImpl>([](const nn::QuantizerImpl& m) {
-                 return Json{{"quantizer", m.quantizer()->to_json()}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "Quantizer");
-                 r.required("quantizer");
-                 auto q = r.quantizer("quantizer");
-                 if (!q) r.fail("option \"quantizer\" must not be null");
-                 r.finish();
-                 return torch::nn::AnyModule(nn::Quantizer(q));
-               }});
-}
-
-// ---- torch's own modules ------------------------------------------------------------------------
-
-template <size_t D, typename Holder, typename Impl, typename OptionsT>
-void add_torch_conv(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 std::string mode = torch::enumtype::get_enum_name(o.padding_mode());
-                 return Json{{"in_channels", o.in_channels()},
-                             {"out_channels", o.out_channels()},
-                             {"kernel_size", array_json<D>(o.kernel_size())},
-                             {"stride", array_json<D>(o.stride())},
-                             {"padding", torch_padding_json<D>(o.padding())},
-                             {"dilation", array_json<D>(o.dilation())},
-                             {"groups", o.groups()},
-                             {"bias", o.bias()},
-                             {"padding_mode", mode}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 OptionsT o(r.integer("in_channels"), r.integer("out_channels"),
-                            r.array<D>("kernel_size"));
-                 o.stride(r.array<D>("stride", 1)).dilation(r.array<D>("dilation", 1));
-                 const Json* pad = r.find("padding");
-                 if (pad && pad->is_string()) {
-                   const auto p = r.padding<D>("padding", 0);
-                   if (p.same()) {
-                     o.padding(torch::kSame);
-                   } else {
-                     o.padding(torch::kValid);
-                   }
-                 } else if (pad) {
-                   o.padding(r.array<D>("padding"));
-                 }
-                 o.groups(r.integer("groups", 1)).bias(r.boolean("bias", true));
-                 const std::string mode = r.string("padding_mode", "kZeros");
-                 if (mode == "kZeros") {
-                   o.padding_mode(torch::kZeros);
-                 } else if (mode == "kReflect") {
-                   o.padding_mode(torch::kReflect);
-                 } else if (mode == "kReplicate") {
-                   o.padding_mode(torch::kReplicate);
-                 } else if (mode == "kCircular") {
-                   o.padding_mode(torch::kCircular);
-                 } else {
-                   r.fail(
-                       "option \"padding_mode\" must be kZeros, kReflect, kReplicate or "
-                       "kCircular, got \"" +
-                       mode + "\"");
-                 }
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-template <typename Holder, typename Impl, typename OptionsT>
-void add_torch_batch_norm(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 return Json{{"num_features", o.num_features()},
-                             {"eps", o.eps()},
-                             {"momentum", o.momentum() ? Json(*o.momentum()) : Json(nullptr)},
-                             {"affine", o.affine()},
-                             {"track_running_stats", o.track_running_stats()}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 OptionsT o(r.integer("num_features"));
-                 o.eps(r.number("eps", 1e-5));
-                 if (r.find("momentum")) {
-                   auto m = r.optional_number("momentum");
-                   o.momentum(m ? std::decay_t<decltype(o.momentum())>(*m)
-                                : std::decay_t<decltype(o.momentum())>());
-                 }
-                 o.affine(r.boolean("affine", true))
-                     .track_running_stats(r.boolean("track_running_stats", true));
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-template <size_t D, typename Holder, typename Impl, typename OptionsT>
-void add_torch_max_pool(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 return Json{{"kernel_size", array_json<D>(o.kernel_size())},
-                             {"stride", array_json<D>(o.stride())},
-                             {"padding", array_json<D>(o.padding())},
-                             {"dilation", array_json<D>(o.dilation())},
-                             {"ceil_mode", o.ceil_mode()}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 OptionsT o(r.array<D>("kernel_size"));
-                 if (r.find("stride")) o.stride(r.array<D>("stride"));
-                 o.padding(r.array<D>("padding", 0))
-                     .dilation(r.array<D>("dilation", 1))
-                     .ceil_mode(r.boolean("ceil_mode", false));
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-template <size_t D, typename Holder, typename Impl, typename OptionsT>
-void add_torch_avg_pool(std::vector<ModuleType>& r, const std::string& name) {
-  r.push_back({name, describer<Impl>([](const Impl& m) {
-                 const auto& o = m.options;
-                 const auto& div = o.divisor_override();
-                 return Json{{"kernel_size", array_json<D>(o.kernel_size())},
-                             {"stride", array_json<D>(o.stride())},
-                             {"padding", array_json<D>(o.padding())},
-                             {"ceil_mode", o.ceil_mode()},
-                             {"count_include_pad", o.count_include_pad()},
-                             {"divisor_override", div ? Json(*div) : Json(nullptr)}};
-               }),
-               [name](const Json& j) {
-                 Options r(j, name);
-                 OptionsT o(r.array<D>("kernel_size"));
-                 if (r.find("stride")) o.stride(r.array<D>("stride"));
-                 o.padding(r.array<D>("padding", 0))
-                     .ceil_mode(r.boolean("ceil_mode", false))
-                     .count_include_pad(r.boolean("count_include_pad", true));
-                 using Div = std::decay_t<decltype(o.divisor_override())>;
-                 auto div = r.optional_integer("divisor_override");
-                 o.divisor_override(div ? Div(*div) : Div());
-                 r.finish();
-                 return torch::nn::AnyModule(Holder(o));
-               }});
-}
-
-void add_torch_types(std::vector<ModuleType>& r) {
-  r.push_back({"torch.Linear", describer<torch::nn::LinearImpl>([](const torch::nn::LinearImpl& m) {
-                 return Json{{"in_features", m.options.in_features()},
-                             {"out_features", m.options.out_features()},
-                             {"bias", m.options.bias()}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "torch.Linear");
-                 torch::nn::LinearOptions o(r.integer("in_features"), r.integer("out_features"));
-                 o.bias(r.boolean("bias", true));
-                 r.finish();
-                 return torch::nn::AnyModule(torch::nn::Linear(o));
-               }});
-  add_torch_conv<1, torch::nn::Conv1d, torch::nn::Conv1dImpl, torch::nn::Conv1dOptions>(
-      r, "torch.Conv1d");
-  add_torch_conv<2, torch::nn::Conv2d, torch::nn::Conv2dImpl, torch::nn::Conv2dOptions>(
-      r, "torch.Conv2d");
-  add_torch_batch_norm<torch::nn::BatchNorm1d, torch::nn::BatchNorm1dImpl,
-                       torch::nn::BatchNormOptions>(r, "torch.BatchNorm1d");
-  add_torch_batch_norm<torch::nn::BatchNorm2d, torch::nn::BatchNorm2dImpl,
-                       torch::nn::BatchNormOptions>(r, "torch.BatchNorm2d");
-  add_torch_max_pool<1, torch::nn::MaxPool1d, torch::nn::MaxPool1dImpl,
-                     torch::nn::MaxPool1dOptions>(r, "torch.MaxPool1d");
-  add_torch_max_pool<2, torch::nn::MaxPool2d, torch::nn::MaxPool2dImpl,
-                     torch::nn::MaxPool2dOptions>(r, "torch.MaxPool2d");
-  add_torch_avg_pool<1, torch::nn::AvgPool1d, torch::nn::AvgPool1dImpl,
-                     torch::nn::AvgPool1dOptions>(r, "torch.AvgPool1d");
-  add_torch_avg_pool<2, torch::nn::AvgPool2d, torch::nn::AvgPool2dImpl,
-                     torch::nn::AvgPool2dOptions>(r, "torch.AvgPool2d");
-  r.push_back(
-      {"torch.Flatten", describer<torch::nn::FlattenImpl>([](const torch::nn::FlattenImpl& m) {
-         return Json{{"start_dim", m.options.start_dim()}, {"end_dim", m.options.end_dim()}};
-       }),
-       [](const Json& j) {
-         Options r(j, "torch.Flatten");
-         torch::nn::FlattenOptions o;
-         o.start_dim(r.integer("start_dim", 1)).end_dim(r.integer("end_dim", -1));
-         r.finish();
-         return torch::nn::AnyModule(torch::nn::Flatten(o));
-       }});
-  r.push_back({"torch.ReLU", describer<torch::nn::ReLUImpl>([](const torch::nn::ReLUImpl& m) {
-                 return Json{{"inplace", m.options.inplace()}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "torch.ReLU");
-                 torch::nn::ReLUOptions o(r.boolean("inplace", false));
-                 r.finish();
-                 return torch::nn::AnyModule(torch::nn::ReLU(o));
-               }});
-  r.push_back({"torch.Dropout",
-               describer<torch::nn::DropoutImpl>([](const torch::nn::DropoutImpl& m) {
-                 return Json{{"p", m.options.p()}, {"inplace", m.options.inplace()}};
-               }),
-               [](const Json& j) {
-                 Options r(j, "torch.Dropout");
-                 torch::nn::DropoutOptions o(r.number("p", 0.5));
-                 o.inplace(r.boolean("inplace", false));
-                 r.finish();
-                 return torch::nn::AnyModule(torch::nn::Dropout(o));
-               }});
-}
-
-struct Registry {
-  std::mutex mutex;
-  std::vector<ModuleType> types;
-};
-
-Registry& registry() {
-  static Registry* r = [] {
-    auto* reg = new Registry();
-    add_onebit_types(reg->types);
-    add_torch_types(reg->types);
-    return reg;
-  }();
-  return *r;
-}
-
-std::vector<ModuleType> snapshot() {
-  auto& reg = registry();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  return reg.types;
-}
-
-std::string known_types(const std::vector<ModuleType>& types) {
+std::string known_kinds() {
   std::string known;
-  for (const auto& t : types) known += (known.empty() ? "" : ", ") + t.name;
+  for (const auto& n : layer_kind_names()) known += (known.empty() ? "" : ", ") + n;
   return known;
 }
 
@@ -703,94 +43,125 @@ void check_quantizers(const Json& options, const std::string& where) {
   }
 }
 
-}  // namespace
-
-Json describe(const torch::nn::Sequential& model) {
-  const auto types = snapshot();
-  Json layers = Json::array();
-  for (const auto& child : model->named_children()) {
-    const std::string where = "layer \"" + child.key() + "\" (" + child.value()->name() + ")";
-    std::optional<Json> options;
-    std::string type;
-    for (const auto& t : types) {
-      if ((options = t.describe(*child.value()))) {
-        type = t.name;
-        break;
-      }
-    }
-    if (!options) {
-      throw std::invalid_argument(
-          where + ": this module type cannot be saved (known: " + known_types(types) +
-          "); register it with onebit::serialize::register_module_type");
-    }
-    check_quantizers(*options, where);
-    layers.push_back({{"name", child.key()}, {"type", type}, {"options", *options}});
-  }
-  return {{"type", "Sequential"}, {"layers", layers}};
+[[noreturn]] void bad_architecture(const std::string& what, const Json& found) {
+  throw std::invalid_argument(what + ", got " + found.dump().substr(0, 200));
 }
 
-torch::nn::Sequential build(const Json& architecture) {
-  if (!architecture.is_object() || architecture.value("type", "") != "Sequential" ||
-      !architecture.contains("layers") || !architecture.at("layers").is_array()) {
-    throw std::invalid_argument(
-        "architecture must be {\"type\": \"Sequential\", \"layers\": [...]}, got " +
-        architecture.dump().substr(0, 200));
+/// The node of a stored architecture at `index`: name, kind and inputs, checked.
+struct StoredNode {
+  std::string name;
+  std::shared_ptr<const LayerKind> kind;
+  Json options;
+  std::vector<nn::Value> inputs;
+};
+
+StoredNode read_node(const Json& node, std::size_t index, std::size_t values, bool chain) {
+  StoredNode out;
+  out.name = std::to_string(index);
+  if (node.is_object() && node.contains("name") && node.at("name").is_string()) {
+    out.name = node.at("name").get<std::string>();
   }
-  const auto types = snapshot();
-  torch::nn::Sequential model;
-  size_t index = 0;
-  for (const auto& layer : architecture.at("layers")) {
-    std::string name = std::to_string(index++);
-    if (layer.is_object() && layer.contains("name") && layer.at("name").is_string()) {
-      name = layer.at("name").get<std::string>();
+  const std::string where = "layer \"" + out.name + "\"";
+  if (!node.is_object() || !node.contains("type") || !node.at("type").is_string()) {
+    bad_architecture(where + ": expected {\"name\", \"type\", \"options\"" +
+                         std::string(chain ? "" : ", \"inputs\"") + "}",
+                     node);
+  }
+  const auto type = node.at("type").get<std::string>();
+  out.kind = layer_kind(type);
+  if (!out.kind) {
+    throw std::invalid_argument(where + ": unknown layer type \"" + type +
+                                "\" (known: " + known_kinds() + ")");
+  }
+  out.options = node.contains("options") ? node.at("options") : Json::object();
+  if (chain) {
+    out.inputs = {nn::Value{static_cast<int>(values) - 1}};
+    return out;
+  }
+  const Json* inputs = node.contains("inputs") ? &node.at("inputs") : nullptr;
+  if (!inputs || !inputs->is_array() || inputs->empty()) {
+    bad_architecture(where + ": \"inputs\" must be a non-empty list of value ids",
+                     inputs ? *inputs : Json());
+  }
+  for (const auto& v : *inputs) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+        v.get<int64_t>() >= static_cast<int64_t>(values)) {
+      bad_architecture(where + ": inputs must be ids of earlier values (0.." +
+                           std::to_string(values - 1) + ")",
+                       *inputs);
     }
-    const std::string where = "layer \"" + name + "\"";
-    if (!layer.is_object() || !layer.contains("type") || !layer.at("type").is_string()) {
-      throw std::invalid_argument(where + ": expected {\"name\", \"type\", \"options\"}, got " +
-                                  layer.dump().substr(0, 200));
-    }
-    const auto type = layer.at("type").get<std::string>();
-    const ModuleType* found = nullptr;
-    for (const auto& t : types) {
-      if (t.name == type) found = &t;
-    }
-    if (!found) {
-      throw std::invalid_argument(where + ": unknown layer type \"" + type +
-                                  "\" (known: " + known_types(types) + ")");
-    }
-    const Json options = layer.contains("options") ? layer.at("options") : Json::object();
+    out.inputs.push_back(nn::Value{v.get<int>()});
+  }
+  if (!out.kind->multi_input && out.inputs.size() != 1) {
+    bad_architecture(where + " (" + type + "): takes one input", *inputs);
+  }
+  return out;
+}
+
+}  // namespace
+
+Json describe(const nn::GraphImpl& graph) {
+  Json nodes = Json::array();
+  for (const auto& node : graph.nodes()) {
+    const torch::nn::Module& m = *node.module.ptr();
+    Json options;
+    const auto kind = find_layer_kind(m, &options);
+    if (!kind) throw std::invalid_argument(unregistered_message(node.name, m, "save"));
+    const std::string where = "layer \"" + node.name + "\" (" + kind->name + ")";
+    check_quantizers(options, where);
+    nodes.push_back(
+        {{"name", node.name}, {"type", kind->name}, {"options", options}, {"inputs", node.inputs}});
+  }
+  return {{"type", "Graph"}, {"nodes", nodes}, {"output", graph.output_id()}};
+}
+
+Json describe(const nn::Graph& graph) { return describe(*graph); }
+
+nn::Graph build(const Json& architecture) {
+  const bool chain = architecture.is_object() && architecture.value("type", "") == "Sequential";
+  const char* list = chain ? "layers" : "nodes";
+  if (!architecture.is_object() || (!chain && architecture.value("type", "") != "Graph") ||
+      !architecture.contains(list) || !architecture.at(list).is_array()) {
+    bad_architecture(
+        "architecture must be {\"type\": \"Graph\", \"nodes\": [...], \"output\": id} (or a "
+        "version-1 {\"type\": \"Sequential\", \"layers\": [...]})",
+        architecture);
+  }
+  nn::Graph graph;
+  std::size_t index = 0;
+  for (const auto& entry : architecture.at(list)) {
+    const StoredNode node = read_node(entry, index++, graph->nodes().size() + 1, chain);
     try {
-      model->push_back(name, found->build(options));
+      graph->add_node(node.name, node.kind->build(node.options), node.inputs,
+                      node.kind->multi_input);
     } catch (const std::exception& e) {
       std::string what = e.what();
-      throw std::invalid_argument(where + " (" + type + "): " + what.substr(0, what.find('\n')));
+      throw std::invalid_argument("layer \"" + node.name + "\" (" + node.kind->name +
+                                  "): " + what.substr(0, what.find('\n')));
     }
   }
-  return model;
+  if (!chain && architecture.contains("output")) {
+    const Json& out = architecture.at("output");
+    if (!out.is_number_integer() || out.get<int64_t>() < 0 ||
+        out.get<int64_t>() > static_cast<int64_t>(graph->nodes().size())) {
+      bad_architecture("architecture: \"output\" must be a value id in 0.." +
+                           std::to_string(graph->nodes().size()),
+                       out);
+    }
+    graph->output(nn::Value{out.get<int>()});
+  }
+  return graph;
 }
 
 void register_module_type(const std::string& type, DescribeFn describe_fn, BuildFn build_fn) {
-  if (type.empty() || !describe_fn || !build_fn) {
-    throw std::invalid_argument("register_module_type: type, describe and build must be set");
-  }
-  auto& reg = registry();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  for (auto& t : reg.types) {
-    if (t.name == type) {
-      t.describe = std::move(describe_fn);
-      t.build = std::move(build_fn);
-      return;
-    }
-  }
-  // User types go first so that they win over a built-in base class.
-  reg.types.insert(reg.types.begin(), {type, std::move(describe_fn), std::move(build_fn)});
+  LayerKind kind;
+  kind.name = type;
+  kind.describe = std::move(describe_fn);
+  kind.build = std::move(build_fn);
+  register_layer(std::move(kind));
 }
 
-std::vector<std::string> module_types() {
-  std::vector<std::string> out;
-  for (const auto& t : snapshot()) out.push_back(t.name);
-  return out;
-}
+std::vector<std::string> module_types() { return layer_kind_names(); }
 
 }  // namespace serialize
 
@@ -836,7 +207,7 @@ at::Tensor channel_scale(const at::Tensor& q) {
 
 }  // namespace
 
-void save(const torch::nn::Sequential& model, const std::string& path, bool quantized) {
+void save(const nn::Graph& model, const std::string& path, bool quantized) {
   at::NoGradGuard no_grad;
   Json header = {{"format", kFormatName},
                  {"version", serialize::kFormatVersion},
@@ -898,7 +269,7 @@ void save(const torch::nn::Sequential& model, const std::string& path, bool quan
   io::atomic_write(path, [&](const std::string& tmp) { archive.save_to(tmp); });
 }
 
-torch::nn::Sequential load(const std::string& path) {
+nn::Graph load(const std::string& path) {
   auto fail = [&](const std::string& what) -> void {
     throw std::runtime_error(path + ": " + what);
   };
@@ -927,7 +298,7 @@ torch::nn::Sequential load(const std::string& path) {
     fail("unsupported format version " + header.value("version", Json()).dump() +
          " (this build reads up to " + std::to_string(serialize::kFormatVersion) + ")");
   }
-  torch::nn::Sequential model;
+  nn::Graph model(nullptr);
   try {
     model = serialize::build(header.at("architecture"));
   } catch (const std::exception& e) {

@@ -16,22 +16,12 @@
 
 #include "onebit/nn/batch_norm.h"
 #include "onebit/nn/quant_layer.h"
+#include "onebit/trace.h"
 
 namespace onebit {
 namespace {
 
 using torch::nn::Module;
-
-// "onebit::nn::QuantConv2dImpl" -> "QuantConv2d".
-std::string short_type(const Module& m) {
-  std::string n = m.name();
-  auto colon = n.rfind("::");
-  if (colon != std::string::npos) n = n.substr(colon + 2);
-  auto lt = n.find('<');
-  if (lt != std::string::npos) n = n.substr(0, lt);
-  if (n.size() > 4 && n.compare(n.size() - 4, 4, "Impl") == 0) n.resize(n.size() - 4);
-  return n;
-}
 
 template <typename... T>
 bool is_any_of(const Module& m) {
@@ -43,16 +33,12 @@ bool is_batch_norm(const Module& m) {
                    torch::nn::BatchNorm3dImpl>(m);
 }
 
-// Layers Larq counts MACs of, besides quantized layers with counts_macs().
-bool is_float_mac_layer(const Module& m) {
-  return is_any_of<torch::nn::LinearImpl, torch::nn::Conv1dImpl, torch::nn::Conv2dImpl>(m);
-}
-
-// Layers with 0 MACs.
-bool is_zero_mac_layer(const Module& m) {
-  return is_batch_norm(m) ||
-         is_any_of<torch::nn::FlattenImpl, torch::nn::MaxPool1dImpl, torch::nn::MaxPool2dImpl,
-                   torch::nn::AvgPool1dImpl, torch::nn::AvgPool2dImpl>(m);
+/// Rethrows `e` (std::invalid_argument or std::runtime_error) with `prefix` before its message.
+[[noreturn]] void throw_with_prefix(const std::exception& e, const std::string& prefix) {
+  if (dynamic_cast<const std::invalid_argument*>(&e)) {
+    throw std::invalid_argument(prefix + e.what());
+  }
+  throw std::runtime_error(prefix + e.what());
 }
 
 struct Weight {
@@ -109,14 +95,14 @@ std::optional<int64_t> output_pixels(const std::optional<std::vector<int64_t>>& 
   return std::nullopt;
 }
 
-LayerSummary profile(const std::string& path, const Module& m, bool recurse,
-                     std::optional<std::vector<int64_t>> shape) {
+LayerSummary profile(const TracedNode& node) {
+  const Module& m = *node.module;
   LayerSummary row;
-  row.name = path + ":" + short_type(m);
+  row.name = node.name + ":" + short_type_name(m);
   const auto* q = dynamic_cast<const nn::QuantLayer*>(&m);
   if (q && q->input_quantizer()) row.input_precision = q->input_quantizer()->precision();
-  row.output_shape = std::move(shape);
-  const auto weights = weights_of(m, recurse);
+  row.output_shape = node.output_shape;
+  const auto weights = weights_of(m, /*recurse=*/true);
   for (const auto& w : weights) {
     row.params_by_bits[w.bits] += w.count;
     (w.trainable ? row.trainable_params : row.non_trainable_params) += w.count;
@@ -124,11 +110,11 @@ LayerSummary profile(const std::string& path, const Module& m, bool recurse,
     row.int8_memory_bits += std::min(w.bits, 8) * w.count;
     row.fp32_memory_bits += 32 * w.count;
   }
-  const bool counts = recurse && ((q && q->counts_macs()) || is_float_mac_layer(m));
+  const MacRule rule = node.kind ? node.kind->macs : MacRule::kUnknown;
   const auto pixels = output_pixels(row.output_shape);
-  if (pixels && *pixels > 0 && (counts || (recurse && is_zero_mac_layer(m)))) {
+  if (pixels && *pixels > 0 && rule != MacRule::kUnknown) {
     std::map<int, int64_t> macs;
-    if (counts) {
+    if (rule == MacRule::kWeights) {
       for (const auto& w : weights) {
         if (w.name.find("bias") != std::string::npos) continue;
         macs[std::max(row.input_precision.value_or(32), w.bits)] += w.count * *pixels;
@@ -137,70 +123,6 @@ LayerSummary profile(const std::string& path, const Module& m, bool recurse,
     row.macs_by_bits = std::move(macs);
   }
   return row;
-}
-
-std::vector<int64_t> shape_of(const at::Tensor& t) {
-  std::vector<int64_t> s(t.sizes().begin(), t.sizes().end());
-  if (!s.empty()) s[0] = -1;
-  return s;
-}
-
-bool is_leaf(const Module& m) {
-  return m.children().empty() || dynamic_cast<const nn::QuantLayer*>(&m) != nullptr;
-}
-
-std::string join(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + "." + name;
-}
-
-// Rows of a module whose children's shapes are unknown.
-void walk_unshaped(const std::string& path, const Module& m, std::vector<LayerSummary>& rows) {
-  for (const auto& child : m.named_children()) {
-    const std::string p = join(path, child.key());
-    const Module& c = *child.value();
-    if (is_leaf(c)) {
-      rows.push_back(profile(p, c, /*recurse=*/true, std::nullopt));
-    } else {
-      if (!c.parameters(/*recurse=*/false).empty()) {
-        rows.push_back(profile(p, c, /*recurse=*/false, std::nullopt));
-      }
-      walk_unshaped(p, c, rows);
-    }
-  }
-}
-
-at::Tensor walk_sequential(const std::string& prefix, torch::nn::SequentialImpl& seq, at::Tensor x,
-                           std::vector<LayerSummary>& rows) {
-  const auto names = seq.named_children();
-  size_t i = 0;
-  for (auto& any : seq) {
-    const std::string path = join(prefix, names[i++].key());
-    auto module = any.ptr();
-    if (auto nested = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(module)) {
-      x = walk_sequential(path, *nested, x, rows);
-      continue;
-    }
-    at::Tensor y;
-    try {
-      y = any.forward<at::Tensor>(x);
-    } catch (const std::exception& e) {
-      std::ostringstream msg;
-      msg << "summary: the forward pass fails at layer " << path << " (" << short_type(*module)
-          << ") on an input of shape " << x.sizes() << ": " << e.what();
-      std::string what = msg.str();
-      throw std::runtime_error(what.substr(0, what.find('\n')));
-    }
-    if (is_leaf(*module)) {
-      rows.push_back(profile(path, *module, /*recurse=*/true, shape_of(y)));
-    } else {
-      if (!module->parameters(/*recurse=*/false).empty()) {
-        rows.push_back(profile(path, *module, /*recurse=*/false, shape_of(y)));
-      }
-      walk_unshaped(path, *module, rows);
-    }
-    x = y;
-  }
-  return x;
 }
 
 // ---- text tables in the layout of terminaltables' AsciiTable, as Larq prints them -----------
@@ -441,33 +363,17 @@ nlohmann::json ModelSummary::to_json() const {
             {"ternarized_mac_ratio", ternarized_mac_ratio}}}};
 }
 
-ModelSummary summary(torch::nn::Sequential model, const std::vector<int64_t>& input_shape,
+ModelSummary summary(nn::Graph model, const std::vector<int64_t>& input_shape,
                      const std::string& name) {
-  if (input_shape.empty() ||
-      std::any_of(input_shape.begin(), input_shape.end(), [](int64_t d) { return d <= 0; })) {
-    std::string s;
-    for (auto d : input_shape) s += (s.empty() ? "" : ",") + std::to_string(d);
-    throw std::invalid_argument(
-        "summary: input_shape must be non-empty positive sizes (e.g. "
-        "1,28,28), got [" +
-        s + "]");
-  }
   ModelSummary out;
   out.name = name;
-  std::vector<int64_t> shape = {1};
-  shape.insert(shape.end(), input_shape.begin(), input_shape.end());
-  const bool was_training = model->is_training();
-  model->eval();
+  ModelTrace t;
   try {
-    at::NoGradGuard no_grad;
-    auto first = model->parameters();
-    auto options = first.empty() ? at::TensorOptions().dtype(at::kFloat) : first[0].options();
-    walk_sequential("", *model, at::zeros(shape, options), out.layers);
-  } catch (...) {
-    model->train(was_training);
-    throw;
+    t = trace(model, input_shape);
+  } catch (const std::exception& e) {
+    throw_with_prefix(e, "summary: ");
   }
-  model->train(was_training);
+  for (const auto& node : t.nodes) out.layers.push_back(profile(node));
   for (const auto& l : out.layers) {
     out.trainable_params += l.trainable_params;
     out.non_trainable_params += l.non_trainable_params;

@@ -16,7 +16,7 @@
 namespace {
 
 struct LarqMnist {
-  torch::nn::Sequential model = onebit::zoo::build("larq-mnist");
+  onebit::nn::Graph model = onebit::zoo::build("larq-mnist");
   std::unique_ptr<onebit::runtime::Interpreter> net;
   LarqMnist() {
     model->eval();

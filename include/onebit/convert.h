@@ -1,8 +1,9 @@
 #pragma once
 /// \file
-/// The converter: turns a trained `torch::nn::Sequential` into an `onebit::runtime::Model`
-/// (binary kernels as bits, batch norm folded, float layers kept float) and writes `.obnn`
-/// files for `onebit_runtime`.
+/// The converter: turns a trained model (an `nn::Graph`, or a `torch::nn::Sequential`) into an
+/// `onebit::runtime::Model` (binary kernels as bits, batch norm folded, float layers kept float)
+/// and writes `.obnn` files for `onebit_runtime`. It walks the model trace (onebit/trace.h) and
+/// calls each node's `LayerKind::lower` (onebit/registry.h) with a `Lowering`.
 ///
 /// ```
 /// auto model = onebit::zoo::build("larq-mnist");           // or train::load_checkpoint(dir).model
@@ -11,10 +12,10 @@
 /// auto r = onebit::convert_checkpoint("runs/larq-mnist", "mnist.obnn");
 /// ```
 ///
-/// Layers understood (anything else is an error naming the layer's index and type):
-/// - `onebit::nn::QuantConv2d`, `onebit::nn::QuantDense`: an input quantizer with the forward
-///   sign(x) (`ste_sign`, `approx_sign`, `swish_sign`) becomes a `sign` op; `noop` or none keeps
-///   the input float. A 1-bit kernel quantizer whose values are exactly +-1 gives a binary
+/// Layers understood (anything else is an error naming the node and its kind):
+/// - `onebit::nn::QuantConv2d`, `onebit::nn::QuantDense`: an input quantizer whose
+///   `forward_kind()` is `kSign` (`ste_sign`, `approx_sign`, `swish_sign`, or a custom quantizer
+///   declared as a sign) becomes a `sign` op; `noop` or none keeps the input float. A 1-bit kernel quantizer whose values are exactly +-1 gives a binary
 ///   kernel (stored as bits); `magnitude_aware_sign` gives a +-1 kernel followed by a
 ///   per-channel scale (folded into the next batch norm by the runtime builder); no kernel
 ///   quantizer, or a multi-bit one (its quantized values), gives float weights. Bias is kept.
@@ -22,16 +23,17 @@
 /// - `torch::nn::Conv2d` (zero padding mode), `torch::nn::Linear`, `torch::nn::MaxPool2d`
 ///   (dilation 1, no ceil mode), `torch::nn::AvgPool2d` (no ceil mode, no divisor override),
 ///   `torch::nn::Flatten` (start_dim 1, end_dim -1), `torch::nn::ReLU`, `torch::nn::Softmax`
-///   (dim 1), and `onebit::nn::Quantizer` modules with a sign forward (a `sign` op) or `noop`.
+///   (dim 1), `torch::nn::AdaptiveAvgPool2d` (output 1x1: global average pooling),
+///   `torch::nn::Dropout` (the identity in eval mode), `onebit::nn::Quantizer` modules with a sign
+///   forward (a `sign` op) or `noop`, and the merges `onebit::nn::Add` and `onebit::nn::Concat`.
 ///
 /// Exactness: the binary layers' integer results equal LibTorch's exactly. When a batch norm
 /// whose input holds such integers feeds a sign (possibly through flatten or max pooling), its
+/// (every consumer of its output, through flatten or max pooling, applies a sign) the
 /// runtime multiplier/bias are chosen so that the sign of every possible integer input in
 /// [-K, K] equals the sign LibTorch's own batch norm module gives (evaluated once at conversion),
 /// so float rounding in the fold can never flip a bit. Float layers (the first and last ones)
 /// agree with LibTorch up to float rounding.
-
-#include <torch/nn/modules/container/sequential.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +41,11 @@
 #include <string>
 #include <vector>
 
+#include "onebit/nn/graph.h"
+#include "onebit/quantizers.h"
+#include "onebit/runtime/builder.h"
 #include "onebit/runtime/model.h"
+#include "onebit/trace.h"
 
 namespace onebit {
 
@@ -55,10 +61,53 @@ struct ConvertOptions {
   std::map<std::string, std::string> metadata;
 };
 
+/// What a lower function returns: the runtime value of the node's output.
+struct Lowered {
+  runtime::ValueRef value;  ///< the node's output in the runtime model
+  /// K when `value` holds the exact integer dot products of a binary layer (in [-K, K]), so that
+  /// a following batch norm can choose exact sign thresholds; 0 otherwise.
+  int64_t integer_range = 0;
+};
+
+/// What a layer kind's lower function works with: the runtime builder, the node being lowered
+/// and facts about its inputs and consumers.
+class Lowering {
+ public:
+  /// The runtime model under construction.
+  runtime::ModelBuilder& builder() { return *builder_; }
+  /// The traced node being lowered.
+  const TracedNode& node() const { return trace_->nodes[index_]; }
+  /// The converter's options.
+  const ConvertOptions& options() const { return *options_; }
+  /// Number of inputs of the node.
+  std::size_t num_inputs() const { return node().inputs.size(); }
+  /// The runtime value of input `i`.
+  runtime::ValueRef input(std::size_t i = 0) const;
+  /// `Lowered::integer_range` of input `i`.
+  int64_t integer_range(std::size_t i = 0) const;
+  /// True when every consumer of the node's output applies a sign to it, directly or through
+  /// layers whose kind `keeps_sign` (flatten, max pooling); false for the model output.
+  bool sign_follows() const;
+  /// Applies an input quantizer to `x`: a sign (`forward_kind() == kSign`, checked on probe
+  /// values) becomes one `sign` op per value (shared by all its consumers), the identity or none
+  /// returns `x`, anything else throws std::invalid_argument.
+  runtime::ValueRef quantize_input(runtime::ValueRef x, const quantizers::QuantizerPtr& q);
+
+ private:
+  friend class Converter;
+  Lowering() = default;
+  runtime::ModelBuilder* builder_ = nullptr;
+  const ModelTrace* trace_ = nullptr;
+  std::size_t index_ = 0;
+  const std::vector<Lowered>* values_ = nullptr;
+  std::map<int32_t, runtime::ValueRef>* signs_ = nullptr;
+  const ConvertOptions* options_ = nullptr;
+};
+
 /// Converts `model` (evaluated in eval mode; its mode is restored) for inputs of one image of
-/// shape `input_shape` ({C, H, W} or {features}). Throws std::invalid_argument naming the layer
-/// (index and type), the value found and what is supported.
-runtime::Model convert(torch::nn::Sequential model, const std::vector<int64_t>& input_shape,
+/// shape `input_shape` ({C, H, W} or {features}). Throws std::invalid_argument naming the node,
+/// its kind, the value found and what is supported.
+runtime::Model convert(nn::Graph model, const std::vector<int64_t>& input_shape,
                        const ConvertOptions& options = {});
 
 /// What a converted model stores.

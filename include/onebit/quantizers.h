@@ -25,6 +25,11 @@ using Json = nlohmann::json;
 
 namespace quantizers {
 
+/// What a quantizer's forward pass computes, as far as the converter needs to know: the runtime
+/// runs `kSign` quantizers as bit-packing (+1 for x >= 0, -1 otherwise) and skips `kIdentity`
+/// ones; anything else (`kOther`) cannot run on a binary path.
+enum class ForwardKind { kOther, kIdentity, kSign };
+
 /// A quantizer: forward value, pseudo-gradient, precision in bits, string id and config.
 ///
 /// Subclasses implement `quantize` (forward values, no autograd) and `gradient` (pseudo-gradient
@@ -44,6 +49,9 @@ class Quantizer : public std::enable_shared_from_this<Quantizer> {
   virtual at::Tensor quantize(const at::Tensor& x) const = 0;
   /// The pseudo-gradient with respect to `x`, given the gradient `dy` of the output.
   virtual at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const = 0;
+  /// What the forward pass computes (see ForwardKind); the converter relies on this declaration,
+  /// not on the concrete class, so user-defined sign quantizers convert.
+  virtual ForwardKind forward_kind() const { return ForwardKind::kOther; }
 
   /// Applies the quantizer with autograd: forward `quantize(x)`, backward `gradient(x, dy)`.
   /// Without grad mode or when `x` does not require grad, this is `quantize(x)`.
@@ -60,6 +68,7 @@ using QuantizerPtr = std::shared_ptr<const Quantizer>;
 /// Bop, without changing it. Gradient: identity.
 class NoOp : public Quantizer {
  public:
+  ForwardKind forward_kind() const override { return ForwardKind::kIdentity; }
   /// `precision` in [1, 32].
   explicit NoOp(int precision);
   std::string id() const override { return "noop"; }
@@ -76,6 +85,7 @@ class NoOp : public Quantizer {
 /// `clip_value` = std::nullopt gives the unclipped identity gradient.
 class SteSign : public Quantizer {
  public:
+  ForwardKind forward_kind() const override { return ForwardKind::kSign; }
   explicit SteSign(std::optional<double> clip_value = 1.0);
   std::string id() const override { return "ste_sign"; }
   int precision() const override { return 1; }
@@ -92,6 +102,7 @@ class SteSign : public Quantizer {
 /// sign(x) with the ApproxSign pseudo-gradient dy * (2 - 2|x|) for |x| <= 1, else 0.
 class ApproxSign : public Quantizer {
  public:
+  ForwardKind forward_kind() const override { return ForwardKind::kSign; }
   std::string id() const override { return "approx_sign"; }
   int precision() const override { return 1; }
   at::Tensor quantize(const at::Tensor& x) const override;
@@ -116,6 +127,7 @@ class SteHeaviside : public Quantizer {
 /// dy * beta * (2 - beta * x * tanh(beta * x / 2)) / (1 + cosh(beta * x)).
 class SwishSign : public Quantizer {
  public:
+  ForwardKind forward_kind() const override { return ForwardKind::kSign; }
   explicit SwishSign(double beta = 5.0);
   std::string id() const override { return "swish_sign"; }
   int precision() const override { return 1; }
@@ -199,8 +211,12 @@ class Custom : public Quantizer {
  public:
   using ForwardFn = std::function<at::Tensor(const at::Tensor&)>;
   using GradientFn = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& dy)>;
-  Custom(std::string name, ForwardFn forward, GradientFn gradient, int precision);
+  /// `forward_kind` declares what `forward` computes: pass ForwardKind::kSign for a sign
+  /// (+1 for x >= 0, else -1) so that layers using it convert to binary runtime ops.
+  Custom(std::string name, ForwardFn forward, GradientFn gradient, int precision,
+         ForwardKind forward_kind = ForwardKind::kOther);
   std::string id() const override { return name_; }
+  ForwardKind forward_kind() const override { return forward_kind_; }
   int precision() const override { return precision_; }
   at::Tensor quantize(const at::Tensor& x) const override { return forward_(x); }
   at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const override {
@@ -212,6 +228,7 @@ class Custom : public Quantizer {
   ForwardFn forward_;
   GradientFn gradient_;
   int precision_;
+  ForwardKind forward_kind_;
 };
 
 /// Makes a quantizer by string id with default arguments: "noop" needs a precision and so is

@@ -7,22 +7,25 @@
 /// ```
 /// onebit::save(model, "model.onebit");                     // latent weights: training resumes
 /// onebit::save(model, "model.bits", /*quantized=*/true);   // binary kernels as bits
-/// torch::nn::Sequential m = onebit::load("model.bits");    // kernels are exact +-1
+/// onebit::nn::Graph m = onebit::load("model.bits");        // kernels are exact +-1
 /// ```
 ///
+/// The architecture is the model's graph: one entry per node with its layer kind (see
+/// onebit/registry.h), options and input value ids; a nested graph is a node whose options are
+/// its own architecture. Files of format version 1 (Sequential models) still load.
 /// Custom quantizers are stored by their registered name: call
-/// `onebit::quantizers::register_custom` (in both programs) before `save` and `load`.
-/// Nested `torch::nn::Sequential`s cannot occur (LibTorch cannot put a Sequential inside
-/// another), so the architecture is a flat list of layers; each layer's options nest.
+/// `onebit::quantizers::register_custom` (in both programs) before `save` and `load`; custom
+/// layers by their kind: call `onebit::register_layer`.
 
-#include <torch/nn/modules/container/any.h>
-#include <torch/nn/modules/container/sequential.h>
 #include <nlohmann/json.hpp>
 
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "onebit/nn/graph.h"
+#include "onebit/registry.h"
 
 namespace onebit {
 
@@ -31,37 +34,37 @@ namespace onebit {
 /// +-a with a per-output-channel scale); the loaded model then holds those exact values.
 /// Throws std::invalid_argument naming the layer for a module type or a quantizer that `load`
 /// could not rebuild, std::runtime_error if the file cannot be written.
-void save(const torch::nn::Sequential& model, const std::string& path, bool quantized = false);
+void save(const nn::Graph& model, const std::string& path, bool quantized = false);
 
 /// Rebuilds a model written by `save`, in eval mode. Unknown layer types or quantizer names,
 /// missing or mis-shaped tensors, and truncated or corrupt files throw std::runtime_error naming
 /// the file and the item.
-torch::nn::Sequential load(const std::string& path);
+nn::Graph load(const std::string& path);
 
 namespace serialize {
 
-/// Current version of the file layout written by `save`.
-constexpr int kFormatVersion = 1;
+/// Current version of the file layout written by `save`: 2 stores a graph (nodes with their
+/// inputs); 1 stored a Sequential's layer list and still loads.
+constexpr int kFormatVersion = 2;
 
-/// The architecture of `model`:
-/// {"type": "Sequential", "layers": [{"name": "0", "type": "QuantConv2d", "options": {...}}]}.
-/// Throws std::invalid_argument naming a layer whose type is not registered.
-nlohmann::json describe(const torch::nn::Sequential& model);
+/// The architecture of `graph`: {"type": "Graph", "nodes": [{"name": "conv", "type":
+/// "QuantConv2d", "options": {...}, "inputs": [0]}, ...], "output": 3}. Value 0 is the input,
+/// node i produces value i + 1. Throws std::invalid_argument naming a node whose module no
+/// layer kind describes, or whose custom quantizer is not registered.
+nlohmann::json describe(const nn::GraphImpl& graph);
+/// `describe` of a Graph (or, through the implicit conversion, of a Sequential).
+nlohmann::json describe(const nn::Graph& graph);
 
-/// Builds a model from `describe`'s JSON (fresh weights). Throws std::invalid_argument naming
-/// the layer and the option for unknown types, unknown or ill-typed options.
-torch::nn::Sequential build(const nlohmann::json& architecture);
+/// Builds a model from `describe`'s JSON (fresh weights), or from a version-1 Sequential
+/// architecture {"type": "Sequential", "layers": [...]}. Throws std::invalid_argument naming the
+/// layer and the option for unknown types, unknown or ill-typed options, and bad inputs.
+nn::Graph build(const nlohmann::json& architecture);
 
-/// Describes a module: its options as JSON, or nullopt if the module is not of this type.
-using DescribeFn = std::function<std::optional<nlohmann::json>(const torch::nn::Module&)>;
-/// Builds a module of this type from its options.
-using BuildFn = std::function<torch::nn::AnyModule(const nlohmann::json& options)>;
-
-/// Registers a module type so that `save`/`load` know it (onebit's layers and torch's common
-/// ones are built in). Re-registering a name replaces it.
+/// Registers a layer kind with describe and build only (no summary rule, no lowering); kept for
+/// code written before `onebit::register_layer`, which it calls.
 void register_module_type(const std::string& type, DescribeFn describe, BuildFn build);
 
-/// The module type names `describe`/`build` know, in lookup order.
+/// The layer kind names `describe`/`build` know, in lookup order (`layer_kind_names()`).
 std::vector<std::string> module_types();
 
 }  // namespace serialize

@@ -6,11 +6,13 @@
 ///
 /// Rules (Larq's): a kernel of a quantized layer has its quantizer's bits, every other weight 32.
 /// Batch norm counts its moving mean and variance (2 numbers per channel, non-trainable) in
-/// place of beta and gamma. MACs are counted for dense and 1-D/2-D convolutions (quantized layers
-/// whose `counts_macs()` is true, and torch's Linear/Conv1d/Conv2d): for each kernel, weights x
-/// output positions, at precision max(input bits or 32, kernel bits). Flatten, batch norm and
-/// 1-D/2-D pooling have 0 MACs; any other layer shows "?" and counts nothing. Memory is in kB of
-/// 8*1024 bits. Output shapes are NCHW with -1 for the batch.
+/// place of beta and gamma. Each layer kind's `MacRule` (onebit/registry.h) says how its MACs
+/// count: dense and 1-D/2-D, depthwise and separable convolutions (quantized or torch's), for
+/// each kernel, weights x output positions, at precision max(input bits or 32, kernel bits);
+/// flatten, batch norm and max/average pooling 0; any other layer (add, concat, global pooling,
+/// activations, unregistered leaf modules) shows "?" and counts nothing, as in Larq. Memory is
+/// in kB of 8*1024 bits. Output shapes are NCHW with -1 for the batch. The rows are the nodes of
+/// the model trace (onebit/trace.h): nested graphs are expanded, merges have rows of their own.
 ///
 /// ```
 /// auto model = onebit::zoo::build("larq-mnist");
@@ -19,7 +21,6 @@
 /// s.to_json();                         // the same numbers, machine-readable
 /// ```
 
-#include <torch/nn/modules/container/sequential.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -28,16 +29,17 @@
 #include <string>
 #include <vector>
 
+#include "onebit/nn/graph.h"
+
 namespace onebit {
 
 /// One row of the summary: a layer (or the directly owned parameters of a composite module).
 struct LayerSummary {
-  /// "<path in the model>:<type>", e.g. "0:QuantConv2d" or "3.1:BatchNorm".
+  /// "<path in the model>:<kind>", e.g. "0:QuantConv2d" or "block1.bn:BatchNorm".
   std::string name;
   /// Bits of the input quantizer; nullopt for a layer without one (shown "-").
   std::optional<int> input_precision;
-  /// Output shape with -1 for the batch; nullopt where it is unknown (inside a composite module
-  /// that is not a Sequential).
+  /// Output shape with -1 for the batch.
   std::optional<std::vector<int64_t>> output_shape;
   /// Weight count per bit-width (only bit-widths the layer has).
   std::map<int, int64_t> params_by_bits;
@@ -89,12 +91,12 @@ struct ModelSummary {
   nlohmann::json to_json() const;
 };
 
-/// Profiles `model` with a forward pass of one dummy input of shape [1, input_shape...] in eval
-/// mode (the mode is restored; no gradients). Nested Sequentials are walked layer by layer;
-/// other modules with children are run as a whole and their children profiled without output
-/// shapes. Throws std::invalid_argument for an empty or non-positive `input_shape`, and
-/// std::runtime_error (naming the layer) when the forward pass fails.
-ModelSummary summary(torch::nn::Sequential model, const std::vector<int64_t>& input_shape,
+/// Profiles `model` from its trace (`onebit::trace`: one dummy input of shape
+/// [1, input_shape...] in eval mode; the mode is restored). Throws std::invalid_argument for an
+/// empty or non-positive `input_shape` and for a composite module that is not a registered layer
+/// kind (its forward cannot be seen; the message points to nn::Graph and register_layer), and
+/// std::runtime_error (naming the node) when the forward pass fails.
+ModelSummary summary(nn::Graph model, const std::vector<int64_t>& input_shape,
                      const std::string& name = "sequential");
 
 /// Larq's number format: 3 significant figures with " k", " M", " B", " T" suffixes

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "op_table.h"
 #include "ops.h"
 
 namespace onebit::runtime {
@@ -65,6 +66,9 @@ std::int32_t threshold_for(float m, float b, std::int64_t k) {
 }
 
 /// Fusion passes over a model copy. Removing an op redirects its consumers to its input.
+/// In a graph, a chain of ops fuses only where every intermediate value has exactly one use (one
+/// input slot of one live op, and not the model output): a value that also feeds a shortcut
+/// (add, concat) or a second branch must stay materialized as it is.
 class Fuser {
  public:
   explicit Fuser(Model& m) : m_(m), dead_(m.ops.size(), false) {}
@@ -83,15 +87,26 @@ class Fuser {
     if (v < 1 || dead_[v - 1] || m_.ops[v - 1].type != type) return nullptr;
     return &m_.ops[v - 1];
   }
-  bool sole_consumer(std::int32_t v, std::size_t op) const {
-    if (m_.output == v) return false;
+  // Uses of value v: input slots of live ops, plus one when it is the model output.
+  std::size_t uses(std::int32_t v) const {
+    std::size_t n = m_.output == v ? 1 : 0;
     for (std::size_t i = 0; i < m_.ops.size(); ++i) {
       if (dead_[i]) continue;
-      for (std::int32_t in : m_.ops[i].inputs) {
-        if (in == v && i != op) return false;
-      }
+      for (std::int32_t in : m_.ops[i].inputs) n += in == v ? 1 : 0;
     }
-    return true;
+    return n;
+  }
+  // True when op `op` is the only use of value v (so v may disappear into a fusion).
+  bool sole_consumer(std::int32_t v, std::size_t op) const {
+    if (uses(v) != 1) return false;
+    for (std::int32_t in : m_.ops[op].inputs) {
+      if (in == v) return true;
+    }
+    return false;
+  }
+  static bool has_fusion(const Op& op, std::uint8_t flag) {
+    const detail::OpDef* def = detail::find_op_def(static_cast<std::uint32_t>(op.type));
+    return def != nullptr && (def->fusion & flag) != 0;
   }
   static bool identity_transform(const Op& op) {
     return op.attr("output_bits", {0})[0] == 0 && op.tensors.count("multiplier") == 0 &&
@@ -184,9 +199,7 @@ class Fuser {
     const std::int32_t v = m_.ops[i].inputs[0];
     if (v < 1 || dead_[v - 1] || !sole_consumer(v, i)) return;
     Op& op = m_.ops[v - 1];
-    const bool foldable = op.type == OpType::kBinaryConv2d || op.type == OpType::kBinaryDense ||
-                          op.type == OpType::kConv2d || op.type == OpType::kDense;
-    if (!foldable || !identity_transform(op)) return;
+    if (!has_fusion(op, detail::kFoldsBatchNorm) || !identity_transform(op)) return;
     op.tensors["multiplier"] = m_.ops[i].tensors.at("multiplier");
     op.tensors["bias"] = m_.ops[i].tensors.at("bias");
     remove(i);
@@ -198,10 +211,7 @@ class Fuser {
     const std::int32_t v = m_.ops[i].inputs[0];
     if (v < 1 || dead_[v - 1] || !sole_consumer(v, i)) return;
     Op& op = m_.ops[v - 1];
-    if ((op.type != OpType::kBinaryConv2d && op.type != OpType::kBinaryDense) ||
-        op.attr("output_bits", {0})[0] != 0) {
-      return;
-    }
+    if (!has_fusion(op, detail::kThresholdsSign) || op.attr("output_bits", {0})[0] != 0) return;
     const float* mult =
         op.tensors.count("multiplier") ? m_.tensors[op.tensors["multiplier"]].floats() : nullptr;
     const float* bias =
@@ -284,8 +294,10 @@ ValueRef ModelBuilder::add_op(Op op, const std::string& what) {
     inputs.push_back(detail::ValueInfo{s.dtype, s.c, s.h, s.w});
   }
   detail::ValueInfo out;
+  const std::string where =
+      "op " + std::to_string(model_.ops.size()) + " (" + op_name(op.type) + ")";
   try {
-    detail::prepare_op(model_, op, inputs, out, what);
+    detail::prepare_op(model_, op, inputs, out, where);
   } catch (const ModelError& e) {
     fail(what, e.what());
   }
@@ -460,8 +472,6 @@ ValueRef ModelBuilder::max_pool2d(ValueRef x, const Pool2dParams& p) {
 
 ValueRef ModelBuilder::avg_pool2d(ValueRef x, const Pool2dParams& p) {
   const ValueShape& in = value(x, "avg_pool2d");
-  if (in.dtype != DType::kFloat32)
-    fail("avg_pool2d", "input is binary; average pooling needs float");
   Op op;
   op.type = OpType::kAvgPool2d;
   op.inputs = {x.id};
@@ -469,13 +479,46 @@ ValueRef ModelBuilder::avg_pool2d(ValueRef x, const Pool2dParams& p) {
   return add_op(std::move(op), "avg_pool2d");
 }
 
+ValueRef ModelBuilder::global_avg_pool2d(ValueRef x) {
+  value(x, "global_avg_pool2d");
+  Op op;
+  op.type = OpType::kGlobalAvgPool2d;
+  op.inputs = {x.id};
+  return add_op(std::move(op), "global_avg_pool2d");
+}
+
 ValueRef ModelBuilder::add(ValueRef a, ValueRef b) {
-  value(a, "add");
-  value(b, "add");
+  const ValueShape& sa = value(a, "add");
+  const ValueShape& sb = value(b, "add");
+  if (sa.c != sb.c || sa.h != sb.h || sa.w != sb.w) {
+    fail("add", "'b' has shape " + shape_string(sb) + ", expected the shape of 'a' (" +
+                    shape_string(sa) + ")");
+  }
   Op op;
   op.type = OpType::kAdd;
   op.inputs = {a.id, b.id};
   return add_op(std::move(op), "add");
+}
+
+ValueRef ModelBuilder::concat(const std::vector<ValueRef>& xs) {
+  const std::string what = "concat";
+  if (xs.size() < 2 || xs.size() > detail::kMaxOpInputs) {
+    fail(what, "'xs' has " + std::to_string(xs.size()) + " values, expected 2 to " +
+                   std::to_string(detail::kMaxOpInputs));
+  }
+  const ValueShape& first = value(xs[0], what);
+  Op op;
+  op.type = OpType::kConcat;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const ValueShape& s = value(xs[i], what);
+    if (s.h != first.h || s.w != first.w) {
+      fail(what, "'xs[" + std::to_string(i) + "]' has shape " + shape_string(s) +
+                     ", expected H,W = " + std::to_string(first.h) + "x" + std::to_string(first.w) +
+                     " as 'xs[0]' (" + shape_string(first) + ")");
+    }
+    op.inputs.push_back(xs[i].id);
+  }
+  return add_op(std::move(op), what);
 }
 
 ValueRef ModelBuilder::relu(ValueRef x) {
@@ -522,6 +565,11 @@ void ModelBuilder::output(ValueRef x) {
 
 void ModelBuilder::set_metadata(const std::string& key, const std::string& value) {
   model_.metadata[key] = value;
+}
+
+std::string ModelBuilder::shape_string(const ValueShape& s) {
+  return std::to_string(s.c) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) + " (" +
+         dtype_name(s.dtype) + ")";
 }
 
 std::vector<std::int64_t> ModelBuilder::shape(ValueRef x) const {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -110,18 +111,22 @@ void unpack_signs(const BitWord* in, std::size_t n, float* out) {
   for (std::size_t i = 0; i < n; ++i) out[i] = bit_value(get_bit(in, i));
 }
 
+// Word-at-a-time: each destination word (or part of one) is assembled from at most two source
+// words with shifts; with both offsets word-aligned this is a plain word copy. Reads only the
+// source words that hold copied bits and writes only the destination bits in range.
 void copy_bits(const BitWord* src, std::size_t src_bit, std::size_t nbits, BitWord* dst,
                std::size_t dst_bit) {
-  if (src_bit % kBitsPerWord == 0 && dst_bit % kBitsPerWord == 0) {
-    const std::size_t full = nbits / kBitsPerWord;
-    for (std::size_t w = 0; w < full; ++w) {
-      dst[dst_bit / kBitsPerWord + w] = src[src_bit / kBitsPerWord + w];
-    }
-    src_bit += full * kBitsPerWord;
-    dst_bit += full * kBitsPerWord;
-    nbits -= full * kBitsPerWord;
+  while (nbits > 0) {
+    const std::size_t doff = dst_bit % kBitsPerWord, soff = src_bit % kBitsPerWord;
+    const std::size_t n = std::min(kBitsPerWord - doff, nbits);
+    const BitWord* s = src + src_bit / kBitsPerWord;
+    BitWord v = s[0] >> soff;
+    if (soff + n > kBitsPerWord) v |= s[1] << (kBitsPerWord - soff);
+    const BitWord mask = n == kBitsPerWord ? ~BitWord{0} : (BitWord{1} << n) - 1;
+    BitWord& d = dst[dst_bit / kBitsPerWord];
+    d = (d & ~(mask << doff)) | ((v & mask) << doff);
+    src_bit += n, dst_bit += n, nbits -= n;
   }
-  for (std::size_t i = 0; i < nbits; ++i) set_bit(dst, dst_bit + i, get_bit(src, src_bit + i));
 }
 
 }  // namespace onebit::runtime

@@ -1,5 +1,6 @@
 #include "onebit/runtime/interpreter.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "ops.h"
@@ -29,7 +30,12 @@ struct Interpreter::Impl {
   std::atomic<int> threads{1};
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
-  std::vector<std::size_t> last_use;  // op index after which a value can be freed
+  // Memory plan, from the same liveness `run` uses: after op i, free_after[i] lists the values
+  // whose last consumer is op i (and op i's own value when nothing consumes it). A value with
+  // several consumers lives until the last of them; the model output is never freed.
+  std::vector<std::vector<std::int32_t>> free_after;
+  std::size_t last_op = 0;           // ops after the one producing the output are not run
+  std::size_t peak_image_words = 0;  // most words live at once, per image
 
   void prepare() {
     values.push_back(input_info(model));
@@ -38,9 +44,12 @@ struct Interpreter::Impl {
       const std::string where =
           std::string("op ") + std::to_string(i) + " (" + op_name(op.type) + ")";
       std::vector<ValueInfo> inputs;
-      for (std::int32_t v : op.inputs) {
+      for (std::size_t k = 0; k < op.inputs.size(); ++k) {
+        const std::int32_t v = op.inputs[k];
         detail::require(v >= 0 && static_cast<std::size_t>(v) < values.size(), where,
-                        "input value " + std::to_string(v) + " is not defined before the op");
+                        "input " + std::to_string(k) + " is value " + std::to_string(v) +
+                            ", which is not defined before the op (expected a value id below " +
+                            std::to_string(values.size()) + ")");
         inputs.push_back(values[static_cast<std::size_t>(v)]);
       }
       ValueInfo out;
@@ -54,9 +63,34 @@ struct Interpreter::Impl {
     }
     detail::require(model.output >= 0 && static_cast<std::size_t>(model.output) < values.size(),
                     "model output", "value " + std::to_string(model.output) + " does not exist");
-    last_use.assign(values.size(), 0);
-    for (std::size_t i = 0; i < model.ops.size(); ++i) {
-      for (std::int32_t v : model.ops[i].inputs) last_use[v] = i;
+    plan_memory();
+  }
+
+  void plan_memory() {
+    const auto output = static_cast<std::size_t>(model.output);
+    last_op = output == 0 ? 0 : output - 1;
+    // Last consumer of each value among the ops that run; -1: none.
+    std::vector<std::int64_t> last_use(values.size(), -1);
+    for (std::size_t i = 0; i < model.ops.size() && output > 0 && i <= last_op; ++i) {
+      for (std::int32_t v : model.ops[i].inputs) last_use[v] = static_cast<std::int64_t>(i);
+    }
+    free_after.assign(model.ops.size(), {});
+    std::size_t live = values[0].image_words();
+    peak_image_words = live;
+    if (output == 0) return;
+    for (std::size_t i = 0; i <= last_op; ++i) {
+      live += values[i + 1].image_words();
+      peak_image_words = std::max(peak_image_words, live);
+      std::vector<std::int32_t>& frees = free_after[i];
+      for (std::int32_t v : model.ops[i].inputs) {
+        const bool last = last_use[v] == static_cast<std::int64_t>(i);
+        if (last && static_cast<std::size_t>(v) != output &&
+            std::find(frees.begin(), frees.end(), v) == frees.end()) {
+          frees.push_back(v);
+        }
+      }
+      if (last_use[i + 1] < 0 && i + 1 != output) frees.push_back(static_cast<std::int32_t>(i + 1));
+      for (std::int32_t v : frees) live -= values[static_cast<std::size_t>(v)].image_words();
     }
   }
 };
@@ -107,17 +141,12 @@ std::vector<float> Interpreter::run(const float* input, std::size_t size, std::s
   }
   const detail::RunContext ctx{m.kernels, m.threads.load()};
   const auto output = static_cast<std::size_t>(m.model.output);
-  for (std::size_t i = 0; i < m.ops.size(); ++i) {
+  for (std::size_t i = 0; output > 0 && i <= m.last_op; ++i) {
     std::vector<const Buffer*> inputs;
     for (std::int32_t v : m.model.ops[i].inputs) inputs.push_back(&buffers[v]);
     buffers[i + 1].words.assign(batch * m.values[i + 1].image_words(), 0);
     m.ops[i]->run(ctx, inputs, buffers[i + 1], batch);
-    for (std::int32_t v : m.model.ops[i].inputs) {
-      if (m.last_use[v] == i && static_cast<std::size_t>(v) != output) {
-        std::vector<std::uint64_t>().swap(buffers[v].words);
-      }
-    }
-    if (output == i + 1) break;
+    for (std::int32_t v : m.free_after[i]) std::vector<std::uint64_t>().swap(buffers[v].words);
   }
   const ValueInfo& out = m.values[output];
   const auto oc = static_cast<std::size_t>(out.c), ohw = static_cast<std::size_t>(out.h * out.w);
@@ -157,42 +186,12 @@ std::int64_t Interpreter::binary_macs_per_image() const {
   return macs;
 }
 
+std::size_t Interpreter::activation_bytes(std::size_t batch) const {
+  return impl_->peak_image_words * batch * sizeof(std::uint64_t);
+}
+
 const Model& Interpreter::model() const { return impl_->model; }
 
 void Interpreter::set_threads(int threads) { impl_->threads = threads < 1 ? 1 : threads; }
-
-const char* op_name(OpType type) {
-  switch (type) {
-    case OpType::kQuantize:
-      return "quantize";
-    case OpType::kBinaryConv2d:
-      return "binary_conv2d";
-    case OpType::kBinaryDense:
-      return "binary_dense";
-    case OpType::kBinaryMaxPool2d:
-      return "binary_maxpool2d";
-    case OpType::kConv2d:
-      return "conv2d";
-    case OpType::kDense:
-      return "dense";
-    case OpType::kBatchNorm:
-      return "batch_norm";
-    case OpType::kMaxPool2d:
-      return "maxpool2d";
-    case OpType::kAvgPool2d:
-      return "avgpool2d";
-    case OpType::kAdd:
-      return "add";
-    case OpType::kRelu:
-      return "relu";
-    case OpType::kPrelu:
-      return "prelu";
-    case OpType::kFlatten:
-      return "flatten";
-    case OpType::kSoftmax:
-      return "softmax";
-  }
-  return "unknown";
-}
 
 }  // namespace onebit::runtime

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "onebit/runtime/model.h"
+#include "op_table.h"
 
 namespace onebit::runtime {
 
@@ -194,15 +195,30 @@ Tensor read_tensor(Reader& r, const std::string& f, TensorEntry& entry) {
   return t;
 }
 
-Op read_op(Reader& r, const std::string& f, std::int32_t own_id, std::size_t tensor_count) {
+// The op table decides which types exist, since which format version, and their arity.
+Op read_op(Reader& r, const std::string& f, std::int32_t own_id, std::size_t tensor_count,
+           std::uint32_t version) {
   Op op;
   const auto type = r.get<std::uint16_t>(f + ".type");
-  if (type < 1 || type > static_cast<std::uint16_t>(OpType::kSoftmax)) {
-    r.fail(f + ".type", std::to_string(type), "an op type in [1, 14]");
+  const detail::OpDef* def = detail::find_op_def(type);
+  if (def == nullptr) {
+    r.fail(f + ".type", std::to_string(type),
+           "an op type in [1, " + std::to_string(detail::op_def_count()) + "]");
   }
-  op.type = static_cast<OpType>(type);
+  if (def->since_version > version) {
+    r.fail(f + ".type", std::to_string(type) + " (" + def->name + ")",
+           "an op type of format version " + std::to_string(version) + " (" + def->name +
+               " needs version " + std::to_string(def->since_version) + ")");
+  }
+  op.type = def->type;
   const auto n_inputs = r.get<std::uint16_t>(f + ".input_count");
-  if (n_inputs > 8) r.fail(f + ".input_count", std::to_string(n_inputs), "at most 8");
+  if (n_inputs < def->min_inputs || n_inputs > def->max_inputs) {
+    r.fail(
+        f + ".input_count", std::to_string(n_inputs),
+        std::to_string(def->min_inputs) +
+            (def->min_inputs == def->max_inputs ? "" : " to " + std::to_string(def->max_inputs)) +
+            " for " + def->name);
+  }
   for (std::uint16_t i = 0; i < n_inputs; ++i) {
     const auto v = r.get<std::int32_t>(f + ".inputs");
     if (v < 0 || v >= own_id) {
@@ -233,7 +249,8 @@ Op read_op(Reader& r, const std::string& f, std::int32_t own_id, std::size_t ten
   return op;
 }
 
-Model read_meta(Reader& r, const std::uint8_t* payload, std::uint64_t payload_size) {
+Model read_meta(Reader& r, const std::uint8_t* payload, std::uint64_t payload_size,
+                std::uint32_t version) {
   Model model;
   const std::uint32_t n_meta = r.count("metadata.count", 1024);
   for (std::uint32_t i = 0; i < n_meta; ++i) {
@@ -259,7 +276,7 @@ Model read_meta(Reader& r, const std::uint8_t* payload, std::uint64_t payload_si
   const std::uint32_t n_ops = r.count("op_count", kMaxCount);
   for (std::uint32_t i = 0; i < n_ops; ++i) {
     model.ops.push_back(read_op(r, "op[" + std::to_string(i) + "]",
-                                static_cast<std::int32_t>(i + 1), model.tensors.size()));
+                                static_cast<std::int32_t>(i + 1), model.tensors.size(), version));
   }
   model.output = r.get<std::int32_t>("output");
   if (model.output < 0 || model.output > static_cast<std::int32_t>(n_ops)) {
@@ -400,9 +417,13 @@ Model parse_model(const std::uint8_t* bytes, std::size_t size, const std::string
   if (version > kModelFormatVersion) {
     throw ModelError(source + ": field 'format_version': found " + std::to_string(version) +
                      ", expected at most " + std::to_string(kModelFormatVersion) +
-                     " (file written by a newer onebit; upgrade the runtime)");
+                     " (the newest format version this build of onebit reads; the file was "
+                     "written by a newer onebit: upgrade the runtime)");
   }
-  if (version == 0) h.fail("format_version", "0", "1");
+  if (version == 0) {
+    throw ModelError(source + ": field 'format_version': found 0, expected a version in [1, " +
+                     std::to_string(kModelFormatVersion) + "]");
+  }
   const auto check = [&](const char* field, std::uint64_t value, bool ok, const std::string& want) {
     if (!ok) {
       throw ModelError(source + ": field '" + field + "': found " + std::to_string(value) +
@@ -437,7 +458,7 @@ Model parse_model(const std::uint8_t* bytes, std::size_t size, const std::string
                      ", expected " + hex(payload_crc) + " (the tensor payload is corrupt)");
   }
   Reader meta(bytes + meta_offset, meta_size, source, meta_offset);
-  return read_meta(meta, bytes + payload_offset, payload_size);
+  return read_meta(meta, bytes + payload_offset, payload_size, version);
 }
 
 Model load_model(const std::string& path) {

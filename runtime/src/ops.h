@@ -54,18 +54,65 @@ class PreparedOp {
 void require(bool ok, const std::string& where, const std::string& what);
 
 /// Validates `op` against its inputs and the model's tensors, computes its output value info and
-/// returns the prepared op. Throws ModelError naming `where` on any inconsistency.
+/// returns the prepared op. Arity and input dtypes are checked from the op table (op_table.h),
+/// the rest by the op's own prepare function. Throws ModelError naming `where` on any
+/// inconsistency.
 std::unique_ptr<PreparedOp> prepare_op(const Model& model, const Op& op,
                                        const std::vector<ValueInfo>& inputs, ValueInfo& output,
                                        const std::string& where);
 
-// Families, one per source file.
-std::unique_ptr<PreparedOp> prepare_binary_op(const Model& model, const Op& op,
-                                              const std::vector<ValueInfo>& inputs,
-                                              ValueInfo& output, const std::string& where);
-std::unique_ptr<PreparedOp> prepare_float_op(const Model& model, const Op& op,
-                                             const std::vector<ValueInfo>& inputs,
-                                             ValueInfo& output, const std::string& where);
+/// Signature of the per-op prepare functions the op table points to. They may assume that the
+/// arity and input dtypes already match the op's table entry.
+using PrepareFn = std::unique_ptr<PreparedOp> (*)(const Model& model, const Op& op,
+                                                  const std::vector<ValueInfo>& inputs,
+                                                  ValueInfo& output, const std::string& where);
+
+// Per-op prepare functions, grouped by the source file (kernel family) that implements them.
+// ops_binary.cpp
+std::unique_ptr<PreparedOp> prepare_quantize(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                             ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_binary_conv2d(const Model&, const Op&,
+                                                  const std::vector<ValueInfo>&, ValueInfo&,
+                                                  const std::string&);
+std::unique_ptr<PreparedOp> prepare_binary_dense(const Model&, const Op&,
+                                                 const std::vector<ValueInfo>&, ValueInfo&,
+                                                 const std::string&);
+std::unique_ptr<PreparedOp> prepare_binary_maxpool2d(const Model&, const Op&,
+                                                     const std::vector<ValueInfo>&, ValueInfo&,
+                                                     const std::string&);
+// ops_float.cpp
+std::unique_ptr<PreparedOp> prepare_conv2d(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                           ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_dense(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                          ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_batch_norm(const Model&, const Op&,
+                                               const std::vector<ValueInfo>&, ValueInfo&,
+                                               const std::string&);
+std::unique_ptr<PreparedOp> prepare_pool2d(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                           ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_global_avgpool2d(const Model&, const Op&,
+                                                     const std::vector<ValueInfo>&, ValueInfo&,
+                                                     const std::string&);
+std::unique_ptr<PreparedOp> prepare_add(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                        ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_relu(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                         ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_prelu(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                          ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_softmax(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                            ValueInfo&, const std::string&);
+// ops_layout.cpp
+std::unique_ptr<PreparedOp> prepare_flatten(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                            ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_concat(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                           ValueInfo&, const std::string&);
+
+/// "CxHxW" of a value, for messages.
+std::string shape_string(const ValueInfo& v);
+
+/// Row `row` (one pixel: `v.c` channels) of a float or bits value as floats: a pointer into the
+/// buffer for float values, else the row unpacked to +-1 into `scratch` (at least `v.c` floats).
+const float* row_as_floats(const ValueInfo& v, const Buffer& b, std::size_t row, float* scratch);
 
 /// Geometry of a 2-D window op (conv or pool) on one image.
 struct Window {

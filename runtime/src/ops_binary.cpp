@@ -72,7 +72,6 @@ class BinaryConv final : public PreparedOp {
 
 BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
                        const std::string& where, bool dense) {
-  require(in.dtype == DType::kBits, where, "input must be bits (add a quantize op before it)");
   const Tensor& w = op_tensor(model, op, "weight", DType::kBits, where);
   c_in_ = in.c;
   if (dense) {
@@ -326,7 +325,6 @@ class BinaryMaxPool final : public PreparedOp {
  public:
   BinaryMaxPool(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
                 const std::string& where) {
-    require(in.dtype == DType::kBits, where, "input must be bits");
     win_ = read_window(op, in, where, true);
     require(win_.dh == 1 && win_.dw == 1, where, "dilation must be 1");
     require(2 * win_.pad_top <= win_.kh && 2 * win_.pad_bottom <= win_.kh &&
@@ -382,26 +380,30 @@ class BinaryMaxPool final : public PreparedOp {
 
 }  // namespace
 
-std::unique_ptr<PreparedOp> prepare_binary_op(const Model& model, const Op& op,
-                                              const std::vector<ValueInfo>& inputs,
-                                              ValueInfo& output, const std::string& where) {
-  require(inputs.size() == 1, where, "expects 1 input, found " + std::to_string(inputs.size()));
+std::unique_ptr<PreparedOp> prepare_quantize(const Model&, const Op&,
+                                             const std::vector<ValueInfo>& inputs,
+                                             ValueInfo& output, const std::string&) {
   const ValueInfo& in = inputs[0];
-  switch (op.type) {
-    case OpType::kQuantize:
-      require(in.dtype == DType::kFloat32, where, "input must be float32");
-      output = ValueInfo{DType::kBits, in.c, in.h, in.w};
-      return std::make_unique<Quantize>(in);
-    case OpType::kBinaryConv2d:
-      return std::make_unique<BinaryConv>(model, op, in, output, where, false);
-    case OpType::kBinaryDense:
-      return std::make_unique<BinaryConv>(model, op, in, output, where, true);
-    case OpType::kBinaryMaxPool2d:
-      return std::make_unique<BinaryMaxPool>(model, op, in, output, where);
-    default:
-      break;
-  }
-  throw ModelError(where + ": not a binary op");
+  output = ValueInfo{DType::kBits, in.c, in.h, in.w};
+  return std::make_unique<Quantize>(in);
+}
+
+std::unique_ptr<PreparedOp> prepare_binary_conv2d(const Model& model, const Op& op,
+                                                  const std::vector<ValueInfo>& inputs,
+                                                  ValueInfo& output, const std::string& where) {
+  return std::make_unique<BinaryConv>(model, op, inputs[0], output, where, false);
+}
+
+std::unique_ptr<PreparedOp> prepare_binary_dense(const Model& model, const Op& op,
+                                                 const std::vector<ValueInfo>& inputs,
+                                                 ValueInfo& output, const std::string& where) {
+  return std::make_unique<BinaryConv>(model, op, inputs[0], output, where, true);
+}
+
+std::unique_ptr<PreparedOp> prepare_binary_maxpool2d(const Model& model, const Op& op,
+                                                     const std::vector<ValueInfo>& inputs,
+                                                     ValueInfo& output, const std::string& where) {
+  return std::make_unique<BinaryMaxPool>(model, op, inputs[0], output, where);
 }
 
 }  // namespace onebit::runtime::detail

@@ -102,18 +102,15 @@ void parallel_for(std::size_t n, int threads, const std::function<void(std::size
   for (auto& th : pool) th.join();
 }
 
-std::unique_ptr<PreparedOp> prepare_op(const Model& model, const Op& op,
-                                       const std::vector<ValueInfo>& inputs, ValueInfo& output,
-                                       const std::string& where) {
-  switch (op.type) {
-    case OpType::kQuantize:
-    case OpType::kBinaryConv2d:
-    case OpType::kBinaryDense:
-    case OpType::kBinaryMaxPool2d:
-      return prepare_binary_op(model, op, inputs, output, where);
-    default:
-      return prepare_float_op(model, op, inputs, output, where);
-  }
+std::string shape_string(const ValueInfo& v) {
+  return std::to_string(v.c) + "x" + std::to_string(v.h) + "x" + std::to_string(v.w);
+}
+
+const float* row_as_floats(const ValueInfo& v, const Buffer& b, std::size_t row, float* scratch) {
+  const std::size_t c = static_cast<std::size_t>(v.c), stride = v.pixel_stride();
+  if (v.dtype != DType::kBits) return b.f() + row * stride;
+  unpack_signs(b.b() + row * stride, c, scratch);
+  return scratch;
 }
 
 }  // namespace onebit::runtime::detail

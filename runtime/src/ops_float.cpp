@@ -1,10 +1,12 @@
 // Float ops on NHWC activations: conv2d / dense (im2col + a register-friendly GEMM whose inner
-// loop runs over output channels), batch norm, pooling, add, ReLU, PReLU, flatten, softmax.
+// loop runs over output channels), batch norm, max/average/global average pooling, add, ReLU,
+// PReLU, softmax. Ops that accept bits inputs read them as +-1.
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include "ops.h"
 
@@ -33,7 +35,6 @@ class FloatConv final : public PreparedOp {
 
 FloatConv::FloatConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
                      const std::string& where, bool dense) {
-  require(in.dtype == DType::kFloat32, where, "input must be float32");
   const auto it = op.tensors.find("weight");
   require(it != op.tensors.end() && it->second >= 0 &&
               static_cast<std::size_t>(it->second) < model.tensors.size(),
@@ -155,11 +156,12 @@ void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in,
   });
 }
 
-/// Elementwise op over all floats, with a per-channel parameter index.
-class Elementwise final : public PreparedOp {
+/// Elementwise op on a float value, y = fn(x, channel): batch norm, ReLU, PReLU. One class per
+/// function, so the loop has no per-element dispatch.
+template <typename Fn>
+class PerChannel final : public PreparedOp {
  public:
-  Elementwise(OpType type, const ValueInfo& in, std::vector<float> a, std::vector<float> b)
-      : type_(type), in_(in), a_(std::move(a)), b_(std::move(b)) {}
+  PerChannel(const ValueInfo& in, Fn fn) : in_(in), fn_(std::move(fn)) {}
 
   void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
@@ -167,42 +169,61 @@ class Elementwise final : public PreparedOp {
     const std::size_t total = batch * static_cast<std::size_t>(in_.h * in_.w) * c;
     const float* x = in[0]->f();
     float* y = out.f();
-    for (std::size_t i = 0; i < total; ++i) y[i] = apply(x, i, c, in);
+    for (std::size_t i = 0; i < total; ++i) y[i] = fn_(x[i], i % c);
   }
 
  private:
-  float apply(const float* x, std::size_t i, std::size_t c,
-              const std::vector<const Buffer*>& in) const {
-    const float v = x[i];
-    switch (type_) {
-      case OpType::kBatchNorm:
-        return v * a_[i % c] + b_[i % c];
-      case OpType::kRelu:
-        return v > 0.0f ? v : 0.0f;
-      case OpType::kPrelu:
-        return v >= 0.0f ? v : a_[a_.size() == 1 ? 0 : i % c] * v;
-      case OpType::kAdd:
-        return v + in[1]->f()[i];
-      default:
-        return v;
+  ValueInfo in_;
+  Fn fn_;
+};
+
+template <typename Fn>
+std::unique_ptr<PreparedOp> per_channel(const ValueInfo& in, Fn fn) {
+  return std::make_unique<PerChannel<Fn>>(in, std::move(fn));
+}
+
+/// a + b elementwise; either input may be bits (read as +-1), the output is float.
+class Add final : public PreparedOp {
+ public:
+  Add(const ValueInfo& a, const ValueInfo& b) : a_(a), b_(b) {}
+
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto c = static_cast<std::size_t>(a_.c);
+    const std::size_t rows = batch * static_cast<std::size_t>(a_.h * a_.w);
+    if (a_.dtype == DType::kFloat32 && b_.dtype == DType::kFloat32) {
+      const float* a = in[0]->f();
+      const float* b = in[1]->f();
+      float* y = out.f();
+      for (std::size_t i = 0; i < rows * c; ++i) y[i] = a[i] + b[i];
+      return;
+    }
+    std::vector<float> scratch_a(c), scratch_b(c);
+    for (std::size_t r = 0; r < rows; ++r) {
+      const float* a = row_as_floats(a_, *in[0], r, scratch_a.data());
+      const float* b = row_as_floats(b_, *in[1], r, scratch_b.data());
+      float* y = out.f() + r * c;
+      for (std::size_t ch = 0; ch < c; ++ch) y[ch] = a[ch] + b[ch];
     }
   }
 
-  OpType type_;
-  ValueInfo in_;
-  std::vector<float> a_, b_;
+ private:
+  ValueInfo a_, b_;
 };
 
-class FloatPool final : public PreparedOp {
+/// Max pooling (float) and average pooling (float or bits read as +-1), padding ignored by max
+/// and counted by average pooling only with count_include_pad.
+class Pool final : public PreparedOp {
  public:
-  FloatPool(const Op& op, const ValueInfo& in, ValueInfo& out, const std::string& where)
-      : max_(op.type == OpType::kMaxPool2d), c_(static_cast<std::size_t>(in.c)) {
-    require(in.dtype == DType::kFloat32, where, "input must be float32");
+  Pool(const Op& op, const ValueInfo& in, ValueInfo& out, const std::string& where)
+      : max_(op.type == OpType::kMaxPool2d), in_(in), c_(static_cast<std::size_t>(in.c)) {
     win_ = read_window(op, in, where, true);
-    require(win_.dh == 1 && win_.dw == 1, where, "dilation must be 1");
+    require(win_.dh == 1 && win_.dw == 1, where, "attribute 'dilation' must be [1, 1]");
     require(2 * win_.pad_top <= win_.kh && 2 * win_.pad_bottom <= win_.kh &&
                 2 * win_.pad_left <= win_.kw && 2 * win_.pad_right <= win_.kw,
-            where, "padding must be at most half the kernel");
+            where,
+            "attribute 'pads' must be at most half the kernel " + std::to_string(win_.kh) + "x" +
+                std::to_string(win_.kw));
     include_pad_ = scalar_attr(op, "count_include_pad", 1, where) != 0;
     out = ValueInfo{DType::kFloat32, in.c, win_.out_h, win_.out_w};
   }
@@ -211,10 +232,18 @@ class FloatPool final : public PreparedOp {
            std::size_t batch) const override {
     const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
     const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+    std::vector<float> unpacked(in_.dtype == DType::kBits ? in_pixels * c_ : 0);
     for (std::size_t n = 0; n < batch; ++n) {
+      if (in_.dtype == DType::kBits) {  // one image as +-1 floats, then the float path
+        for (std::size_t p = 0; p < in_pixels; ++p) {
+          unpack_signs(in[0]->b() + (n * in_pixels + p) * in_.pixel_stride(), c_,
+                       unpacked.data() + p * c_);
+        }
+      }
+      const float* image =
+          in_.dtype == DType::kBits ? unpacked.data() : in[0]->f() + n * in_pixels * c_;
       for (std::size_t p = 0; p < out_pixels; ++p) {
-        pool_pixel(in[0]->f() + n * in_pixels * c_, static_cast<std::int64_t>(p),
-                   out.f() + (n * out_pixels + p) * c_);
+        pool_pixel(image, static_cast<std::int64_t>(p), out.f() + (n * out_pixels + p) * c_);
       }
     }
   }
@@ -242,28 +271,28 @@ class FloatPool final : public PreparedOp {
 
   Window win_;
   bool max_, include_pad_ = true;
+  ValueInfo in_;
   std::size_t c_;
 };
 
-class Flatten final : public PreparedOp {
+/// (C,H,W) -> (C,1,1): per channel, the float sum over pixels in row-major order divided by H*W.
+class GlobalAvgPool final : public PreparedOp {
  public:
-  explicit Flatten(const ValueInfo& in) : in_(in) {}
+  explicit GlobalAvgPool(const ValueInfo& in) : in_(in) {}
+
   void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
     const auto hw = static_cast<std::size_t>(in_.h * in_.w);
-    const std::size_t out_words = words_for_bits(c * hw), in_words = words_for_bits(c);
+    const auto divisor = static_cast<float>(hw);
+    std::vector<float> scratch(c);
     for (std::size_t n = 0; n < batch; ++n) {
+      float* y = out.f() + n * c;  // zero-filled by the interpreter
       for (std::size_t p = 0; p < hw; ++p) {
-        for (std::size_t ch = 0; ch < c; ++ch) {  // PyTorch order: feature = ch * H * W + p
-          if (in_.dtype == DType::kBits) {
-            set_bit(out.b() + n * out_words, ch * hw + p,
-                    get_bit(in[0]->b() + (n * hw + p) * in_words, ch));
-          } else {
-            out.f()[n * c * hw + ch * hw + p] = in[0]->f()[(n * hw + p) * c + ch];
-          }
-        }
+        const float* x = row_as_floats(in_, *in[0], n * hw + p, scratch.data());
+        for (std::size_t ch = 0; ch < c; ++ch) y[ch] += x[ch];
       }
+      for (std::size_t ch = 0; ch < c; ++ch) y[ch] /= divisor;
     }
   }
 
@@ -296,56 +325,81 @@ std::vector<float> channel_param(const Model& model, const Op& op, const std::st
                                  std::int64_t c, bool allow_scalar, const std::string& where) {
   const Tensor& t = op_tensor(model, op, role, DType::kFloat32, where);
   require(t.shape.size() == 1 && (t.shape[0] == c || (allow_scalar && t.shape[0] == 1)), where,
-          "tensor '" + role + "' must have shape [" + std::to_string(c) + "]");
+          "tensor '" + role + "' must have shape [" + std::to_string(c) + "]" +
+              (allow_scalar ? " or [1]" : ""));
   return std::vector<float>(t.floats(), t.floats() + t.shape[0]);
 }
 
 }  // namespace
 
-std::unique_ptr<PreparedOp> prepare_float_op(const Model& model, const Op& op,
-                                             const std::vector<ValueInfo>& inputs,
-                                             ValueInfo& output, const std::string& where) {
-  const std::size_t want = op.type == OpType::kAdd ? 2 : 1;
-  require(inputs.size() == want, where,
-          "expects " + std::to_string(want) + " inputs, found " + std::to_string(inputs.size()));
+std::unique_ptr<PreparedOp> prepare_conv2d(const Model& model, const Op& op,
+                                           const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                           const std::string& where) {
+  return std::make_unique<FloatConv>(model, op, inputs[0], output, where, false);
+}
+
+std::unique_ptr<PreparedOp> prepare_dense(const Model& model, const Op& op,
+                                          const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                          const std::string& where) {
+  return std::make_unique<FloatConv>(model, op, inputs[0], output, where, true);
+}
+
+std::unique_ptr<PreparedOp> prepare_batch_norm(const Model& model, const Op& op,
+                                               const std::vector<ValueInfo>& inputs,
+                                               ValueInfo& output, const std::string& where) {
   const ValueInfo& in = inputs[0];
   output = in;
-  const bool is_float = in.dtype == DType::kFloat32;
-  switch (op.type) {
-    case OpType::kConv2d:
-    case OpType::kDense:
-      return std::make_unique<FloatConv>(model, op, in, output, where, op.type == OpType::kDense);
-    case OpType::kMaxPool2d:
-    case OpType::kAvgPool2d:
-      return std::make_unique<FloatPool>(op, in, output, where);
-    case OpType::kFlatten:
-      output = ValueInfo{in.dtype, in.c * in.h * in.w, 1, 1};
-      return std::make_unique<Flatten>(in);
-    default:
-      break;
-  }
-  require(is_float, where, "input must be float32");
-  switch (op.type) {
-    case OpType::kBatchNorm:
-      return std::make_unique<Elementwise>(
-          op.type, in, channel_param(model, op, "multiplier", in.c, false, where),
-          channel_param(model, op, "bias", in.c, false, where));
-    case OpType::kPrelu:
-      return std::make_unique<Elementwise>(
-          op.type, in, channel_param(model, op, "alpha", in.c, true, where), std::vector<float>{});
-    case OpType::kAdd:
-      require(inputs[1].dtype == in.dtype && inputs[1].c == in.c && inputs[1].h == in.h &&
-                  inputs[1].w == in.w,
-              where, "add inputs must have the same shape and dtype");
-      return std::make_unique<Elementwise>(op.type, in, std::vector<float>{}, std::vector<float>{});
-    case OpType::kRelu:
-      return std::make_unique<Elementwise>(op.type, in, std::vector<float>{}, std::vector<float>{});
-    case OpType::kSoftmax:
-      return std::make_unique<Softmax>(in);
-    default:
-      break;
-  }
-  throw ModelError(where + ": unsupported op type " + std::to_string(static_cast<int>(op.type)));
+  return per_channel(in, [m = channel_param(model, op, "multiplier", in.c, false, where),
+                          b = channel_param(model, op, "bias", in.c, false, where)](
+                             float v, std::size_t ch) { return v * m[ch] + b[ch]; });
+}
+
+std::unique_ptr<PreparedOp> prepare_pool2d(const Model&, const Op& op,
+                                           const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                           const std::string& where) {
+  return std::make_unique<Pool>(op, inputs[0], output, where);
+}
+
+std::unique_ptr<PreparedOp> prepare_global_avgpool2d(const Model&, const Op&,
+                                                     const std::vector<ValueInfo>& inputs,
+                                                     ValueInfo& output, const std::string&) {
+  output = ValueInfo{DType::kFloat32, inputs[0].c, 1, 1};
+  return std::make_unique<GlobalAvgPool>(inputs[0]);
+}
+
+std::unique_ptr<PreparedOp> prepare_add(const Model&, const Op&,
+                                        const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                        const std::string& where) {
+  const ValueInfo &a = inputs[0], &b = inputs[1];
+  require(a.c == b.c && a.h == b.h && a.w == b.w, where,
+          "input 1 has shape " + shape_string(b) + ", expected the shape of input 0 (" +
+              shape_string(a) + ")");
+  output = ValueInfo{DType::kFloat32, a.c, a.h, a.w};
+  return std::make_unique<Add>(a, b);
+}
+
+std::unique_ptr<PreparedOp> prepare_relu(const Model&, const Op&,
+                                         const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                         const std::string&) {
+  output = inputs[0];
+  return per_channel(inputs[0], [](float v, std::size_t) { return v > 0.0f ? v : 0.0f; });
+}
+
+std::unique_ptr<PreparedOp> prepare_prelu(const Model& model, const Op& op,
+                                          const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                          const std::string& where) {
+  output = inputs[0];
+  return per_channel(inputs[0], [alpha = channel_param(model, op, "alpha", inputs[0].c, true,
+                                                       where)](float v, std::size_t ch) {
+    return v >= 0.0f ? v : alpha[alpha.size() == 1 ? 0 : ch] * v;
+  });
+}
+
+std::unique_ptr<PreparedOp> prepare_softmax(const Model&, const Op&,
+                                            const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                            const std::string&) {
+  output = inputs[0];
+  return std::make_unique<Softmax>(inputs[0]);
 }
 
 }  // namespace onebit::runtime::detail

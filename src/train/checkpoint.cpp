@@ -18,11 +18,11 @@ std::string checkpoint_file(const std::string& path) {
   return path;
 }
 
-void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
+void save_checkpoint(const std::string& path, const nn::Graph& model,
                      torch::optim::Optimizer* optimizer, const nlohmann::json& config) {
   io::atomic_write(path, [&](const std::string& tmp) {
     torch::serialize::OutputArchive root;
-    root.write("onebit_checkpoint_version", c10::IValue(static_cast<int64_t>(1)));
+    root.write("onebit_checkpoint_version", c10::IValue(static_cast<int64_t>(2)));
     // The architecture lets load_checkpoint rebuild models that are not in the zoo; a model
     // with a module type serialize cannot describe falls back to the zoo name.
     nlohmann::json full = config;
@@ -107,7 +107,7 @@ void load_optimizer_state(const std::string& path, torch::optim::Optimizer& opti
 
 namespace onebit::train {
 
-void load_model_state(const std::string& path, torch::nn::Sequential& model) {
+void load_model_state(const std::string& path, nn::Graph model) {
   const std::string file = checkpoint_file(path);
   auto root = open_archive(file);
   try {

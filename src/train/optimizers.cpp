@@ -10,7 +10,7 @@
 namespace onebit::train {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
-                                                        torch::nn::Sequential& model) {
+                                                        nn::Graph& model) {
   const auto& extra = options.optimizer_options;
   if (options.optimizer == "adam") {
     return std::make_unique<torch::optim::Adam>(model->parameters(),

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
-#include <torch/nn/modules/container/sequential.h>
 
 #include <chrono>
 #include <cmath>
@@ -79,7 +78,7 @@ std::pair<at::Tensor, int64_t> loss_and_correct(const at::Tensor& logits,
   return {loss, correct};
 }
 
-EvalResult evaluate(torch::nn::Sequential model, const data::Dataset& set, int64_t batch_size) {
+EvalResult evaluate(nn::Graph model, const data::Dataset& set, int64_t batch_size) {
   const bool was_training = model->is_training();
   model->eval();
   at::NoGradGuard no_grad;
@@ -137,7 +136,7 @@ void append_line(const std::string& path, const nlohmann::json& j) {
 
 }  // namespace
 
-TrainResult fit(torch::nn::Sequential model, const data::Dataset& train_set,
+TrainResult fit(nn::Graph model, const data::Dataset& train_set,
                 const data::Dataset& test_set, const TrainOptions& options,
                 const std::vector<std::shared_ptr<Callback>>& callbacks) {
   validate(options, train_set);

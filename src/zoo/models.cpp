@@ -1,5 +1,6 @@
 #include "onebit/zoo/models.h"
 
+#include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 
@@ -40,7 +41,7 @@ void check_input(const std::string& name, const ModelOptions& o, int64_t min_hw)
 
 // Larq's MNIST tutorial: conv 32 (float input, binary kernel) - pool - BN - conv 64 - pool - BN
 // - conv 64 - BN - flatten - dense 64 - BN - dense 10 - BN, no biases, BN without scale.
-torch::nn::Sequential larq_mnist(const ModelOptions& o) {
+nn::Graph larq_mnist(const ModelOptions& o) {
   check_input("larq-mnist", o, 22);
   const Binary b{o.quantized};
   const int64_t c = o.input_shape[0];
@@ -70,7 +71,7 @@ torch::nn::Sequential larq_mnist(const ModelOptions& o) {
 }
 
 // A fully binarized MLP: float input to the first layer, binary everything else.
-torch::nn::Sequential bnn_mlp(const ModelOptions& o) {
+nn::Graph bnn_mlp(const ModelOptions& o) {
   check_input("bnn-mlp", o, 1);
   const Binary b{o.quantized};
   const int64_t in = o.input_shape[0] * o.input_shape[1] * o.input_shape[2];
@@ -85,6 +86,108 @@ torch::nn::Sequential bnn_mlp(const ModelOptions& o) {
                                dense(in, 512, false), batch_norm(512, o),
                                dense(512, 512, true), batch_norm(512, o),
                                dense(512, o.num_classes, true), batch_norm(o.num_classes, o));
+}
+
+// A binary 3x3 convolution in Larq's style: sign of the input, sign of the kernel (latent
+// weights clipped to [-1, 1]), no bias, "same" padding with +1 (so the padded input stays
+// binary and runs free on bit-packed data).
+nn::QuantConv2d binary_conv(int64_t in, int64_t out, int64_t stride, const Binary& b) {
+  return nn::QuantConv2d(nn::QuantConv2dOptions(in, out, 3)
+                             .stride(stride)
+                             .padding(torch::kSame)
+                             .pad_values(b.on ? 1.0 : 0.0)
+                             .bias(false)
+                             .input_quantizer(b.q("ste_sign"))
+                             .kernel_quantizer(b.q("ste_sign"))
+                             .kernel_constraint(b.clip()));
+}
+
+// The float first layer both graph models share: 3x3 conv to `channels`, 2x2 max pooling,
+// batch norm (28x28 -> 14x14).
+nn::Value float_stem(nn::Graph& g, int64_t channels, const ModelOptions& o) {
+  nn::Value x = g->call("stem_conv",
+                        nn::QuantConv2d(nn::QuantConv2dOptions(o.input_shape[0], channels, 3)
+                                            .padding(torch::kSame)
+                                            .bias(false)),
+                        g->input());
+  x = g->call("stem_pool", torch::nn::MaxPool2d(2), x);
+  return g->call("stem_bn", batch_norm(channels, o), x);
+}
+
+// The float classifier both graph models share: global average pooling, dense to the classes.
+void float_head(nn::Graph& g, nn::Value x, int64_t channels, const ModelOptions& o) {
+  x = g->call("pool", torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions(1)), x);
+  x = g->call("flatten", torch::nn::Flatten(), x);
+  x = g->call("dense", nn::QuantDense(nn::QuantDenseOptions(channels, o.num_classes)), x);
+  g->output(x);
+}
+
+// Bi-Real Net's idea at Fashion-MNIST size: a real-valued shortcut around every binary 3x3
+// convolution, x <- x + BN(conv(sign(x))). Where the shape changes, the shortcut is average
+// pooling (stride 2) and a float 1x1 convolution with batch norm, as in Bi-Real Net and Larq
+// Zoo's BinaryResNetE. Stages: 32 channels at 14x14 (2 blocks), 64 at 7x7 (2), 128 at 7x7 (2).
+nn::Graph bireal_mnist(const ModelOptions& o) {
+  check_input("bireal-mnist", o, 8);
+  const Binary b{o.quantized};
+  nn::Graph g;
+  nn::Value x = float_stem(g, 32, o);
+  int64_t channels = 32;
+  int block = 0;
+  for (const auto& [out, stride] : std::vector<std::pair<int64_t, int64_t>>{
+           {32, 1}, {32, 1}, {64, 2}, {64, 1}, {128, 1}, {128, 1}}) {
+    const std::string n = "block" + std::to_string(++block);
+    nn::Value shortcut = x;
+    if (stride != 1 || out != channels) {
+      if (stride != 1) {
+        shortcut = g->call(n + "_down_pool",
+                           torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(stride)), shortcut);
+      }
+      shortcut = g->call(n + "_down_conv",
+                         nn::QuantConv2d(nn::QuantConv2dOptions(channels, out, 1).bias(false)),
+                         shortcut);
+      shortcut = g->call(n + "_down_bn", batch_norm(out, o), shortcut);
+    }
+    nn::Value y = g->call(n + "_conv", binary_conv(channels, out, stride, b), x);
+    y = g->call(n + "_bn", batch_norm(out, o), y);
+    x = g->add({shortcut, y}, n + "_add");
+    channels = out;
+  }
+  float_head(g, x, channels, o);
+  return g;
+}
+
+// BinaryDenseNet's idea at Fashion-MNIST size: each layer appends `growth` binary feature maps
+// to everything before it, x <- concat(x, conv(sign(BN(x)))). Two dense blocks of 3 layers
+// (14x14, then 7x7) joined by a transition (max pooling, batch norm, float 1x1 convolution that
+// halves the channels), as in Larq Zoo's BinaryDenseNet.
+nn::Graph densenet_mnist(const ModelOptions& o) {
+  check_input("densenet-mnist", o, 8);
+  const Binary b{o.quantized};
+  const int64_t growth = 32;
+  nn::Graph g;
+  nn::Value x = float_stem(g, 32, o);
+  int64_t channels = 32;
+  for (int block = 1; block <= 2; ++block) {
+    if (block > 1) {
+      const std::string t = "transition" + std::to_string(block - 1);
+      x = g->call(t + "_pool", torch::nn::MaxPool2d(2), x);
+      x = g->call(t + "_bn", batch_norm(channels, o), x);
+      x = g->call(t + "_conv",
+                  nn::QuantConv2d(nn::QuantConv2dOptions(channels, channels / 2, 1).bias(false)),
+                  x);
+      channels /= 2;
+    }
+    for (int layer = 1; layer <= 3; ++layer) {
+      const std::string n = "dense" + std::to_string(block) + "_" + std::to_string(layer);
+      nn::Value y = g->call(n + "_bn", batch_norm(channels, o), x);
+      y = g->call(n + "_conv", binary_conv(channels, growth, 1, b), y);
+      x = g->concat({x, y}, n + "_concat");
+      channels += growth;
+    }
+  }
+  x = g->call("head_bn", batch_norm(channels, o), x);
+  float_head(g, x, channels, o);
+  return g;
 }
 
 }  // namespace
@@ -114,11 +217,15 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
   return o;
 }
 
-std::vector<std::string> model_names() { return {"larq-mnist", "bnn-mlp"}; }
+std::vector<std::string> model_names() {
+  return {"larq-mnist", "bnn-mlp", "bireal-mnist", "densenet-mnist"};
+}
 
-torch::nn::Sequential build(const std::string& name, const ModelOptions& options) {
+nn::Graph build(const std::string& name, const ModelOptions& options) {
   if (name == "larq-mnist") return larq_mnist(options);
   if (name == "bnn-mlp") return bnn_mlp(options);
+  if (name == "bireal-mnist") return bireal_mnist(options);
+  if (name == "densenet-mnist") return densenet_mnist(options);
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument("unknown model \"" + name + "\" (known: " + known + ")");

@@ -1,4 +1,5 @@
-// Training vs runtime on real data: larq-mnist and bnn-mlp, trained briefly on a Fashion-MNIST
+// Training vs runtime on real data: larq-mnist, bnn-mlp and the graph models bireal-mnist (add)
+// and densenet-mnist (concat), trained briefly on a Fashion-MNIST
 // slice, converted, and run by onebit_runtime on all 10,000 test images. Every predicted class
 // must equal LibTorch's eval-mode prediction. Also the tool: `onebit convert` and
 // `onebit infer --json` on the same checkpoint.
@@ -10,6 +11,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -77,7 +79,7 @@ Agreement compare_on_test_set(const std::string& checkpoint_dir, const std::stri
   return a;
 }
 
-void expect_full_agreement(const std::string& model) {
+void expect_full_agreement(const std::string& model, double max_logit_diff = 1e-3) {
   const std::string dir = train_briefly(model);
   const std::string obnn = dir + "/model.obnn";
   const ConvertResult r = convert_checkpoint(dir, obnn);
@@ -89,8 +91,12 @@ void expect_full_agreement(const std::string& model) {
                                 << " of " << a.count << " images";
   EXPECT_EQ(a.runtime_correct, a.torch_correct);
   EXPECT_GT(a.runtime_correct, 5000) << "a trained model should beat chance by far";
-  // Logits: integer dots scaled by the last batch norm, so only float rounding differs.
-  EXPECT_LT(a.max_abs_logit_diff, 1e-3);
+  // Logits: integer dots scaled by the last batch norm (or a float head), so only float rounding
+  // differs.
+  EXPECT_LT(a.max_abs_logit_diff, max_logit_diff);
+  std::cout << "[ agreement ] " << model << ": " << a.count - a.disagreements << "/" << a.count
+            << " same class, runtime accuracy " << a.runtime_correct / 100.0
+            << "%, largest logit difference " << a.max_abs_logit_diff << std::endl;
   std::filesystem::remove_all(dir);
 }
 
@@ -124,6 +130,14 @@ TEST(RuntimeAgreement, LarqMnistAgreesWithLibTorchOnAllTestImages) {
 
 TEST(RuntimeAgreement, BnnMlpAgreesWithLibTorchOnAllTestImages) {
   expect_full_agreement("bnn-mlp");
+}
+
+TEST(RuntimeAgreement, BiRealGraphAgreesWithLibTorchOnAllTestImages) {
+  expect_full_agreement("bireal-mnist");
+}
+
+TEST(RuntimeAgreement, DenseNetGraphAgreesWithLibTorchOnAllTestImages) {
+  expect_full_agreement("densenet-mnist");
 }
 
 TEST(RuntimeAgreement, ToolConvertsAndInfersWithJson) {

@@ -205,18 +205,22 @@ INSTANTIATE_TEST_SUITE_P(Kernels, BgemmIsa, ::testing::ValuesIn(optimized_isas()
 
 TEST(Bitpack, CopyBitsAtAnyOffset) {
   std::mt19937_64 rng(11);
-  std::vector<BitWord> src(4), dst(4);
-  for (auto& w : src) w = rng();
-  for (std::size_t s : {0u, 3u, 64u, 70u}) {
-    for (std::size_t d : {0u, 5u, 64u}) {
-      for (std::size_t nbits : {0u, 1u, 63u, 64u, 100u}) {
+  const std::vector<std::size_t> offsets{0, 1, 3, 31, 63, 64, 65, 70, 127, 128};
+  const std::vector<std::size_t> lengths{0, 1, 2, 63, 64, 65, 100, 127, 128, 129};
+  for (std::size_t s : offsets) {
+    for (std::size_t d : offsets) {
+      for (std::size_t nbits : lengths) {
+        // Source sized exactly to the copied range: copy_bits must not read past it.
+        std::vector<BitWord> src(words_for_bits(s + nbits) + (s + nbits == 0 ? 1 : 0)), dst(8);
+        for (auto& w : src) w = rng();
         for (auto& w : dst) w = rng();
         const std::vector<BitWord> before = dst;
         copy_bits(src.data(), s, nbits, dst.data(), d);
-        for (std::size_t i = 0; i < 256; ++i) {
+        for (std::size_t i = 0; i < 8 * 64; ++i) {
           const bool inside = i >= d && i < d + nbits;
           EXPECT_EQ(get_bit(dst.data(), i),
-                    inside ? get_bit(src.data(), s + i - d) : get_bit(before.data(), i));
+                    inside ? get_bit(src.data(), s + i - d) : get_bit(before.data(), i))
+              << "src_bit " << s << " dst_bit " << d << " nbits " << nbits << " bit " << i;
         }
       }
     }

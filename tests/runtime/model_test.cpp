@@ -12,14 +12,9 @@
 namespace onebit::runtime {
 namespace {
 
+using testing::all_tables;
 using testing::ConvSpec;
 using testing::Nchw;
-
-std::vector<const KernelTable*> all_tables() {
-  std::vector<const KernelTable*> t;
-  for (Isa isa : supported_isas()) t.push_back(&kernels_for(isa));
-  return t;
-}
 
 struct ConvCase {
   std::int64_t c, h, w;
@@ -37,12 +32,20 @@ std::vector<ConvCase> conv_cases() {
       {128, 4, 4, {64, 1, 1, 1, 1, 0, 0, 0, 0, 0.0f}},  // 1x1 direct
       {32, 9, 9, {40, 5, 2, 1, 1, 0, 1, 2, 0, 0.0f}},   // asymmetric pads, 5x5
       {200, 3, 3, {8, 3, 1, 1, 1, 0, 0, 0, 0, 0.0f}},   // valid, K = 1800
+      {64, 7, 7, {32, 1, 2, 1, 1, 0, 0, 0, 0, 0.0f}},   // 1x1 stride 2 (im2col, not direct)
+      {70, 6, 5, {16, 1, 2, 1, 1, 0, 0, 0, 0, 0.0f}},   // 1x1 stride 2, C > 64
+      {64, 6, 6, {64, 3, 1, 1, 64, 1, 1, 1, 1, 0.0f}},  // depthwise (groups = C), zero-padding
+      {24, 7, 7, {12, 3, 1, 3, 3, 3, 3, 3, 3, 1.0f}},   // dilation 3, groups 3, one-padding
   };
 }
 
-ValueRef add_conv(ModelBuilder& b, ValueRef x, const ConvCase& cc, const std::vector<float>& w) {
+ValueRef add_conv(ModelBuilder& b, ValueRef x, const ConvCase& cc, const std::vector<float>& w,
+                  bool binary_kernel = true) {
   Conv2dParams p(cc.s.out, cc.s.k);
-  p.stride(cc.s.stride).dilation(cc.s.dilation).groups_count(cc.s.groups).binary_kernel(true);
+  p.stride(cc.s.stride)
+      .dilation(cc.s.dilation)
+      .groups_count(cc.s.groups)
+      .binary_kernel(binary_kernel);
   p.padding_mode = PaddingMode::kExplicit;
   p.pad_top = cc.s.pad_t, p.pad_left = cc.s.pad_l, p.pad_bottom = cc.s.pad_b,
   p.pad_right = cc.s.pad_r;
@@ -73,6 +76,44 @@ TEST(BinaryConv, MatchesFloatMathForEveryPaddingStrideDilationGroup) {
         EXPECT_EQ(y, output_bits ? bits.v : conv.v)
             << isa_name(t->isa) << " C=" << cc.c << " out=" << cc.s.out << " groups=" << cc.s.groups
             << " pad_value=" << cc.s.pad_value << " bits=" << output_bits;
+      }
+    }
+  }
+}
+
+// Float convs (first layers, float shortcuts): float input with float or +-1 weights, through
+// ModelBuilder::conv2d and the Interpreter, with a batch norm that folds into the conv.
+TEST(FloatConv, MatchesFloatMathFor1x1GroupedDilatedStrided) {
+  std::mt19937 rng(5);
+  const std::vector<ConvCase> cases{
+      {5, 6, 6, {8, 1, 1, 1, 1, 0, 0, 0, 0, 0.0f}},  // 1x1 stride 1 (direct GEMM)
+      {5, 7, 7, {8, 1, 2, 1, 1, 0, 0, 0, 0, 0.0f}},  // 1x1 stride 2
+      {6, 6, 6, {9, 3, 1, 1, 3, 1, 1, 1, 1, 0.0f}},  // groups 3
+      {8, 5, 5, {8, 3, 1, 1, 8, 1, 1, 1, 1, 0.0f}},  // depthwise
+      {4, 9, 8, {6, 3, 1, 2, 1, 2, 2, 2, 2, 0.0f}},  // dilation 2
+      {6, 9, 9, {4, 3, 2, 2, 2, 1, 2, 0, 1, 0.0f}},  // dilation 2, stride 2, groups 2, asymmetric
+  };
+  for (const ConvCase& cc : cases) {
+    for (bool binary_kernel : {false, true}) {
+      const std::int64_t batch = 2;
+      Nchw x{batch, cc.c, cc.h, cc.w, testing::random_normal(batch * cc.c * cc.h * cc.w, rng)};
+      const std::size_t n_w = cc.s.out * cc.c / cc.s.groups * cc.s.k * cc.s.k;
+      const auto w =
+          binary_kernel ? testing::random_signs(n_w, rng) : testing::random_normal(n_w, rng);
+      const auto mult = testing::random_normal(cc.s.out, rng),
+                 bias = testing::random_normal(cc.s.out, rng);
+      const Nchw expected = testing::bn_ref(testing::conv_ref(x, w, cc.s), mult, bias);
+      for (bool fuse : {true, false}) {
+        ModelBuilder b({fuse});
+        b.output(b.batch_norm(add_conv(b, b.input({cc.c, cc.h, cc.w}), cc, w, binary_kernel), mult,
+                              bias));
+        const Model m = b.build();
+        EXPECT_EQ(m.ops.size(), fuse ? 1u : 2u);
+        EXPECT_EQ(m.ops[0].type, OpType::kConv2d);
+        EXPECT_EQ(Interpreter(m).run(x.v, batch), expected.v)
+            << "C=" << cc.c << " k=" << cc.s.k << " stride=" << cc.s.stride
+            << " groups=" << cc.s.groups << " dilation=" << cc.s.dilation
+            << " binary_kernel=" << binary_kernel << " fuse=" << fuse;
       }
     }
   }

@@ -1,12 +1,21 @@
 #pragma once
 // Test helper: plain float NCHW layers written like the PyTorch definitions, to check the
-// runtime (its binary layers on +-1 data must agree exactly).
+// runtime (its binary layers on +-1 data must agree exactly), and the kernel tables to run on.
 
 #include <cstdint>
 #include <random>
 #include <vector>
 
+#include "onebit/runtime/kernels.h"
+
 namespace onebit::runtime::testing {
+
+// Kernel tables of every ISA this CPU supports, reference first.
+inline std::vector<const KernelTable*> all_tables() {
+  std::vector<const KernelTable*> t;
+  for (Isa isa : supported_isas()) t.push_back(&kernels_for(isa));
+  return t;
+}
 
 struct Nchw {
   std::int64_t n = 0, c = 0, h = 0, w = 0;
@@ -82,6 +91,64 @@ inline Nchw bn_ref(Nchw x, const std::vector<float>& m, const std::vector<float>
 inline Nchw sign_ref(Nchw x) {
   for (float& v : x.v) v = v < 0.0f ? -1.0f : 1.0f;
   return x;
+}
+
+// PyTorch avg_pool2d (floor mode): square kernel, symmetric padding; the divisor is k * k with
+// count_include_pad, else the number of taps inside the image. Sums taps in row-major order.
+inline Nchw avgpool_ref(const Nchw& x, std::int64_t k, std::int64_t stride, std::int64_t pad,
+                        bool count_include_pad) {
+  Nchw y{x.n, x.c, (x.h + 2 * pad - k) / stride + 1, (x.w + 2 * pad - k) / stride + 1, {}};
+  y.v.resize(static_cast<std::size_t>(y.n * y.c * y.h * y.w));
+  for (std::int64_t n = 0; n < y.n; ++n)
+    for (std::int64_t c = 0; c < y.c; ++c)
+      for (std::int64_t oy = 0; oy < y.h; ++oy)
+        for (std::int64_t ox = 0; ox < y.w; ++ox) {
+          float sum = 0.0f;
+          std::int64_t count = 0;
+          for (std::int64_t dy = 0; dy < k; ++dy)
+            for (std::int64_t dx = 0; dx < k; ++dx) {
+              const std::int64_t iy = oy * stride - pad + dy, ix = ox * stride - pad + dx;
+              if (iy < 0 || iy >= x.h || ix < 0 || ix >= x.w) continue;
+              sum += x.at(n, c, iy, ix);
+              ++count;
+            }
+          y.at(n, c, oy, ox) = sum / static_cast<float>(count_include_pad ? k * k : count);
+        }
+  return y;
+}
+
+// Mean over H*W per channel (pixels summed in row-major order), shape (N, C, 1, 1).
+inline Nchw global_avgpool_ref(const Nchw& x) {
+  Nchw y{x.n, x.c, 1, 1, std::vector<float>(static_cast<std::size_t>(x.n * x.c))};
+  for (std::int64_t n = 0; n < x.n; ++n)
+    for (std::int64_t c = 0; c < x.c; ++c) {
+      float sum = 0.0f;
+      for (std::int64_t p = 0; p < x.h * x.w; ++p) sum += x.at(n, c, p / x.w, p % x.w);
+      y.at(n, c, 0, 0) = sum / static_cast<float>(x.h * x.w);
+    }
+  return y;
+}
+
+// torch.cat(xs, 1).
+inline Nchw concat_ref(const std::vector<Nchw>& xs) {
+  Nchw y{xs[0].n, 0, xs[0].h, xs[0].w, {}};
+  for (const Nchw& x : xs) y.c += x.c;
+  y.v.resize(static_cast<std::size_t>(y.n * y.c * y.h * y.w));
+  for (std::int64_t n = 0; n < y.n; ++n) {
+    std::int64_t c0 = 0;
+    for (const Nchw& x : xs) {
+      for (std::int64_t c = 0; c < x.c; ++c)
+        for (std::int64_t p = 0; p < x.h * x.w; ++p)
+          y.at(n, c0 + c, p / x.w, p % x.w) = x.at(n, c, p / x.w, p % x.w);
+      c0 += x.c;
+    }
+  }
+  return y;
+}
+
+inline Nchw add_ref(Nchw a, const Nchw& b) {
+  for (std::size_t i = 0; i < a.v.size(); ++i) a.v[i] += b.v[i];
+  return a;
 }
 
 // Flatten of NCHW is the identity on memory: features in C,H,W order.

@@ -231,7 +231,7 @@ train::TrainOptions bop_options(const std::string& out, int epochs) {
   return o;
 }
 
-torch::nn::Sequential fit_bop(const train::TrainOptions& o) {
+nn::Graph fit_bop(const train::TrainOptions& o) {
   at::manual_seed(o.seed);
   auto model = zoo::build(o.model, o.model_options);
   train::fit(model, tiny_images(96, 1), tiny_images(32, 2), o);

@@ -37,7 +37,7 @@ nn::QuantDenseOptions bdense(int64_t in, int64_t out, bool binary_input) {
 
 // Random running statistics (and affine parameters) for every batch norm, so that signs after
 // them are mixed and some multipliers are negative.
-void randomize_batch_norms(torch::nn::Sequential& model) {
+void randomize_batch_norms(nn::Graph model) {
   torch::NoGradGuard no_grad;
   for (const auto& m : model->modules(/*include_self=*/false)) {
     at::Tensor mean, var, weight, bias;
@@ -72,7 +72,7 @@ std::vector<float> run_runtime(const runtime::Model& m, const at::Tensor& x, int
                  static_cast<size_t>(c.size(0)));
 }
 
-std::vector<float> run_torch(torch::nn::Sequential& model, const at::Tensor& x) {
+std::vector<float> run_torch(nn::Graph model, const at::Tensor& x) {
   torch::NoGradGuard no_grad;
   model->eval();
   const at::Tensor y = model->forward(x).contiguous();
@@ -81,7 +81,7 @@ std::vector<float> run_torch(torch::nn::Sequential& model, const at::Tensor& x) 
 
 // Converts `model` (fused and unfused) and checks the runtime against LibTorch; `exact` demands
 // equality, else a relative float tolerance.
-void expect_matches_torch(torch::nn::Sequential model, const std::vector<int64_t>& input_shape,
+void expect_matches_torch(nn::Graph model, const std::vector<int64_t>& input_shape,
                           bool exact, int64_t batch = 3) {
   std::vector<int64_t> shape{batch};
   shape.insert(shape.end(), input_shape.begin(), input_shape.end());
@@ -102,14 +102,6 @@ void expect_matches_torch(torch::nn::Sequential model, const std::vector<int64_t
     }
   }
 }
-
-// A Sequential with a non-template forward, so that it can sit inside another Sequential.
-class BlockImpl : public torch::nn::SequentialImpl {
- public:
-  using SequentialImpl::SequentialImpl;
-  at::Tensor forward(const at::Tensor& x) { return SequentialImpl::forward(x); }
-};
-TORCH_MODULE(Block);
 
 }  // namespace
 
@@ -200,13 +192,16 @@ TEST(Convert, FloatLayersMatchLibTorch) {
 
 TEST(Convert, QuantizerModulesAndSignLikeInputQuantizers) {
   torch::manual_seed(6);
-  auto model = torch::nn::Sequential(
+  nn::Graph model(torch::nn::Sequential(
       torch::nn::Flatten(), nn::Quantizer("ste_sign"), nn::QuantDense(bdense(48, 32, false)),
       torch::nn::BatchNorm1d(32),
       nn::QuantDense(bdense(32, 24, false).input_quantizer("approx_sign")), nn::BatchNorm(24),
-      nn::QuantDense(bdense(24, 16, false).input_quantizer("swish_sign")), nn::BatchNorm(16),
-      Block(nn::Quantizer("ste_sign"),  // a Sequential inside: its layers are walked
-            nn::QuantDense(bdense(16, 6, true).bias(true))));
+      nn::QuantDense(bdense(24, 16, false).input_quantizer("swish_sign")), nn::BatchNorm(16)));
+  // A Sequential called as one node of the graph: its layers are inlined.
+  model->call("block",
+              torch::nn::Sequential(nn::Quantizer("ste_sign"),
+                                    nn::QuantDense(bdense(16, 6, true).bias(true))),
+              nn::Value{8});
   randomize_batch_norms(model);
   expect_matches_torch(model, {3, 4, 4}, /*exact=*/false);
 }
@@ -243,7 +238,7 @@ TEST(Convert, MultiBitKernelsBecomeFloatWeights) {
 }
 
 TEST(Convert, UnsupportedLayersAndQuantizersAreClearErrors) {
-  auto expect_error = [](torch::nn::Sequential model, const std::vector<int64_t>& shape,
+  auto expect_error = [](nn::Graph model, const std::vector<int64_t>& shape,
                          const std::vector<std::string>& parts) {
     try {
       convert(model, shape);
@@ -254,27 +249,28 @@ TEST(Convert, UnsupportedLayersAndQuantizersAreClearErrors) {
             << "'" << p << "' missing in: " << e.what();
     }
   };
-  expect_error(
-      torch::nn::Sequential(torch::nn::Flatten(), torch::nn::Dropout(0.5), torch::nn::Linear(4, 2)),
-      {4}, {"layer 1", "Dropout", "not supported", "supported: onebit QuantConv2d"});
+  expect_error(torch::nn::Sequential(torch::nn::Flatten(), torch::nn::Tanh()), {4},
+               {"convert", "node \"1\"", "Tanh", "not a registered layer kind", "register_layer"});
+  expect_error(torch::nn::Sequential(torch::nn::MaxPool1d(2)), {4},
+               {"node \"0\"", "torch.MaxPool1d", "cannot be converted", "QuantConv2d"});
   expect_error(torch::nn::Sequential(torch::nn::Flatten(),
                                      nn::QuantDense(nn::QuantDenseOptions(4, 2)
                                                         .input_quantizer("ste_heaviside")
                                                         .kernel_quantizer("ste_sign")
                                                         .kernel_constraint("weight_clip"))),
-               {4}, {"layer 1", "QuantDense", "ste_heaviside", "expected a sign"});
+               {4}, {"node \"1\"", "QuantDense", "ste_heaviside", "expected a sign"});
   expect_error(torch::nn::Sequential(torch::nn::Flatten(),
                                      nn::QuantDense(nn::QuantDenseOptions(4, 2)
                                                         .input_quantizer("ste_sign")
                                                         .kernel_quantizer("ste_tern"))),
-               {4}, {"layer 1", "non-binary weights", "binary"});
+               {4}, {"node \"1\"", "non-binary weights", "binary"});
   expect_error(torch::nn::Sequential(nn::QuantConv2d(nn::QuantConv2dOptions(3, 2, 3))), {1, 5, 5},
-               {"layer 0", "in_channels is 3", "1 channels"});
+               {"node \"0\"", "QuantConv2d", "expected input of shape [N, 3"});
   expect_error(
       torch::nn::Sequential(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2).ceil_mode(true))),
-      {1, 5, 5}, {"layer 0", "ceil_mode"});
-  expect_error(torch::nn::Sequential(torch::nn::Linear(25, 2)), {1, 5, 5},
-               {"layer 0", "Linear", "add a Flatten"});
+      {1, 5, 5}, {"node \"0\"", "ceil_mode"});
+  expect_error(torch::nn::Sequential(torch::nn::Linear(5, 2)), {1, 5, 5},
+               {"node \"0\"", "Linear", "add a Flatten"});
 }
 
 TEST(Convert, FileRoundTripKeepsResultsAndMetadata) {

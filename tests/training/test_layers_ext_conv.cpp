@@ -6,6 +6,7 @@
 #include "ext_test_util.h"
 #include "onebit/nn/depthwise.h"
 #include "onebit/nn/separable.h"
+#include "onebit/registry.h"
 
 using namespace onebit::nn;
 using onebit::testing::copy_into;
@@ -136,7 +137,7 @@ TEST(QuantDepthwiseConv2d, ExposesKernelAndWarnsWithoutConstraint) {
   auto params = dw->quantized_parameters();
   ASSERT_EQ(params.size(), 1u);
   EXPECT_EQ(params[0].quantizer->id(), "ste_sign");
-  EXPECT_TRUE(dw->counts_macs());
+  EXPECT_EQ(onebit::find_layer_kind(*dw)->macs, onebit::MacRule::kWeights);
   EXPECT_TRUE(torch::equal(dw->quantized_weight(), sign_ref(dw->weight.detach())));
 }
 

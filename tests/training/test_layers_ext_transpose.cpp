@@ -5,6 +5,7 @@
 
 #include "ext_test_util.h"
 #include "onebit/nn/transpose.h"
+#include "onebit/registry.h"
 
 using namespace onebit::nn;
 using onebit::testing::copy_into;
@@ -62,7 +63,7 @@ TEST(QuantConvTranspose2d, BinaryForwardAndSteGradient) {
   EXPECT_GT(mask.sum().item<float>(), 0);
   EXPECT_LT(mask.sum().item<float>(), mask.numel());
   EXPECT_TRUE(torch::allclose(q->weight.grad(), wq.grad() * mask, 1e-5, 1e-6));
-  EXPECT_FALSE(q->counts_macs());
+  EXPECT_EQ(onebit::find_layer_kind(*q)->macs, onebit::MacRule::kUnknown);
 }
 
 // Keras "same": output = input * stride, cropped from the full ("valid") output starting at

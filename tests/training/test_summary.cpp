@@ -16,21 +16,16 @@ struct ResidualImpl : torch::nn::Module {
   torch::nn::Linear fc;
 };
 
-// LibTorch cannot store a plain Sequential in a Sequential; a subclass with a typed forward can.
-struct BlockImpl : torch::nn::SequentialImpl {
-  using SequentialImpl::SequentialImpl;
-  at::Tensor forward(const at::Tensor& x) { return SequentialImpl::forward(x); }
-};
-
 nn::QuantConv2dOptions conv(int64_t in, int64_t out, int64_t k) {
   return nn::QuantConv2dOptions(in, out, k)
       .kernel_quantizer("ste_sign")
       .kernel_constraint("weight_clip");
 }
 
-// Every kind of row, with numbers computed by hand below.
-torch::nn::Sequential hand_model() {
-  return torch::nn::Sequential(
+// Every kind of row, with numbers computed by hand below: a chain, a nested graph (a
+// Sequential called as one node), and a shortcut.
+nn::Graph hand_model() {
+  nn::Graph g(torch::nn::Sequential(
       nn::QuantConv2d(conv(1, 2, 3)),                                          // 0: float input
       torch::nn::MaxPool2d(2),                                                 // 1
       nn::BatchNorm(2),                                                        // 2
@@ -39,9 +34,12 @@ torch::nn::Sequential hand_model() {
       nn::QuantDense(nn::QuantDenseOptions(12, 4)                              // 5: ternary input
                          .input_quantizer("ste_tern")
                          .kernel_quantizer("ste_sign")
-                         .kernel_constraint("weight_clip")),
-      std::make_shared<BlockImpl>(torch::nn::ReLU(), torch::nn::Linear(4, 3)),  // 6.0, 6.1
-      std::make_shared<ResidualImpl>(3));                                       // 7, 7.fc
+                         .kernel_constraint("weight_clip"))));
+  nn::Value x = g->call("6", torch::nn::Sequential(torch::nn::ReLU(), torch::nn::Linear(4, 3)),
+                        nn::Value{6});                                         // 6.0, 6.1
+  nn::Value y = g->call("fc", torch::nn::Linear(3, 3), x);                    // fc
+  g->output(g->add({x, y}, "add"));                                          // add
+  return g;
 }
 
 using Bits = std::map<int, int64_t>;
@@ -53,13 +51,13 @@ TEST(Summary, HandComputedModelNumberByNumber) {
   model->train();
   auto s = summary(model, {1, 6, 6});
   EXPECT_TRUE(model->is_training());  // mode restored
-  ASSERT_EQ(s.layers.size(), 9u);
+  ASSERT_EQ(s.layers.size(), 10u);
   const auto& L = s.layers;
   std::vector<std::string> names;
   for (const auto& l : L) names.push_back(l.name);
   EXPECT_EQ(names, std::vector<std::string>({"0:QuantConv2d", "1:MaxPool2d", "2:BatchNorm",
                                              "3:QuantConv2d", "4:Flatten", "5:QuantDense",
-                                             "6.0:ReLU", "6.1:Linear", "7.fc:Linear"}));
+                                             "6.0:ReLU", "6.1:Linear", "fc:Linear", "add:Add"}));
   // Conv with float input: 2x1x3x3 binary kernel, 2 biases; 18 weights x 4x4 pixels at 32 bits.
   EXPECT_FALSE(L[0].input_precision.has_value());
   EXPECT_EQ(*L[0].output_shape, std::vector<int64_t>({-1, 2, 4, 4}));
@@ -90,13 +88,17 @@ TEST(Summary, HandComputedModelNumberByNumber) {
   // Unsupported layer: "?".
   EXPECT_EQ(*L[6].output_shape, std::vector<int64_t>({-1, 4}));
   EXPECT_FALSE(L[6].macs_by_bits.has_value());
-  // torch's Linear inside a nested Sequential: float MACs.
+  // torch's Linear inside a nested graph: float MACs.
   EXPECT_EQ(L[7].params_by_bits, (Bits{{32, 15}}));
   EXPECT_EQ(*L[7].macs_by_bits, (Bits{{32, 12}}));
-  // Inside a non-Sequential composite: counted weights, unknown shape and MACs.
-  EXPECT_FALSE(L[8].output_shape.has_value());
+  // The shortcut's branch: 3x3 weights + 3 biases, 9 float MACs.
+  EXPECT_EQ(*L[8].output_shape, std::vector<int64_t>({-1, 3}));
   EXPECT_EQ(L[8].params_by_bits, (Bits{{32, 12}}));
-  EXPECT_FALSE(L[8].macs_by_bits.has_value());
+  EXPECT_EQ(*L[8].macs_by_bits, (Bits{{32, 9}}));
+  // The merge: a row of its own, no weights, "?" MACs as in Larq (Add has no MAC rule there).
+  EXPECT_EQ(*L[9].output_shape, std::vector<int64_t>({-1, 3}));
+  EXPECT_TRUE(L[9].params_by_bits.empty());
+  EXPECT_FALSE(L[9].macs_by_bits.has_value());
 
   EXPECT_EQ(s.total_params, 109);
   EXPECT_EQ(s.trainable_params, 105);
@@ -106,21 +108,22 @@ TEST(Summary, HandComputedModelNumberByNumber) {
   EXPECT_EQ(s.fp32_memory_bits, 109 * 32);
   EXPECT_EQ(s.param_bits(), std::vector<int>({1, 32}));
   EXPECT_EQ(s.mac_precisions(), std::vector<int>({1, 2, 32}));
-  EXPECT_EQ(s.total_macs, 372);
-  EXPECT_DOUBLE_EQ(s.binarized_mac_ratio, 24.0 / 372);
-  EXPECT_DOUBLE_EQ(s.ternarized_mac_ratio, 48.0 / 372);
+  EXPECT_EQ(s.total_macs, 381);
+  EXPECT_DOUBLE_EQ(s.binarized_mac_ratio, 24.0 / 381);
+  EXPECT_DOUBLE_EQ(s.ternarized_mac_ratio, 48.0 / 381);
 
   auto j = s.to_json();
-  EXPECT_EQ(j["totals"]["total_macs"], 372);
+  EXPECT_EQ(j["totals"]["total_macs"], 381);
   EXPECT_EQ(j["totals"]["int8_memory_bits"], 368);
   EXPECT_EQ(j["layers"][0]["params_by_bits"], (nlohmann::json{{"1", 18}, {"32", 2}}));
   EXPECT_TRUE(j["layers"][0]["input_precision"].is_null());
   EXPECT_TRUE(j["layers"][6]["macs_by_bits"].is_null());
-  EXPECT_TRUE(j["layers"][8]["output_shape"].is_null());
+  EXPECT_TRUE(j["layers"][9]["macs_by_bits"].is_null());
+  EXPECT_EQ(j["layers"][9]["name"], "add:Add");
   EXPECT_EQ(j["layers"][3]["output_shape"], (nlohmann::json{-1, 3, 2, 2}));
 
   const auto text = s.to_string();
-  EXPECT_NE(text.find("Ratio of MACs that are ternarized  0.1290"), std::string::npos) << text;
+  EXPECT_NE(text.find("Ratio of MACs that are ternarized  0.1260"), std::string::npos) << text;
   const auto relu = text.find("| 6.0:ReLU ");
   ASSERT_NE(relu, std::string::npos) << text;
   const auto relu_line = text.substr(relu, text.find('\n', relu) - relu);
@@ -207,6 +210,21 @@ TEST(Summary, BadInputShapeAndFailingForwardAreClearErrors) {
     summary(model, {3, 28, 28});
     FAIL() << "expected an error";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("layer 0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("node \"0\""), std::string::npos) << e.what();
+  }
+}
+
+TEST(Summary, CompositeModuleWithoutARegisteredKindPointsToTheGraphApi) {
+  // The seed's `x + bn(conv(x))` written as a module: its forward (the shortcut) is invisible.
+  torch::nn::Sequential model(torch::nn::Flatten(), std::make_shared<ResidualImpl>(4));
+  try {
+    summary(model, {4});
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("node \"1\""), std::string::npos) << what;
+    EXPECT_NE(what.find("Residual"), std::string::npos) << what;
+    EXPECT_NE(what.find("onebit::nn::Graph"), std::string::npos) << what;
+    EXPECT_NE(what.find("register_layer"), std::string::npos) << what;
   }
 }

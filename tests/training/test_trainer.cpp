@@ -44,7 +44,7 @@ train::TrainOptions small_options(const std::string& out) {
   return o;
 }
 
-train::TrainResult run(const train::TrainOptions& o, torch::nn::Sequential* out_model = nullptr) {
+train::TrainResult run(const train::TrainOptions& o, nn::Graph* out_model = nullptr) {
   at::manual_seed(o.seed);
   auto model = zoo::build(o.model, o.model_options);
   auto r = train::fit(model, synthetic(256, 1), synthetic(128, 2), o);
@@ -114,7 +114,7 @@ TEST(Zoo, FloatCopyHasNoQuantizers) {
 
 TEST(Trainer, LearnsAndWritesCheckpointMetricsConfig) {
   auto out = temp_dir("learns");
-  torch::nn::Sequential model;
+  nn::Graph model;
   auto r = run(small_options(out), &model);
   EXPECT_EQ(r.epochs, 2);
   EXPECT_GT(r.test_accuracy, 0.6);  // 4 classes: chance is 0.25
@@ -153,7 +153,7 @@ TEST(Trainer, LearnsAndWritesCheckpointMetricsConfig) {
 
 TEST(Trainer, SameSeedSameThreadsSameResult) {
   auto a_dir = temp_dir("det_a"), b_dir = temp_dir("det_b");
-  torch::nn::Sequential a, b;
+  nn::Graph a, b;
   auto ra = run(small_options(a_dir), &a);
   auto rb = run(small_options(b_dir), &b);
   EXPECT_EQ(ra.test_accuracy, rb.test_accuracy);
@@ -166,7 +166,7 @@ TEST(Trainer, SameSeedSameThreadsSameResult) {
 
 TEST(Trainer, ResumeEqualsUninterruptedTraining) {
   auto full_dir = temp_dir("full"), part_dir = temp_dir("part");
-  torch::nn::Sequential full, resumed;
+  nn::Graph full, resumed;
   auto o = small_options(full_dir);
   run(o, &full);
   auto p = small_options(part_dir);

@@ -79,9 +79,9 @@ nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, d
           {"speedup_vs_float", float_seconds / b.seconds_per_run}};
 }
 
-// Whole-model images/s: the converted model in onebit_runtime vs the Sequential in LibTorch
+// Whole-model images/s: the converted model in onebit_runtime vs the model in LibTorch
 // eval mode, random images, batch 1 and 64.
-nlohmann::json bench_model(torch::nn::Sequential model, const std::vector<int64_t>& input_shape,
+nlohmann::json bench_model(nn::Graph model, const std::vector<int64_t>& input_shape,
                            const std::string& name, const std::string& source, int threads,
                            double min_seconds) {
   model->eval();
@@ -163,7 +163,7 @@ void add_bench(CLI::App& app) {
                 << std::setw(10) << r["speedup_vs_float"].get<double>() << std::endl;
     }
     if (a->no_model) return;
-    torch::nn::Sequential model;
+    nn::Graph model(nullptr);
     std::vector<int64_t> input_shape{1, 28, 28};
     std::string name = "larq-mnist", source = "untrained";
     if (!a->model_checkpoint.empty()) {

@@ -56,7 +56,7 @@ void add_summary(CLI::App& app) {
   cmd->add_flag("--no-macs", a->no_macs, "Leave out the MAC columns and lines");
   cmd->add_flag("--json", a->json, "Print the numbers as one JSON object");
   cmd->callback([a] {
-    torch::nn::Sequential model;
+    nn::Graph model(nullptr);
     std::vector<int64_t> shape;
     std::string name;
     if (!a->checkpoint.empty()) {

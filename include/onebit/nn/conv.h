@@ -84,7 +84,6 @@ class QuantConvNdImpl : public torch::nn::Cloneable<Derived>, public QuantLayer 
     return options.input_quantizer().get();
   }
   std::vector<QuantizedParameter> quantized_parameters() const override;
-  bool counts_macs() const override { return D <= 2; }
 
   /// The options the layer was built with.
   QuantConvOptions<D> options;

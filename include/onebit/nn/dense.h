@@ -56,7 +56,6 @@ class QuantDenseImpl : public torch::nn::Cloneable<QuantDenseImpl>, public Quant
     return options.input_quantizer().get();
   }
   std::vector<QuantizedParameter> quantized_parameters() const override;
-  bool counts_macs() const override { return true; }
 
   /// The options the layer was built with.
   QuantDenseOptions options;

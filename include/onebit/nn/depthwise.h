@@ -75,7 +75,6 @@ class QuantDepthwiseConv2dImpl : public torch::nn::Cloneable<QuantDepthwiseConv2
     return options.input_quantizer().get();
   }
   std::vector<QuantizedParameter> quantized_parameters() const override;
-  bool counts_macs() const override { return true; }
 
   /// The options the layer was built with.
   QuantDepthwiseConv2dOptions options;

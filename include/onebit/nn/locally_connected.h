@@ -92,7 +92,6 @@ class QuantLocallyConnectedNdImpl : public torch::nn::Cloneable<Derived>, public
   }
   std::vector<QuantizedParameter> quantized_parameters() const override;
   /// False: Larq's summary does not count locally connected layers.
-  bool counts_macs() const override { return false; }
 
   /// Spatial size of the output.
   const std::array<int64_t, D>& output_size() const { return output_size_; }

@@ -36,11 +36,6 @@ class QuantLayer {
   /// The kernels (not the bias) with their quantizers and constraints.
   virtual std::vector<QuantizedParameter> quantized_parameters() const = 0;
 
-  /// Whether the model summary counts this layer's MACs (Larq counts dense, conv1d/2d, depthwise
-  /// and separable convolutions; other layers show "?"). The count is, for each kernel,
-  /// weights x output positions.
-  virtual bool counts_macs() const { return false; }
-
   /// Applies each kernel's constraint in place.
   void apply_constraints();
   /// The weights as the forward pass uses them: `quantizer(latent)`, detached, by name.

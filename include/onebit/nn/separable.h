@@ -89,7 +89,6 @@ class QuantSeparableConvNdImpl : public torch::nn::Cloneable<Derived>, public Qu
   }
   /// "depthwise_weight" and "pointwise_weight".
   std::vector<QuantizedParameter> quantized_parameters() const override;
-  bool counts_macs() const override { return true; }
 
   /// The options the layer was built with.
   QuantSeparableConvOptions<D> options;

@@ -89,7 +89,6 @@ class QuantConvTransposeNdImpl : public torch::nn::Cloneable<Derived>, public Qu
   }
   std::vector<QuantizedParameter> quantized_parameters() const override;
   /// False: Larq's summary does not count transposed convolutions.
-  bool counts_macs() const override { return false; }
 
   /// The options the layer was built with.
   QuantConvTransposeOptions<D> options;

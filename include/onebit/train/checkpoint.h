@@ -3,7 +3,7 @@
 /// Checkpoints: model weights, optimizer state and the training config in one file, written
 /// atomically.
 
-#include <torch/nn/modules/container/sequential.h>
+#include "onebit/nn/graph.h"
 #include <torch/optim/optimizer.h>
 #include <nlohmann/json.hpp>
 
@@ -13,7 +13,7 @@ namespace onebit::train {
 
 /// A loaded checkpoint.
 struct Checkpoint {
-  torch::nn::Sequential model;  ///< rebuilt from the config, weights loaded, in eval mode
+  nn::Graph model{nullptr};  ///< rebuilt from the config, weights loaded, in eval mode
   nlohmann::json config;        ///< {"train": TrainOptions JSON, "epoch": n, ...}
   std::string path;             ///< the checkpoint file read
 };
@@ -22,7 +22,7 @@ struct Checkpoint {
 std::string checkpoint_file(const std::string& path);
 
 /// Writes model, optimizer (may be null) and config to `path` atomically.
-void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
+void save_checkpoint(const std::string& path, const nn::Graph& model,
                      torch::optim::Optimizer* optimizer, const nlohmann::json& config);
 
 /// Loads a checkpoint written by `save_checkpoint` (file or directory). The model is rebuilt from
@@ -39,6 +39,6 @@ void load_optimizer_state(const std::string& path, torch::optim::Optimizer& opti
 namespace onebit::train {
 
 /// Loads only the model weights stored in a checkpoint into `model` (same architecture).
-void load_model_state(const std::string& path, torch::nn::Sequential& model);
+void load_model_state(const std::string& path, nn::Graph model);
 
 }  // namespace onebit::train

@@ -12,7 +12,6 @@
 
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
-#include <torch/nn/modules/container/sequential.h>
 #include <torch/optim/optimizer.h>
 
 #include <functional>
@@ -22,6 +21,7 @@
 #include <vector>
 
 #include "onebit/data/datasets.h"
+#include "onebit/nn/graph.h"
 #include "onebit/zoo/models.h"
 
 namespace onebit::train {
@@ -60,7 +60,7 @@ struct EvalResult {
 
 /// State passed to callbacks.
 struct Context {
-  torch::nn::Sequential model;             ///< the model being trained
+  nn::Graph model;                         ///< the model being trained
   torch::optim::Optimizer* optimizer;      ///< its optimizer
   int epoch = 0;                           ///< current epoch, 1-based
   int64_t step = 0;                        ///< optimizer steps taken so far
@@ -95,12 +95,12 @@ struct TrainResult {
 /// or "bop" (Bop for the binary kernels, options "threshold" and "gamma", Adam with `lr` for
 /// everything else, through `optim::CaseOptimizer`).
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
-                                                        torch::nn::Sequential& model);
+                                                        nn::Graph& model);
 
 /// Trains `model` on `train_set`, evaluating on `test_set` after each epoch, writing
 /// `out_dir/metrics.jsonl`, `out_dir/config.json` and `out_dir/checkpoint.pt` (atomically).
 /// Throws std::runtime_error if the loss becomes NaN or infinite.
-TrainResult fit(torch::nn::Sequential model, const data::Dataset& train_set,
+TrainResult fit(nn::Graph model, const data::Dataset& train_set,
                 const data::Dataset& test_set, const TrainOptions& options,
                 const std::vector<std::shared_ptr<Callback>>& callbacks = {});
 
@@ -109,7 +109,7 @@ TrainResult train(const TrainOptions& options,
                   const std::vector<std::shared_ptr<Callback>>& callbacks = {});
 
 /// Evaluates `model` in eval mode (restores the previous mode).
-EvalResult evaluate(torch::nn::Sequential model, const data::Dataset& set,
+EvalResult evaluate(nn::Graph model, const data::Dataset& set,
                     int64_t batch_size = 256);
 
 /// Cross-entropy of logits against labels, and the number of correct top-1 predictions.

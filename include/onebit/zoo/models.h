@@ -1,17 +1,18 @@
 #pragma once
 /// \file
-/// The model zoo: named architectures built as `torch::nn::Sequential`.
+/// The model zoo: named architectures, built as `nn::Graph`s.
 ///
 /// ```
 /// auto model = onebit::zoo::build("larq-mnist");                     // the BNN
 /// auto baseline = onebit::zoo::build("larq-mnist", {.quantized = false});  // float copy
 /// ```
 
-#include <torch/nn/modules/container/sequential.h>
 #include <nlohmann/json.hpp>
 
 #include <string>
 #include <vector>
+
+#include "onebit/nn/graph.h"
 
 namespace onebit::zoo {
 
@@ -35,11 +36,13 @@ struct ModelOptions {
   static ModelOptions from_json(const nlohmann::json& j);
 };
 
-/// Builds a named model: "larq-mnist" (Larq's MNIST tutorial CNN) or "bnn-mlp" (a fully
-/// binarized MLP with a float first-layer input). The model outputs logits (the softmax is part
+/// Builds a named model: "larq-mnist" (Larq's MNIST tutorial CNN), "bnn-mlp" (a fully
+/// binarized MLP with a float first-layer input), "bireal-mnist" (Bi-Real-style float
+/// shortcuts around every binary convolution: add) or "densenet-mnist" (BinaryDenseNet-style
+/// dense blocks: concat); the graph models take inputs of at least 8x8. The model outputs logits (the softmax is part
 /// of the loss; `torch::softmax(model->forward(x), 1)` gives probabilities). Unknown names throw
 /// std::invalid_argument listing the known ones.
-torch::nn::Sequential build(const std::string& name, const ModelOptions& options = {});
+nn::Graph build(const std::string& name, const ModelOptions& options = {});
 
 /// Names `build` knows.
 std::vector<std::string> model_names();

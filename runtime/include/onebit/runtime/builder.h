@@ -5,7 +5,9 @@
 /// (batch norm into the previous layer; "binary layer -> batch norm -> sign" into a layer with
 /// bit-packed output via integer thresholds; "binary conv -> max pool -> batch norm -> sign" into
 /// a thresholded conv followed by a binary max pool). Fused and unfused models give identical
-/// results because every threshold is derived from the runtime's own float formula.
+/// results because every threshold is derived from the runtime's own float formula. In graphs
+/// (shortcuts, concatenation) a chain fuses only where each intermediate value has exactly one
+/// consumer and is not the model output.
 ///
 /// Example (Larq's MNIST CNN, weights in PyTorch OIHW / [out, in] order):
 /// \code
@@ -172,10 +174,21 @@ class ModelBuilder {
                             const std::vector<float>& var, float eps);
   /// Max pooling (float, or bits when `x` is bits).
   ValueRef max_pool2d(ValueRef x, const Pool2dParams& params);
-  /// Average pooling (float).
+  /// Average pooling (PyTorch `avg_pool2d`, floor mode); `x` float or bits (read as +-1), the
+  /// output is float. Any stride (default: the kernel), pads up to half the kernel,
+  /// `count_include_pad` as in PyTorch.
   ValueRef avg_pool2d(ValueRef x, const Pool2dParams& params);
-  /// Elementwise sum (shortcuts).
+  /// Global average pooling: (C,H,W) -> (C,1,1) float, the mean over H*W per channel (bits read
+  /// as +-1). `flatten` after it gives C features in channel order.
+  ValueRef global_avg_pool2d(ValueRef x);
+  /// Elementwise sum a + b of two values of the same shape (Bi-Real shortcuts); either may be
+  /// bits (read as +-1). The output is float.
   ValueRef add(ValueRef a, ValueRef b);
+  /// Concatenation along channels (PyTorch `torch.cat(xs, 1)`) of 2 to 256 values with equal H
+  /// and W, channels in the order of `xs` (DenseNet blocks). All bits: bits output, kept packed;
+  /// all float or mixed: float output with bits read as +-1.
+  /// Example: `ValueRef y = b.concat({x, b.sign(b.batch_norm(conv, m, bias))});`
+  ValueRef concat(const std::vector<ValueRef>& xs);
   /// max(x, 0).
   ValueRef relu(ValueRef x);
   /// x >= 0 ? x : alpha * x, alpha per channel or a single value.
@@ -207,6 +220,7 @@ class ModelBuilder {
   ValueRef add_op(Op op, const std::string& what);
   std::int32_t add_tensor(Tensor t);
   const ValueShape& value(ValueRef x, const std::string& what) const;
+  static std::string shape_string(const ValueShape& s);
   std::vector<std::int64_t> pool_attrs(const Pool2dParams& p, const ValueShape& in, Op& op,
                                        const std::string& what) const;
 

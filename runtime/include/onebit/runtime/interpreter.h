@@ -61,6 +61,11 @@ class Interpreter {
   std::vector<std::int64_t> output_shape() const;
   /// Floats per image in the output.
   std::size_t output_size() const;
+  /// Peak bytes of activation buffers that one `run` of `batch` images holds at once (input,
+  /// op outputs and the output; not per-op scratch). Each value lives from the op that produces
+  /// it to its last consumer, however many consumers it has; values nothing consumes are freed
+  /// right after they are produced. Example: `net.activation_bytes(64)`.
+  std::size_t activation_bytes(std::size_t batch) const;
   /// Binary multiply-accumulates per image (for throughput reports).
   std::int64_t binary_macs_per_image() const;
   /// The model as loaded.

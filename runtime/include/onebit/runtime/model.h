@@ -59,8 +59,11 @@ struct Tensor {
                            const std::vector<float>& values);
 };
 
-/// Operations of the runtime graph. Attributes and tensor roles per op are listed in
-/// docs/runtime.md; `Interpreter` validates them when it prepares a model.
+/// Operations of the runtime graph. The numbers are the op types stored in files: append new
+/// ones, never renumber. Attributes and tensor roles per op are listed in docs/model-format.md;
+/// `Interpreter` validates them when it prepares a model. Everything else the runtime knows about
+/// an op type (name, arity, input dtypes, format version, fusion, prepare function) is one entry
+/// of its op table (runtime/src/op_table.cpp).
 enum class OpType : std::uint16_t {
   kQuantize = 1,         ///< float -> bits: sign per element.
   kBinaryConv2d = 2,     ///< bits -> float or bits: XOR/popcount conv, fused output transform.
@@ -70,15 +73,19 @@ enum class OpType : std::uint16_t {
   kDense = 6,            ///< float dense; weights float32 or bits.
   kBatchNorm = 7,        ///< y = x * multiplier[c] + bias[c].
   kMaxPool2d = 8,        ///< float max pooling, padding ignored.
-  kAvgPool2d = 9,        ///< float average pooling.
-  kAdd = 10,             ///< elementwise sum of two values of the same shape and dtype float.
+  kAvgPool2d = 9,        ///< average pooling, float or bits (+-1) input, float output.
+  kAdd = 10,             ///< elementwise sum of two values of the same shape (bits read as +-1).
   kRelu = 11,            ///< max(x, 0).
   kPrelu = 12,           ///< x >= 0 ? x : alpha[c] * x.
   kFlatten = 13,         ///< (C,H,W) -> (C*H*W,1,1) in PyTorch's C,H,W order; float or bits.
   kSoftmax = 14,         ///< softmax over channels of a (C,1,1) float value.
+  // Format version 2:
+  kConcat = 15,           ///< >= 2 values along channels; all bits -> bits, else float (+-1).
+  kGlobalAvgPool2d = 16,  ///< (C,H,W) float or bits -> (C,1,1) float mean over H*W.
 };
 
-/// Name of an op type as used in files and messages, e.g. "binary_conv2d".
+/// Name of an op type as used in files and messages, e.g. "binary_conv2d"; "unknown" for a
+/// number without op.
 const char* op_name(OpType type);
 
 /// One op of the graph. Value ids: 0 is the model input, op i produces value i + 1.
@@ -102,8 +109,11 @@ struct Model {
   std::map<std::string, std::string> metadata;  ///< Free-form key/value strings.
 };
 
-/// Current `.obnn` format version written by `save_model`; loading rejects newer files.
-inline constexpr std::uint32_t kModelFormatVersion = 1;
+/// Current `.obnn` format version written by `save_model`. Loading accepts every version from 1
+/// up to this one (each version only with the op types it had) and rejects newer files.
+/// History: 1 = ops 1-14; 2 = concat (15), global_avgpool2d (16), add and avgpool2d with bits
+/// inputs, up to 256 inputs per op.
+inline constexpr std::uint32_t kModelFormatVersion = 2;
 
 /// Serializes a model into `.obnn` bytes.
 std::vector<std::uint8_t> serialize_model(const Model& model);
