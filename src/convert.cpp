@@ -68,8 +68,7 @@ bool Lowering::sign_follows() const {
   return only_signs_read(*trace_, static_cast<int>(index_) + 1);
 }
 
-runtime::ValueRef Lowering::quantize_input(runtime::ValueRef x,
-                                           const quantizers::QuantizerPtr& q) {
+runtime::ValueRef Lowering::quantize_input(runtime::ValueRef x, const quantizers::QuantizerPtr& q) {
   if (!q || q->forward_kind() == quantizers::ForwardKind::kIdentity) return x;
   if (!is_sign(q)) {
     fail("input quantizer " + quantizers::to_json(q).dump() +

@@ -226,8 +226,9 @@ Lowered lower_torch_batch_norm(Lowering& l, const torch::nn::Module& m, bool spa
   auto& bn = const_cast<BatchNormImpl&>(as<BatchNormImpl>(m));
   const auto& o = bn.options;
   if (!o.track_running_stats() || !bn.running_mean.defined()) {
-    fail("track_running_stats is false; eval mode then uses batch statistics, which a "
-         "converted model cannot; expected running statistics");
+    fail(
+        "track_running_stats is false; eval mode then uses batch statistics, which a "
+        "converted model cannot; expected running statistics");
   }
   const std::vector<float> gamma =
       o.affine() && bn.weight.defined() ? to_floats(bn.weight) : std::vector<float>();
@@ -284,9 +285,9 @@ Lowered quant_dense(Lowering& l, const torch::nn::Module& m) {
   check_channels(l, o.in_features(), "in_features");
   check_binary_input(l, x, k, o.kernel_quantizer().get());
   const bool integer = l.builder().is_bits(x) && k.binary && !dense.bias.defined();
-  const rt::ValueRef y = l.builder().dense(
-      x, rt::DenseParams(o.out_features()).binary_kernel(k.binary), k.values,
-      layer_bias(k, dense.bias));
+  const rt::ValueRef y =
+      l.builder().dense(x, rt::DenseParams(o.out_features()).binary_kernel(k.binary), k.values,
+                        layer_bias(k, dense.bias));
   return finish_layer(l, y, k, dense.bias, integer ? o.in_features() : 0);
 }
 
@@ -332,7 +333,8 @@ Lowered torch_conv2d(Lowering& l, const torch::nn::Module& m) {
   const std::string mode = torch::enumtype::get_enum_name(o.padding_mode());
   if (mode != "kZeros") fail("padding_mode " + mode + " is not supported, expected kZeros");
   check_channels(l, o.in_channels(), "in_channels");
-  if (l.builder().is_bits(l.input())) fail("float kernel on a binary (sign) input is not supported");
+  if (l.builder().is_bits(l.input()))
+    fail("float kernel on a binary (sign) input is not supported");
   rt::Conv2dParams p(o.out_channels(), 1);
   const auto ks = pair_of(o.kernel_size()), st = pair_of(o.stride()), di = pair_of(o.dilation());
   p.kernel_h = ks[0];
@@ -357,7 +359,8 @@ Lowered torch_linear(Lowering& l, const torch::nn::Module& m) {
   const auto& linear = as<torch::nn::LinearImpl>(m);
   check_flat(l);
   check_channels(l, linear.options.in_features(), "in_features");
-  if (l.builder().is_bits(l.input())) fail("float kernel on a binary (sign) input is not supported");
+  if (l.builder().is_bits(l.input()))
+    fail("float kernel on a binary (sign) input is not supported");
   return {l.builder().dense(l.input(), rt::DenseParams(linear.options.out_features()),
                             to_floats(linear.weight),
                             linear.bias.defined() ? to_floats(linear.bias) : std::vector<float>()),
@@ -397,8 +400,8 @@ Lowered adaptive_avg_pool2d(Lowering& l, const torch::nn::Module& m) {
 Lowered flatten(Lowering& l, const torch::nn::Module& m) {
   const auto& o = as<torch::nn::FlattenImpl>(m).options;
   if (o.start_dim() != 1 || o.end_dim() != -1) {
-    fail("start_dim " + std::to_string(o.start_dim()) + ", end_dim " +
-         std::to_string(o.end_dim()) + ": expected 1 and -1 (flatten each image)");
+    fail("start_dim " + std::to_string(o.start_dim()) + ", end_dim " + std::to_string(o.end_dim()) +
+         ": expected 1 and -1 (flatten each image)");
   }
   return {l.builder().flatten(l.input()), l.integer_range()};
 }
@@ -413,8 +416,6 @@ Lowered softmax(Lowering& l, const torch::nn::Module& m) {
   return {l.builder().softmax(l.input()), 0};
 }
 
-Lowered identity(Lowering& l, const torch::nn::Module&) {
-  return {l.input(), l.integer_range()};
-}
+Lowered identity(Lowering& l, const torch::nn::Module&) { return {l.input(), l.integer_range()}; }
 
 }  // namespace onebit::lower

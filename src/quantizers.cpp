@@ -51,9 +51,7 @@ at::Tensor sign_pm1(const at::Tensor& x) {
   return x.ge(0).to(x.scalar_type()).mul_(2).sub_(1);
 }
 
-Json clip_json(const std::optional<double>& clip) {
-  return clip ? Json(*clip) : Json(nullptr);
-}
+Json clip_json(const std::optional<double>& clip) { return clip ? Json(*clip) : Json(nullptr); }
 
 void check_clip(const std::optional<double>& clip, const char* who) {
   if (clip && !(*clip >= 0.0)) {
@@ -70,8 +68,8 @@ void check_clip(const std::optional<double>& clip, const char* who) {
 at::Tensor Quantizer::operator()(const at::Tensor& x) const {
   if (!at::GradMode::is_enabled() || !x.requires_grad()) return quantize(x);
   auto owner = weak_from_this().lock();
-  auto holder = c10::make_intrusive<QuantizerHolder>(
-      std::static_pointer_cast<const Quantizer>(owner), this);
+  auto holder =
+      c10::make_intrusive<QuantizerHolder>(std::static_pointer_cast<const Quantizer>(owner), this);
   return QuantizeFunction::apply(x, holder);
 }
 
@@ -115,9 +113,7 @@ SteHeaviside::SteHeaviside(std::optional<double> clip_value) : clip_value_(clip_
   check_clip(clip_value_, "ste_heaviside");
 }
 Json SteHeaviside::config() const { return {{"clip_value", clip_json(clip_value_)}}; }
-at::Tensor SteHeaviside::quantize(const at::Tensor& x) const {
-  return x.gt(0).to(x.scalar_type());
-}
+at::Tensor SteHeaviside::quantize(const at::Tensor& x) const { return x.gt(0).to(x.scalar_type()); }
 at::Tensor SteHeaviside::gradient(const at::Tensor& x, const at::Tensor& dy) const {
   return ste(x, dy, clip_value_);
 }
@@ -139,8 +135,7 @@ at::Tensor SwishSign::gradient(const at::Tensor& x, const at::Tensor& dy) const 
 
 // ---- MagnitudeAwareSign ---------------------------------------------------------------------
 
-MagnitudeAwareSign::MagnitudeAwareSign(std::optional<double> clip_value)
-    : clip_value_(clip_value) {
+MagnitudeAwareSign::MagnitudeAwareSign(std::optional<double> clip_value) : clip_value_(clip_value) {
   check_clip(clip_value_, "magnitude_aware_sign");
 }
 Json MagnitudeAwareSign::config() const { return {{"clip_value", clip_json(clip_value_)}}; }
@@ -150,7 +145,9 @@ at::Tensor MagnitudeAwareSign::scale(const at::Tensor& x) const {
   for (int64_t d = 1; d < x.dim(); ++d) dims.push_back(d);
   return x.abs().mean(dims, /*keepdim=*/true);
 }
-at::Tensor MagnitudeAwareSign::quantize(const at::Tensor& x) const { return scale(x) * sign_pm1(x); }
+at::Tensor MagnitudeAwareSign::quantize(const at::Tensor& x) const {
+  return scale(x) * sign_pm1(x);
+}
 at::Tensor MagnitudeAwareSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
   return scale(x) * ste(x, dy, clip_value_);
 }
@@ -193,8 +190,8 @@ DoReFa::DoReFa(int k_bit, std::string mode) : k_bit_(k_bit), mode_(std::move(mod
                                 std::to_string(k_bit));
   }
   if (mode_ != "activations" && mode_ != "weights") {
-    throw std::invalid_argument("dorefa_quantizer: mode must be \"activations\" or \"weights\", got \"" +
-                                mode_ + "\"");
+    throw std::invalid_argument(
+        "dorefa_quantizer: mode must be \"activations\" or \"weights\", got \"" + mode_ + "\"");
   }
 }
 at::Tensor DoReFa::quantize(const at::Tensor& x) const {
@@ -295,9 +292,8 @@ class Args {
       if (!used_.count(item.key())) {
         std::string known;
         for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
-        throw std::invalid_argument("quantizer \"" + id_ + "\": unknown argument \"" +
-                                    item.key() + "\" (known: " +
-                                    (known.empty() ? "none" : known) + ")");
+        throw std::invalid_argument("quantizer \"" + id_ + "\": unknown argument \"" + item.key() +
+                                    "\" (known: " + (known.empty() ? "none" : known) + ")");
       }
     }
   }
@@ -336,16 +332,14 @@ Registry& registry() {
     f["noop"] = checked("noop", [](Args& a) {
       return std::make_shared<NoOp>(a.integer("precision", std::nullopt));
     });
-    f["ste_sign"] = checked("ste_sign", [](Args& a) {
-      return std::make_shared<SteSign>(a.clip("clip_value", 1.0));
-    });
+    f["ste_sign"] = checked(
+        "ste_sign", [](Args& a) { return std::make_shared<SteSign>(a.clip("clip_value", 1.0)); });
     f["approx_sign"] = checked("approx_sign", [](Args&) { return std::make_shared<ApproxSign>(); });
     f["ste_heaviside"] = checked("ste_heaviside", [](Args& a) {
       return std::make_shared<SteHeaviside>(a.clip("clip_value", 1.0));
     });
-    f["swish_sign"] = checked("swish_sign", [](Args& a) {
-      return std::make_shared<SwishSign>(a.number("beta", 5.0));
-    });
+    f["swish_sign"] = checked(
+        "swish_sign", [](Args& a) { return std::make_shared<SwishSign>(a.number("beta", 5.0)); });
     f["magnitude_aware_sign"] = checked("magnitude_aware_sign", [](Args& a) {
       return std::make_shared<MagnitudeAwareSign>(a.clip("clip_value", 1.0));
     });
@@ -358,12 +352,17 @@ Registry& registry() {
       int k = a.integer("k_bit", 2);
       return std::make_shared<DoReFa>(k, a.string("mode", "activations"));
     });
-    reg->aliases = {{"NoOpQuantizer", "noop"},       {"NoOp", "noop"},
-                    {"SteSign", "ste_sign"},         {"ApproxSign", "approx_sign"},
-                    {"SteHeaviside", "ste_heaviside"}, {"SwishSign", "swish_sign"},
+    reg->aliases = {{"NoOpQuantizer", "noop"},
+                    {"NoOp", "noop"},
+                    {"SteSign", "ste_sign"},
+                    {"ApproxSign", "approx_sign"},
+                    {"SteHeaviside", "ste_heaviside"},
+                    {"SwishSign", "swish_sign"},
                     {"MagnitudeAwareSign", "magnitude_aware_sign"},
-                    {"SteTern", "ste_tern"},         {"DoReFaQuantizer", "dorefa_quantizer"},
-                    {"DoReFa", "dorefa_quantizer"},  {"dorefa", "dorefa_quantizer"}};
+                    {"SteTern", "ste_tern"},
+                    {"DoReFaQuantizer", "dorefa_quantizer"},
+                    {"DoReFa", "dorefa_quantizer"},
+                    {"dorefa", "dorefa_quantizer"}};
     for (const auto& kv : f) reg->builtin.insert(kv.first);
     return reg;
   }();

@@ -471,12 +471,12 @@ void add_onebit_types(std::vector<LayerKind>& r) {
                }});
   rules(r, MacRule::kUnknown, lower::add);
   r.back().multi_input = true;
-  r.push_back(
-      {"Concat", describer<nn::ConcatImpl>([](const nn::ConcatImpl&) { return Json::object(); }),
-       [](const Json& j) {
-         Options(j, "Concat").finish();
-         return torch::nn::AnyModule(nn::Concat());
-       }});
+  r.push_back({"Concat",
+               describer<nn::ConcatImpl>([](const nn::ConcatImpl&) { return Json::object(); }),
+               [](const Json& j) {
+                 Options(j, "Concat").finish();
+                 return torch::nn::AnyModule(nn::Concat());
+               }});
   rules(r, MacRule::kUnknown, lower::concat);
   r.back().multi_input = true;
   // A nested graph: its options are its own architecture. The trace inlines it, so it needs
@@ -655,34 +655,34 @@ void add_torch_types(std::vector<LayerKind>& r) {
   add_torch_avg_pool<2, torch::nn::AvgPool2d, torch::nn::AvgPool2dImpl,
                      torch::nn::AvgPool2dOptions>(r, "torch.AvgPool2d");
   rules(r, MacRule::kNone, lower::avg_pool2d);
-  r.push_back({"torch.AdaptiveAvgPool2d",
-               describer<torch::nn::AdaptiveAvgPool2dImpl>(
-                   [](const torch::nn::AdaptiveAvgPool2dImpl& m) {
-                     const auto& size = m.options.output_size();
-                     Json out = Json::array();
-                     for (const auto& v : *size) out.push_back(v ? Json(*v) : Json(nullptr));
-                     return Json{{"output_size", out}};
-                   }),
-               [](const Json& j) {
-                 Options r(j, "torch.AdaptiveAvgPool2d");
-                 const Json& size = r.required("output_size");
-                 if (!size.is_array() || size.size() != 2) {
-                   r.fail("option \"output_size\" must be a list of 2 sizes (or nulls), got " +
-                          size.dump());
-                 }
-                 std::vector<c10::optional<int64_t>> v;
-                 for (const auto& e : size) {
-                   if (!e.is_null() && !(e.is_number_integer() && e.get<int64_t>() > 0)) {
-                     r.fail("option \"output_size\" must hold positive integers or nulls, got " +
-                            size.dump());
-                   }
-                   v.push_back(e.is_null() ? c10::optional<int64_t>()
-                                           : c10::optional<int64_t>(e.get<int64_t>()));
-                 }
-                 r.finish();
-                 return torch::nn::AnyModule(torch::nn::AdaptiveAvgPool2d(
-                     torch::nn::AdaptiveAvgPool2dOptions({v[0], v[1]})));
-               }});
+  r.push_back(
+      {"torch.AdaptiveAvgPool2d",
+       describer<torch::nn::AdaptiveAvgPool2dImpl>([](const torch::nn::AdaptiveAvgPool2dImpl& m) {
+         const auto& size = m.options.output_size();
+         Json out = Json::array();
+         for (const auto& v : *size) out.push_back(v ? Json(*v) : Json(nullptr));
+         return Json{{"output_size", out}};
+       }),
+       [](const Json& j) {
+         Options r(j, "torch.AdaptiveAvgPool2d");
+         const Json& size = r.required("output_size");
+         if (!size.is_array() || size.size() != 2) {
+           r.fail("option \"output_size\" must be a list of 2 sizes (or nulls), got " +
+                  size.dump());
+         }
+         std::vector<c10::optional<int64_t>> v;
+         for (const auto& e : size) {
+           if (!e.is_null() && !(e.is_number_integer() && e.get<int64_t>() > 0)) {
+             r.fail("option \"output_size\" must hold positive integers or nulls, got " +
+                    size.dump());
+           }
+           v.push_back(e.is_null() ? c10::optional<int64_t>()
+                                   : c10::optional<int64_t>(e.get<int64_t>()));
+         }
+         r.finish();
+         return torch::nn::AnyModule(
+             torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions({v[0], v[1]})));
+       }});
   // Larq's summary has no rule for global pooling ("?").
   rules(r, MacRule::kUnknown, lower::adaptive_avg_pool2d);
   r.push_back(
@@ -721,8 +721,9 @@ void add_torch_types(std::vector<LayerKind>& r) {
                }});
   rules(r, MacRule::kUnknown, lower::identity);
   r.push_back({"torch.Softmax",
-               describer<torch::nn::SoftmaxImpl>(
-                   [](const torch::nn::SoftmaxImpl& m) { return Json{{"dim", m.options.dim()}}; }),
+               describer<torch::nn::SoftmaxImpl>([](const torch::nn::SoftmaxImpl& m) {
+                 return Json{{"dim", m.options.dim()}};
+               }),
                [](const Json& j) {
                  Options r(j, "torch.Softmax");
                  torch::nn::SoftmaxOptions o(r.integer("dim"));

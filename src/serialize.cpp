@@ -86,9 +86,9 @@ StoredNode read_node(const Json& node, std::size_t index, std::size_t values, bo
   for (const auto& v : *inputs) {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
         v.get<int64_t>() >= static_cast<int64_t>(values)) {
-      bad_architecture(where + ": inputs must be ids of earlier values (0.." +
-                           std::to_string(values - 1) + ")",
-                       *inputs);
+      bad_architecture(
+          where + ": inputs must be ids of earlier values (0.." + std::to_string(values - 1) + ")",
+          *inputs);
     }
     out.inputs.push_back(nn::Value{v.get<int>()});
   }

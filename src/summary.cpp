@@ -1,11 +1,6 @@
 #include "onebit/summary.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/container/any.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/pooling.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +9,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "onebit/nn/batch_norm.h"
 #include "onebit/nn/quant_layer.h"
 #include "onebit/trace.h"
 
@@ -22,16 +16,6 @@ namespace onebit {
 namespace {
 
 using torch::nn::Module;
-
-template <typename... T>
-bool is_any_of(const Module& m) {
-  return (... || (dynamic_cast<const T*>(&m) != nullptr));
-}
-
-bool is_batch_norm(const Module& m) {
-  return is_any_of<nn::BatchNormImpl, torch::nn::BatchNorm1dImpl, torch::nn::BatchNorm2dImpl,
-                   torch::nn::BatchNorm3dImpl>(m);
-}
 
 /// Rethrows `e` (std::invalid_argument or std::runtime_error) with `prefix` before its message.
 [[noreturn]] void throw_with_prefix(const std::exception& e, const std::string& prefix) {
@@ -64,11 +48,12 @@ std::vector<Weight> weights_of(const Module& m, bool recurse) {
     out.push_back(
         {item.key(), t.numel(), it == kernel_bits.end() ? 32 : it->second, t.requires_grad()});
   }
-  if (is_batch_norm(m)) {
-    // Larq keeps the moving statistics (fused scale and offset) in place of beta and gamma.
-    auto buffers = m.named_buffers(/*recurse=*/false);
-    const auto* mean = buffers.find("running_mean");
-    const auto* var = buffers.find("running_var");
+  // Batch norms (any layer with moving statistics): Larq keeps the moving statistics (fused
+  // scale and offset) in place of beta and gamma.
+  auto buffers = m.named_buffers(/*recurse=*/false);
+  const auto* mean = buffers.find("running_mean");
+  const auto* var = buffers.find("running_var");
+  {
     auto drop = [&](const char* name) {
       out.erase(
           std::remove_if(out.begin(), out.end(), [&](const Weight& w) { return w.name == name; }),

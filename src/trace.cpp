@@ -55,7 +55,8 @@ class Tracer {
         }
       } catch (const std::exception& e) {
         std::ostringstream msg;
-        msg << "the forward pass fails at node \"" << path << "\" (" << t.type << ") on input(s) of shape";
+        msg << "the forward pass fails at node \"" << path << "\" (" << t.type
+            << ") on input(s) of shape";
         for (int v : inputs) msg << " " << values_[static_cast<std::size_t>(v)].sizes();
         msg << ": " << first_line(e.what());
         throw std::runtime_error(msg.str());
@@ -97,7 +98,8 @@ std::vector<int64_t> ModelTrace::shape(int value) const {
 std::string unregistered_message(const std::string& node, const torch::nn::Module& module,
                                  const std::string& what) {
   const std::string type = short_type_name(module);
-  std::string msg = what + ": node \"" + node + "\" is a " + type + ", which is not a registered layer kind";
+  std::string msg =
+      what + ": node \"" + node + "\" is a " + type + ", which is not a registered layer kind";
   if (!module.children().empty()) {
     msg += " and has sub-modules, so its forward pass (e.g. a shortcut) cannot be seen";
   }
@@ -112,8 +114,8 @@ ModelTrace trace(nn::Graph model, const std::vector<int64_t>& input_shape) {
       std::any_of(input_shape.begin(), input_shape.end(), [](int64_t d) { return d <= 0; })) {
     std::string s;
     for (auto d : input_shape) s += (s.empty() ? "" : ",") + std::to_string(d);
-    throw std::invalid_argument("input_shape must be non-empty positive sizes (e.g. 1,28,28), got [" +
-                                s + "]");
+    throw std::invalid_argument(
+        "input_shape must be non-empty positive sizes (e.g. 1,28,28), got [" + s + "]");
   }
   ModelTrace out;
   out.input_shape = input_shape;

@@ -15,10 +15,11 @@
 /// Layers understood (anything else is an error naming the node and its kind):
 /// - `onebit::nn::QuantConv2d`, `onebit::nn::QuantDense`: an input quantizer whose
 ///   `forward_kind()` is `kSign` (`ste_sign`, `approx_sign`, `swish_sign`, or a custom quantizer
-///   declared as a sign) becomes a `sign` op; `noop` or none keeps the input float. A 1-bit kernel quantizer whose values are exactly +-1 gives a binary
-///   kernel (stored as bits); `magnitude_aware_sign` gives a +-1 kernel followed by a
-///   per-channel scale (folded into the next batch norm by the runtime builder); no kernel
-///   quantizer, or a multi-bit one (its quantized values), gives float weights. Bias is kept.
+///   declared as a sign) becomes a `sign` op; `noop` or none keeps the input float. A 1-bit kernel
+///   quantizer whose values are exactly +-1 gives a binary kernel (stored as bits);
+///   `magnitude_aware_sign` gives a +-1 kernel followed by a per-channel scale (folded into the
+///   next batch norm by the runtime builder); no kernel quantizer, or a multi-bit one (its
+///   quantized values), gives float weights. Bias is kept.
 /// - `onebit::nn::BatchNorm`, `torch::nn::BatchNorm1d/2d` (running statistics required).
 /// - `torch::nn::Conv2d` (zero padding mode), `torch::nn::Linear`, `torch::nn::MaxPool2d`
 ///   (dilation 1, no ceil mode), `torch::nn::AvgPool2d` (no ceil mode, no divisor override),

@@ -259,8 +259,8 @@ std::vector<std::string> known_ids();
 class QuantizerSpec {
  public:
   QuantizerSpec() = default;
-  QuantizerSpec(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
-  QuantizerSpec(const char* id);    // NOLINT(google-explicit-constructor)
+  QuantizerSpec(std::nullptr_t) {}       // NOLINT(google-explicit-constructor)
+  QuantizerSpec(const char* id);         // NOLINT(google-explicit-constructor)
   QuantizerSpec(const std::string& id);  // NOLINT(google-explicit-constructor)
   template <typename Q, typename = std::enable_if_t<std::is_base_of_v<Quantizer, Q>>>
   QuantizerSpec(std::shared_ptr<Q> q)  // NOLINT(google-explicit-constructor)

@@ -99,11 +99,24 @@ Value GraphImpl::add_node(const std::string& name, torch::nn::AnyModule module,
   return Value{static_cast<int>(nodes_.size())};
 }
 
+namespace {
+
+void check_merge(const std::vector<Value>& xs, const std::string& name, const char* what) {
+  if (xs.size() < 2) {
+    throw std::invalid_argument(std::string("Graph: ") + what + " node \"" + name +
+                                "\" needs at least 2 values, got " + std::to_string(xs.size()));
+  }
+}
+
+}  // namespace
+
 Value GraphImpl::add(const std::vector<Value>& xs, const std::string& name) {
+  check_merge(xs, name, "Add");
   return call(name, Add(), xs);
 }
 
 Value GraphImpl::concat(const std::vector<Value>& xs, const std::string& name) {
+  check_merge(xs, name, "Concat");
   return call(name, Concat(), xs);
 }
 

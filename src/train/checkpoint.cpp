@@ -23,13 +23,17 @@ void save_checkpoint(const std::string& path, const nn::Graph& model,
   io::atomic_write(path, [&](const std::string& tmp) {
     torch::serialize::OutputArchive root;
     root.write("onebit_checkpoint_version", c10::IValue(static_cast<int64_t>(2)));
-    // The architecture lets load_checkpoint rebuild models that are not in the zoo; a model
-    // with a module type serialize cannot describe falls back to the zoo name.
+    // The architecture lets load_checkpoint rebuild models that are not in the zoo. A model
+    // with a layer no kind describes still gets its weights and optimizer saved (training must
+    // not stop at the end of an epoch); load_checkpoint then refuses to guess the model and
+    // says why, and load_model_state reads the weights into the user's own model.
     nlohmann::json full = config;
+    full.erase("architecture");
+    full.erase("architecture_error");
     try {
       full["architecture"] = serialize::describe(model);
-    } catch (const std::invalid_argument&) {
-      full.erase("architecture");
+    } catch (const std::invalid_argument& e) {
+      full["architecture_error"] = e.what();
     }
     root.write("config", c10::IValue(full.dump()));
     torch::serialize::OutputArchive model_archive;
@@ -73,6 +77,11 @@ Checkpoint load_checkpoint(const std::string& path) {
     ck.config = nlohmann::json::parse(config.toStringRef());
     if (ck.config.contains("architecture")) {
       ck.model = serialize::build(ck.config.at("architecture"));
+    } else if (ck.config.contains("architecture_error")) {
+      throw std::runtime_error("the model's architecture could not be stored (" +
+                               ck.config.at("architecture_error").get<std::string>() +
+                               "); rebuild the model in code and read the weights with "
+                               "onebit::train::load_model_state");
     } else {
       const auto& t = ck.config.at("train");
       ck.model = zoo::build(t.at("model").get<std::string>(),
@@ -98,8 +107,8 @@ void load_optimizer_state(const std::string& path, torch::optim::Optimizer& opti
     optimizer.load(archive);
   } catch (const std::exception& e) {
     std::string what = e.what();
-    throw std::runtime_error(file + ": cannot load optimizer state: " +
-                             what.substr(0, what.find('\n')));
+    throw std::runtime_error(file +
+                             ": cannot load optimizer state: " + what.substr(0, what.find('\n')));
   }
 }
 

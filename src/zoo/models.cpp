@@ -23,8 +23,7 @@ struct Binary {
 };
 
 nn::BatchNorm batch_norm(int64_t c, const ModelOptions& o) {
-  return nn::BatchNorm(
-      nn::BatchNormOptions(c).momentum(o.bn_momentum).eps(o.bn_eps).scale(false));
+  return nn::BatchNorm(nn::BatchNormOptions(c).momentum(o.bn_momentum).eps(o.bn_eps).scale(false));
 }
 
 void check_input(const std::string& name, const ModelOptions& o, int64_t min_hw) {
@@ -61,13 +60,11 @@ nn::Graph larq_mnist(const ModelOptions& o) {
                               .kernel_quantizer(b.q("ste_sign"))
                               .kernel_constraint(b.clip()));
   };
-  return torch::nn::Sequential(
-      conv(c, 32, false), torch::nn::MaxPool2d(2), batch_norm(32, o),
-      conv(32, 64, true), torch::nn::MaxPool2d(2), batch_norm(64, o),
-      conv(64, 64, true), batch_norm(64, o),
-      torch::nn::Flatten(),
-      dense(64 * h * w, 64), batch_norm(64, o),
-      dense(64, o.num_classes), batch_norm(o.num_classes, o));
+  return torch::nn::Sequential(conv(c, 32, false), torch::nn::MaxPool2d(2), batch_norm(32, o),
+                               conv(32, 64, true), torch::nn::MaxPool2d(2), batch_norm(64, o),
+                               conv(64, 64, true), batch_norm(64, o), torch::nn::Flatten(),
+                               dense(64 * h * w, 64), batch_norm(64, o), dense(64, o.num_classes),
+                               batch_norm(o.num_classes, o));
 }
 
 // A fully binarized MLP: float input to the first layer, binary everything else.
@@ -82,8 +79,7 @@ nn::Graph bnn_mlp(const ModelOptions& o) {
                               .kernel_quantizer(b.q("ste_sign"))
                               .kernel_constraint(b.clip()));
   };
-  return torch::nn::Sequential(torch::nn::Flatten(),
-                               dense(in, 512, false), batch_norm(512, o),
+  return torch::nn::Sequential(torch::nn::Flatten(), dense(in, 512, false), batch_norm(512, o),
                                dense(512, 512, true), batch_norm(512, o),
                                dense(512, o.num_classes, true), batch_norm(o.num_classes, o));
 }
@@ -105,11 +101,11 @@ nn::QuantConv2d binary_conv(int64_t in, int64_t out, int64_t stride, const Binar
 // The float first layer both graph models share: 3x3 conv to `channels`, 2x2 max pooling,
 // batch norm (28x28 -> 14x14).
 nn::Value float_stem(nn::Graph& g, int64_t channels, const ModelOptions& o) {
-  nn::Value x = g->call("stem_conv",
-                        nn::QuantConv2d(nn::QuantConv2dOptions(o.input_shape[0], channels, 3)
-                                            .padding(torch::kSame)
-                                            .bias(false)),
-                        g->input());
+  nn::Value x = g->call(
+      "stem_conv",
+      nn::QuantConv2d(
+          nn::QuantConv2dOptions(o.input_shape[0], channels, 3).padding(torch::kSame).bias(false)),
+      g->input());
   x = g->call("stem_pool", torch::nn::MaxPool2d(2), x);
   return g->call("stem_bn", batch_norm(channels, o), x);
 }
@@ -142,9 +138,9 @@ nn::Graph bireal_mnist(const ModelOptions& o) {
         shortcut = g->call(n + "_down_pool",
                            torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(stride)), shortcut);
       }
-      shortcut = g->call(n + "_down_conv",
-                         nn::QuantConv2d(nn::QuantConv2dOptions(channels, out, 1).bias(false)),
-                         shortcut);
+      shortcut =
+          g->call(n + "_down_conv",
+                  nn::QuantConv2d(nn::QuantConv2dOptions(channels, out, 1).bias(false)), shortcut);
       shortcut = g->call(n + "_down_bn", batch_norm(out, o), shortcut);
     }
     nn::Value y = g->call(n + "_conv", binary_conv(channels, out, stride, b), x);
@@ -193,23 +189,33 @@ nn::Graph densenet_mnist(const ModelOptions& o) {
 }  // namespace
 
 nlohmann::json ModelOptions::to_json() const {
-  return {{"quantized", quantized},       {"bn_momentum", bn_momentum}, {"bn_eps", bn_eps},
-          {"input_shape", input_shape}, {"num_classes", num_classes}};
+  return {{"quantized", quantized},
+          {"bn_momentum", bn_momentum},
+          {"bn_eps", bn_eps},
+          {"input_shape", input_shape},
+          {"num_classes", num_classes}};
 }
 
 ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
   ModelOptions o;
-  if (!j.is_object()) throw std::invalid_argument("model options must be a JSON object, got " + j.dump());
+  if (!j.is_object())
+    throw std::invalid_argument("model options must be a JSON object, got " + j.dump());
   for (const auto& item : j.items()) {
     const auto& k = item.key();
     const auto& v = item.value();
     try {
-      if (k == "quantized") o.quantized = v.get<bool>();
-      else if (k == "bn_momentum") o.bn_momentum = v.get<double>();
-      else if (k == "bn_eps") o.bn_eps = v.get<double>();
-      else if (k == "input_shape") o.input_shape = v.get<std::vector<int64_t>>();
-      else if (k == "num_classes") o.num_classes = v.get<int64_t>();
-      else throw std::invalid_argument("unknown model option \"" + k + "\"");
+      if (k == "quantized")
+        o.quantized = v.get<bool>();
+      else if (k == "bn_momentum")
+        o.bn_momentum = v.get<double>();
+      else if (k == "bn_eps")
+        o.bn_eps = v.get<double>();
+      else if (k == "input_shape")
+        o.input_shape = v.get<std::vector<int64_t>>();
+      else if (k == "num_classes")
+        o.num_classes = v.get<int64_t>();
+      else
+        throw std::invalid_argument("unknown model option \"" + k + "\"");
     } catch (const nlohmann::json::exception& e) {
       throw std::invalid_argument("model option \"" + k + "\" has the wrong type: " + v.dump());
     }

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "onebit/data/datasets.h"
+#include "onebit/serialize.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/train/trainer.h"
 
@@ -91,6 +92,45 @@ TEST(FashionMnist, BnnMlpLearnsOnARealSlice) {
   auto r = train::train(o);
   EXPECT_GE(r.test_accuracy, 0.72) << "bnn-mlp after 2 epochs on 8000 images";
   fs::remove_all(o.out_dir);
+}
+
+TEST(FashionMnist, GraphModelsLearnOnARealSliceAndRoundTrip) {
+  const auto test = data::load("fashion-mnist", data::Split::kTest).head(2000);
+  for (const char* name : {"bireal-mnist", "densenet-mnist"}) {
+    SCOPED_TRACE(name);
+    auto o = slice_options(name);
+    auto r = train::train(o);
+    EXPECT_GE(r.test_accuracy, 0.72) << name << " after 2 epochs on 8000 images";
+    // The checkpoint rebuilds the graph; save/load keeps every output bit for bit.
+    auto ck = train::load_checkpoint(o.out_dir);
+    EXPECT_DOUBLE_EQ(train::evaluate(ck.model, test).accuracy, r.test_accuracy);
+    const std::string path = o.out_dir + "/model.onebit";
+    save(ck.model, path);
+    auto loaded = load(path);
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(loaded->forward(test.images), ck.model->forward(test.images)));
+    fs::remove_all(o.out_dir);
+  }
+}
+
+TEST(Tool, GraphModelSummaryHasMergeRowsAndJson) {
+  auto t = run_tool("summary --model bireal-mnist");
+  ASSERT_EQ(t.status, 0) << t.out;
+  EXPECT_NE(t.out.find("| block1_add:Add "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("Number of MACs                    17.9 M"), std::string::npos) << t.out;
+  auto j = run_tool("summary --model densenet-mnist --json");
+  ASSERT_EQ(j.status, 0) << j.out;
+  auto s = last_json_line(j.out);
+  int concats = 0;
+  for (const auto& l : s["layers"]) {
+    if (l["name"].get<std::string>().find(":Concat") != std::string::npos) {
+      ++concats;
+      EXPECT_TRUE(l["macs_by_bits"].is_null());
+    }
+  }
+  EXPECT_EQ(concats, 6);
+  EXPECT_EQ(s["totals"]["total_params"].get<int64_t>(), 138240 + 11690);
+  EXPECT_EQ(s["totals"]["total_macs"].get<int64_t>(), 14902272 + 628800);
 }
 
 TEST(Tool, TrainJsonThenEval) {

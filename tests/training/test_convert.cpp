@@ -325,3 +325,64 @@ TEST(Convert, FileSizeIsTheSummarySizePlusAHeader) {
     EXPECT_EQ(st.binary_weights, binary);
   }
 }
+
+TEST(Convert, GraphZooModelsMatchLibTorch) {
+  torch::manual_seed(12);
+  for (const char* name : {"bireal-mnist", "densenet-mnist"}) {
+    SCOPED_TRACE(name);
+    auto model = zoo::build(name);
+    randomize_batch_norms(model);
+    expect_matches_torch(model, {1, 28, 28}, /*exact=*/false, 4);
+    const runtime::Model m = convert(model, {1, 28, 28});
+    int64_t binary_params = 0;
+    for (const auto& l : summary(model, {1, 28, 28}).layers) {
+      auto it = l.params_by_bits.find(1);
+      if (it != l.params_by_bits.end()) binary_params += it->second;
+    }
+    EXPECT_EQ(storage_of(m).binary_weights, binary_params);
+    int binary_convs = 0, merges = 0;
+    for (const auto& op : m.ops) {
+      binary_convs += op.type == runtime::OpType::kBinaryConv2d;
+      merges += op.type == runtime::OpType::kAdd || op.type == runtime::OpType::kConcat;
+    }
+    EXPECT_EQ(binary_convs, 6);
+    EXPECT_EQ(merges, 6);
+  }
+}
+
+// A batch norm whose output only feeds signs (here two binary convolutions) gets exact
+// thresholds and fuses into the binary convolution before it; both readers share one sign.
+TEST(Convert, BatchNormReadOnlyBySignsFusesIntoThresholdsInAGraph) {
+  torch::manual_seed(13);
+  nn::Graph g;
+  nn::Value x = g->call("sign", nn::Quantizer("ste_sign"), g->input());
+  x = g->call("conv", nn::QuantConv2d(bconv(8, 16, 3, true).padding(1)), x);
+  x = g->call("bn", nn::BatchNorm(16), x);
+  nn::Value a = g->call("a", nn::QuantConv2d(bconv(16, 8, 3, true).padding(1)), x);
+  nn::Value b = g->call("b", nn::QuantConv2d(bconv(16, 8, 1, true)), x);
+  g->output(g->concat({a, b}, "cat"));
+  randomize_batch_norms(g);
+  expect_matches_torch(g, {8, 6, 6}, /*exact=*/true);
+  const runtime::Model m = convert(g, {8, 6, 6});
+  int signs = 0;
+  for (const auto& op : m.ops) signs += op.type == runtime::OpType::kQuantize;
+  EXPECT_EQ(signs, 1) << "only the model input is signed by its own op";
+}
+
+// The Bi-Real pattern: the batch norm output feeds both the shortcut add (float) and the next
+// block's sign, so it stays float; the sign is a separate op.
+TEST(Convert, BatchNormFeedingAShortcutStaysFloat) {
+  torch::manual_seed(14);
+  nn::Graph g;
+  nn::Value x = g->call("stem", nn::QuantConv2d(nn::QuantConv2dOptions(2, 8, 3).padding(1)),
+                        g->input());
+  for (int i = 1; i <= 2; ++i) {
+    const std::string n = "b" + std::to_string(i);
+    nn::Value y = g->call(n + "_conv", nn::QuantConv2d(bconv(8, 8, 3, true).padding(1)), x);
+    y = g->call(n + "_bn", nn::BatchNorm(8), y);
+    x = g->add({x, y}, n + "_add");
+  }
+  g->call("flatten", torch::nn::Flatten(), x);
+  randomize_batch_norms(g);
+  expect_matches_torch(g, {2, 7, 7}, /*exact=*/false);
+}

@@ -13,6 +13,7 @@
 #include "onebit/serialize.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/train/trainer.h"
+#include "onebit/zoo/models.h"
 
 using namespace onebit;
 using onebit::testing::expect_throw_with;
@@ -365,4 +366,118 @@ TEST(Serialize, CheckpointRebuildsModelsOutsideTheZoo) {
   EXPECT_TRUE(ck.config.contains("architecture"));
   EXPECT_TRUE(torch::equal(run(ck.model, x), want));
   fs::remove(path);
+}
+
+TEST(Serialize, GraphModelsRoundTrip) {
+  torch::manual_seed(21);
+  for (const char* name : {"bireal-mnist", "densenet-mnist"}) {
+    for (bool quantized : {false, true}) {
+      auto loaded = expect_round_trip(zoo::build(name), torch::randn({2, 1, 28, 28}),
+                                      std::string(name) + (quantized ? "_bits" : ""), quantized);
+      const auto arch = serialize::describe(loaded);
+      EXPECT_EQ(arch.at("type"), "Graph");
+      EXPECT_EQ(arch.at("output"), static_cast<int>(loaded->nodes().size()));
+    }
+  }
+  // A nested graph is stored as a node whose options are its own architecture.
+  nn::Graph inner;
+  inner->output(inner->add(
+      {inner->input(), inner->call("fc", torch::nn::Linear(3, 3), inner->input())}, "add"));
+  nn::Graph outer;
+  outer->call("head", torch::nn::Linear(3, 2), outer->call("block", inner, outer->input()));
+  auto loaded = expect_round_trip(outer, torch::randn({4, 3}), "nested");
+  const auto arch = serialize::describe(loaded);
+  EXPECT_EQ(arch.at("nodes").at(0).at("type"), "Graph");
+  EXPECT_EQ(arch.at("nodes").at(0).at("options").at("nodes").size(), 2u);
+}
+
+TEST(Serialize, GraphArchitectureErrorsNameTheNode) {
+  using nlohmann::json;
+  auto graph = [](json nodes) { return json{{"type", "Graph"}, {"nodes", nodes}, {"output", 1}}; };
+  const json linear = {{"in_features", 2}, {"out_features", 2}};
+  expect_throw_with<std::invalid_argument>(
+      [&] {
+        serialize::build(graph(
+            {{{"name", "fc"}, {"type", "torch.Linear"}, {"options", linear}, {"inputs", {3}}}}));
+      },
+      {"layer \"fc\"", "inputs", "earlier values"});
+  expect_throw_with<std::invalid_argument>(
+      [&] {
+        serialize::build(
+            graph({{{"name", "fc"}, {"type", "torch.Linear"}, {"options", linear}, {"inputs", {0}}},
+                   {{"name", "fc2"},
+                    {"type", "torch.Linear"},
+                    {"options", linear},
+                    {"inputs", {0, 1}}}}));
+      },
+      {"layer \"fc2\"", "one input"});
+  expect_throw_with<std::invalid_argument>(
+      [&] {
+        serialize::build(
+            graph({{{"name", "fc"}, {"type", "torch.Linear"}, {"options", linear}}}));
+      },
+      {"layer \"fc\"", "\"inputs\""});
+  expect_throw_with<std::invalid_argument>(
+      [&] {
+        auto a = graph(
+            {{{"name", "fc"}, {"type", "torch.Linear"}, {"options", linear}, {"inputs", {0}}}});
+        a["output"] = 5;
+        serialize::build(a);
+      },
+      {"output", "0..1"});
+}
+
+namespace {
+
+/// Rewrites a model file as another format version; with `version` 1 the architecture becomes a
+/// version-1 Sequential layer list (what onebit wrote before graph models).
+void rewrite_version(const std::string& from, const std::string& to, int version) {
+  torch::serialize::InputArchive in;
+  in.load_from(from);
+  c10::IValue header_value;
+  in.read("header", header_value);
+  auto header = nlohmann::json::parse(header_value.toStringRef());
+  torch::serialize::OutputArchive out;
+  for (const auto& t : header.at("tensors")) {
+    at::Tensor value;
+    in.read(t.at("key").get<std::string>(), value, /*is_buffer=*/true);
+    out.write(t.at("key").get<std::string>(), value, /*is_buffer=*/true);
+  }
+  if (version == 1) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& n : header.at("architecture").at("nodes")) {
+      layers.push_back({{"name", n.at("name")}, {"type", n.at("type")}, {"options", n.at("options")}});
+    }
+    header["architecture"] = {{"type", "Sequential"}, {"layers", layers}};
+  }
+  header["version"] = version;
+  out.write("onebit_model_version", c10::IValue(static_cast<int64_t>(version)));
+  out.write("header", c10::IValue(header.dump()));
+  out.save_to(to);
+}
+
+}  // namespace
+
+TEST(Serialize, Version1FilesLoadAndNewerVersionsAreRefused) {
+  torch::manual_seed(22);
+  torch::nn::Sequential model(torch::nn::Flatten(),
+                              nn::QuantDense(nn::QuantDenseOptions(16, 8)
+                                                 .input_quantizer("ste_sign")
+                                                 .kernel_quantizer("ste_sign")
+                                                 .kernel_constraint("weight_clip")),
+                              nn::BatchNorm(8));
+  randomize(model);
+  const auto x = torch::randn({3, 1, 4, 4});
+  const auto current = temp_path("v2"), old = temp_path("v1"), newer = temp_path("v3");
+  save(model, current, /*quantized=*/true);
+  rewrite_version(current, old, 1);
+  auto loaded = load(old);
+  EXPECT_TRUE(torch::equal(run(loaded, x), run(load(current), x)));
+  EXPECT_EQ(serialize::describe(loaded), serialize::describe(model));
+  rewrite_version(current, newer, serialize::kFormatVersion + 1);
+  expect_throw_with<std::runtime_error>(
+      [&] { load(newer); },
+      {newer, "version " + std::to_string(serialize::kFormatVersion + 1),
+       "reads up to " + std::to_string(serialize::kFormatVersion)});
+  for (const auto& p : {current, old, newer}) fs::remove(p);
 }

@@ -21,28 +21,48 @@ void add_train(CLI::App& app) {
   auto no_progress = std::make_shared<bool>(false);
   opts->out_dir = "runs/larq-mnist";
   auto* cmd = app.add_subcommand("train", "Train a model from the zoo on a data set");
-  cmd->add_option("--model", opts->model, "Model name (larq-mnist, bnn-mlp)")->capture_default_str();
-  cmd->add_option("--dataset", opts->dataset, "Data set (fashion-mnist, mnist, cifar10)")->capture_default_str();
-  cmd->add_option("--data-dir", opts->data_dir, "Directory of the data set files (default: the data set's standard location)");
+  std::string names;
+  for (const auto& n : zoo::model_names()) names += (names.empty() ? "" : ", ") + n;
+  cmd->add_option("--model", opts->model, "Model name (" + names + "; `onebit models` lists them)")
+      ->capture_default_str();
+  cmd->add_option("--dataset", opts->dataset, "Data set (fashion-mnist, mnist, cifar10)")
+      ->capture_default_str();
+  cmd->add_option("--data-dir", opts->data_dir,
+                  "Directory of the data set files (default: the data set's standard location)");
   cmd->add_option("--epochs", opts->epochs, "Number of epochs")->capture_default_str();
   cmd->add_option("--batch-size", opts->batch_size, "Batch size")->capture_default_str();
   cmd->add_option("--lr", opts->lr, "Learning rate")->capture_default_str();
   cmd->add_option("--seed", opts->seed, "Random seed")->capture_default_str();
-  cmd->add_option("--optimizer", opts->optimizer, "Optimizer (adam, sgd, bop: Bop for binary kernels + Adam for the rest)")->capture_default_str();
+  cmd->add_option("--optimizer", opts->optimizer,
+                  "Optimizer (adam, sgd, bop: Bop for binary kernels + Adam for the rest)")
+      ->capture_default_str();
   auto bop_threshold = std::make_shared<double>(0.0);
   auto bop_gamma = std::make_shared<double>(0.0);
-  auto* threshold_opt = cmd->add_option("--bop-threshold", *bop_threshold, "Bop's flip threshold (default 1e-6)");
-  auto* gamma_opt = cmd->add_option("--bop-gamma", *bop_gamma, "Bop's adaptivity rate gamma (default 1e-3)");
+  auto* threshold_opt =
+      cmd->add_option("--bop-threshold", *bop_threshold, "Bop's flip threshold (default 1e-6)");
+  auto* gamma_opt =
+      cmd->add_option("--bop-gamma", *bop_gamma, "Bop's adaptivity rate gamma (default 1e-3)");
   auto lr_schedule = std::make_shared<std::string>("constant");
   auto gamma_schedule = std::make_shared<std::string>("constant");
-  cmd->add_option("--lr-schedule", *lr_schedule, "Per-epoch schedule of the learning rate (constant, cosine, step)")->capture_default_str();
-  cmd->add_option("--gamma-schedule", *gamma_schedule, "Per-epoch schedule of Bop's gamma (constant, cosine, step)")->capture_default_str();
-  cmd->add_option("--out", opts->out_dir, "Output directory (checkpoint.pt, metrics.jsonl, config.json)")->capture_default_str();
-  cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)")->capture_default_str();
-  cmd->add_option("--bn-momentum", opts->model_options.bn_momentum, "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01)")->capture_default_str();
-  cmd->add_option("--train-limit", opts->train_limit, "Use only the first N training images (0: all)");
+  cmd->add_option("--lr-schedule", *lr_schedule,
+                  "Per-epoch schedule of the learning rate (constant, cosine, step)")
+      ->capture_default_str();
+  cmd->add_option("--gamma-schedule", *gamma_schedule,
+                  "Per-epoch schedule of Bop's gamma (constant, cosine, step)")
+      ->capture_default_str();
+  cmd->add_option("--out", opts->out_dir,
+                  "Output directory (checkpoint.pt, metrics.jsonl, config.json)")
+      ->capture_default_str();
+  cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)")
+      ->capture_default_str();
+  cmd->add_option("--bn-momentum", opts->model_options.bn_momentum,
+                  "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01)")
+      ->capture_default_str();
+  cmd->add_option("--train-limit", opts->train_limit,
+                  "Use only the first N training images (0: all)");
   cmd->add_option("--test-limit", opts->test_limit, "Use only the first N test images (0: all)");
-  cmd->add_option("--resume", opts->resume, "Continue training from this checkpoint (file or directory)");
+  cmd->add_option("--resume", opts->resume,
+                  "Continue training from this checkpoint (file or directory)");
   cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
   cmd->add_flag("--no-progress", *no_progress, "Do not draw the progress bar");
   cmd->add_flag("--json", *json, "Print the result as one JSON line");
@@ -70,9 +90,10 @@ void add_train(CLI::App& app) {
                   {"images_per_second", r.images_per_second},
                   {"checkpoint", r.checkpoint}});
     } else {
-      std::cout << std::fixed << std::setprecision(2) << "test accuracy: " << 100.0 * r.test_accuracy
-                << "% after " << r.epochs << " epochs (" << std::setprecision(0)
-                << r.images_per_second << " training images/s)\n"
+      std::cout << std::fixed << std::setprecision(2)
+                << "test accuracy: " << 100.0 * r.test_accuracy << "% after " << r.epochs
+                << " epochs (" << std::setprecision(0) << r.images_per_second
+                << " training images/s)\n"
                 << "model saved to: " << r.checkpoint << std::endl;
     }
   });
@@ -86,7 +107,8 @@ void add_eval(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("eval", "Evaluate a checkpoint on a data set's test split");
-  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint file or training output directory")->required();
+  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint file or training output directory")
+      ->required();
   cmd->add_option("--dataset", a->dataset, "Data set (default: the one it was trained on)");
   cmd->add_option("--data-dir", a->data_dir, "Directory of the data set files");
   cmd->add_option("--limit", a->limit, "Use only the first N test images (0: all)");
@@ -96,11 +118,15 @@ void add_eval(CLI::App& app) {
     auto ck = train::load_checkpoint(a->checkpoint);
     const auto& t = ck.config.at("train");
     std::string dataset = a->dataset.empty() ? t.at("dataset").get<std::string>() : a->dataset;
-    std::string dir = a->data_dir.empty() && a->dataset.empty() ? t.value("data_dir", "") : a->data_dir;
+    std::string dir =
+        a->data_dir.empty() && a->dataset.empty() ? t.value("data_dir", "") : a->data_dir;
     auto test = data::load(dataset, data::Split::kTest, dir).head(a->limit);
     auto r = train::evaluate(ck.model, test, a->batch_size);
     if (a->json) {
-      print_json({{"accuracy", r.accuracy}, {"loss", r.loss}, {"count", r.count}, {"checkpoint", ck.path}});
+      print_json({{"accuracy", r.accuracy},
+                  {"loss", r.loss},
+                  {"count", r.count},
+                  {"checkpoint", ck.path}});
     } else {
       std::cout << std::fixed << std::setprecision(2) << "test accuracy: " << 100.0 * r.accuracy
                 << "% on " << r.count << " images (loss " << std::setprecision(4) << r.loss << ")"

@@ -43,10 +43,10 @@ struct Value {
 /// One node of a graph: a layer module applied to one value, or a merge module (Add, Concat)
 /// applied to several.
 struct GraphNode {
-  std::string name;                ///< unique within the graph; the module's registered name
-  torch::nn::AnyModule module;     ///< the layer
-  std::vector<int> inputs;         ///< value ids
-  bool multi_input = false;        ///< forward takes std::vector<at::Tensor> (Add, Concat)
+  std::string name;             ///< unique within the graph; the module's registered name
+  torch::nn::AnyModule module;  ///< the layer
+  std::vector<int> inputs;      ///< value ids
+  bool multi_input = false;     ///< forward takes std::vector<at::Tensor> (Add, Concat)
 };
 
 /// Elementwise sum of two or more values of the same shape (Keras' `add`): the shortcut merge.

@@ -27,8 +27,10 @@ void save_checkpoint(const std::string& path, const nn::Graph& model,
 
 /// Loads a checkpoint written by `save_checkpoint` (file or directory). The model is rebuilt from
 /// the architecture stored in the config (see onebit/serialize.h), or from the zoo name and
-/// options for checkpoints without one. A missing, truncated or corrupt file throws
-/// std::runtime_error naming it.
+/// options for checkpoints written before architectures were stored. A missing, truncated or
+/// corrupt file throws std::runtime_error naming it, and so does a checkpoint of a model whose
+/// architecture could not be stored (a layer no kind describes): the message says why and
+/// points to `load_model_state`.
 Checkpoint load_checkpoint(const std::string& path);
 
 /// Loads the optimizer state stored in a checkpoint into `optimizer`.

@@ -39,9 +39,9 @@ struct ModelOptions {
 /// Builds a named model: "larq-mnist" (Larq's MNIST tutorial CNN), "bnn-mlp" (a fully
 /// binarized MLP with a float first-layer input), "bireal-mnist" (Bi-Real-style float
 /// shortcuts around every binary convolution: add) or "densenet-mnist" (BinaryDenseNet-style
-/// dense blocks: concat); the graph models take inputs of at least 8x8. The model outputs logits (the softmax is part
-/// of the loss; `torch::softmax(model->forward(x), 1)` gives probabilities). Unknown names throw
-/// std::invalid_argument listing the known ones.
+/// dense blocks: concat); the graph models take inputs of at least 8x8. The model outputs logits
+/// (the softmax is part of the loss; `torch::softmax(model->forward(x), 1)` gives probabilities).
+/// Unknown names throw std::invalid_argument listing the known ones.
 nn::Graph build(const std::string& name, const ModelOptions& options = {});
 
 /// Names `build` knows.
