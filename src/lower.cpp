@@ -137,6 +137,21 @@ std::vector<float> layer_bias(const Kernel& k, const at::Tensor& bias) {
   return !k.scale.empty() || !bias.defined() ? std::vector<float>() : to_floats(bias);
 }
 
+// Output channels, kernel, stride, dilation and groups of a torch or onebit Conv2d's options.
+template <typename Options>
+rt::Conv2dParams conv_params(const Options& o) {
+  rt::Conv2dParams p(o.out_channels(), 1);
+  const auto ks = pair_of(o.kernel_size()), st = pair_of(o.stride()), di = pair_of(o.dilation());
+  p.kernel_h = ks[0];
+  p.kernel_w = ks[1];
+  p.stride_h = st[0];
+  p.stride_w = st[1];
+  p.dilation_h = di[0];
+  p.dilation_w = di[1];
+  p.groups = o.groups();
+  return p;
+}
+
 rt::Pool2dParams pool_params(const torch::ExpandingArray<2>& kernel,
                              const torch::ExpandingArray<2>& stride,
                              const torch::ExpandingArray<2>& padding) {
@@ -251,15 +266,8 @@ Lowered quant_conv2d(Lowering& l, const torch::nn::Module& m) {
     msg << "pad_values " << o.pad_values() << " is not supported, expected 0 or 1";
     fail(msg.str());
   }
-  rt::Conv2dParams p(o.out_channels(), 1);
-  const auto ks = pair_of(o.kernel_size()), st = pair_of(o.stride()), di = pair_of(o.dilation());
-  p.kernel_h = ks[0];
-  p.kernel_w = ks[1];
-  p.stride_h = st[0];
-  p.stride_w = st[1];
-  p.dilation_h = di[0];
-  p.dilation_w = di[1];
-  p.groups = o.groups();
+  rt::Conv2dParams p = conv_params(o);
+  const auto ks = pair_of(o.kernel_size());
   if (o.padding().same()) {
     p.padding(rt::PaddingMode::kSame);
   } else {
@@ -335,15 +343,8 @@ Lowered torch_conv2d(Lowering& l, const torch::nn::Module& m) {
   check_channels(l, o.in_channels(), "in_channels");
   if (l.builder().is_bits(l.input()))
     fail("float kernel on a binary (sign) input is not supported");
-  rt::Conv2dParams p(o.out_channels(), 1);
-  const auto ks = pair_of(o.kernel_size()), st = pair_of(o.stride()), di = pair_of(o.dilation());
-  p.kernel_h = ks[0];
-  p.kernel_w = ks[1];
-  p.stride_h = st[0];
-  p.stride_w = st[1];
-  p.dilation_h = di[0];
-  p.dilation_w = di[1];
-  p.groups = o.groups();
+  rt::Conv2dParams p = conv_params(o);
+  const auto ks = pair_of(o.kernel_size()), di = pair_of(o.dilation());
   const auto pads = torch_conv_pads(o.padding(), ks, di);
   p.padding_mode = rt::PaddingMode::kExplicit;
   p.pad_top = pads[0];

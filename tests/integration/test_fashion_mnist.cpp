@@ -135,8 +135,10 @@ TEST(Tool, GraphModelSummaryHasMergeRowsAndJson) {
 
 TEST(Tool, TrainJsonThenEval) {
   auto out = temp_dir("tool");
-  auto r = run_tool("train --model bnn-mlp --epochs 1 --train-limit 2000 --test-limit 1000 --threads 2 "
-                    "--no-progress --json --out " + out);
+  auto r = run_tool(
+      "train --model bnn-mlp --epochs 1 --train-limit 2000 --test-limit 1000 --threads 2 "
+      "--no-progress --json --out " +
+      out);
   ASSERT_EQ(r.status, 0) << r.out;
   auto j = last_json_line(r.out);
   for (const char* key : {"test_accuracy", "epochs", "images_per_second", "checkpoint"}) {
@@ -148,7 +150,8 @@ TEST(Tool, TrainJsonThenEval) {
 
   auto e = run_tool("eval --checkpoint " + out + " --limit 1000 --json");
   ASSERT_EQ(e.status, 0) << e.out;
-  EXPECT_DOUBLE_EQ(last_json_line(e.out)["accuracy"].get<double>(), j["test_accuracy"].get<double>());
+  EXPECT_DOUBLE_EQ(last_json_line(e.out)["accuracy"].get<double>(),
+                   j["test_accuracy"].get<double>());
   fs::remove_all(out);
 }
 

@@ -45,6 +45,21 @@ std::string temp_dir(const std::string& name) {
   return d.string();
 }
 
+/// `n` random 1 x hw x hw images in [-1, 1] with random labels of 10 classes.
+data::Dataset random_images(int64_t n, int64_t hw) {
+  return {torch::rand({n, 1, hw, hw}) * 2 - 1, torch::randint(10, {n}), 10};
+}
+
+/// One quiet epoch in batches of 16, written to a fresh temporary directory.
+train::TrainOptions one_epoch(const std::string& name) {
+  train::TrainOptions o;
+  o.epochs = 1;
+  o.batch_size = 16;
+  o.progress = false;
+  o.out_dir = temp_dir(name);
+  return o;
+}
+
 }  // namespace
 
 TEST(Graph, ForwardIsTheDagItDescribes) {
@@ -306,12 +321,8 @@ TEST(Graph, ReadmeExampleWorks) {
   x = g->call("flatten", torch::nn::Flatten(), x);
   g->output(g->call("dense", nn::QuantDense(nn::QuantDenseOptions(32, 10)), x));
 
-  const data::Dataset set{torch::rand({64, 1, 12, 12}) * 2 - 1, torch::randint(10, {64}), 10};
-  train::TrainOptions options;
-  options.epochs = 1;
-  options.batch_size = 16;
-  options.progress = false;
-  options.out_dir = temp_dir("readme");
+  const data::Dataset set = random_images(64, 12);
+  const train::TrainOptions options = one_epoch("readme");
   auto r = train::fit(g, set, set, options);
   EXPECT_EQ(r.epochs, 1);
   const auto s = summary(g, {1, 12, 12});
@@ -362,12 +373,8 @@ torch::nn::Sequential seed_block_model() {
 TEST(Graph, OpaqueModulesTrainButCheckpointsSayHowToReloadThem) {
   torch::manual_seed(6);
   auto model = seed_block_model();
-  const data::Dataset set{torch::rand({32, 1, 8, 8}) * 2 - 1, torch::randint(10, {32}), 10};
-  train::TrainOptions o;
-  o.epochs = 1;
-  o.batch_size = 16;
-  o.progress = false;
-  o.out_dir = temp_dir("opaque");
+  const data::Dataset set = random_images(32, 8);
+  const train::TrainOptions o = one_epoch("opaque");
   train::fit(model, set, set, o);  // trains: fit only needs the forward pass
   expect_throw_with<std::runtime_error>(
       [&] { train::load_checkpoint(o.out_dir); },
