@@ -32,7 +32,7 @@ struct Weight {
   bool trainable;
 };
 
-std::vector<Weight> weights_of(const Module& m, bool recurse) {
+std::vector<Weight> weights_of(const Module& m) {
   std::map<const void*, int> kernel_bits;
   if (const auto* q = dynamic_cast<const nn::QuantLayer*>(&m)) {
     for (const auto& p : q->quantized_parameters()) {
@@ -42,7 +42,7 @@ std::vector<Weight> weights_of(const Module& m, bool recurse) {
     }
   }
   std::vector<Weight> out;
-  for (const auto& item : m.named_parameters(recurse)) {
+  for (const auto& item : m.named_parameters(/*recurse=*/true)) {
     const auto& t = item.value();
     auto it = kernel_bits.find(t.unsafeGetTensorImpl());
     out.push_back(
@@ -87,7 +87,7 @@ LayerSummary profile(const TracedNode& node) {
   const auto* q = dynamic_cast<const nn::QuantLayer*>(&m);
   if (q && q->input_quantizer()) row.input_precision = q->input_quantizer()->precision();
   row.output_shape = node.output_shape;
-  const auto weights = weights_of(m, /*recurse=*/true);
+  const auto weights = weights_of(m);
   for (const auto& w : weights) {
     row.params_by_bits[w.bits] += w.count;
     (w.trainable ? row.trainable_params : row.non_trainable_params) += w.count;
