@@ -1,6 +1,6 @@
 // Writes small valid .obnn models covering every op (and every format version 2 feature: concat
 // of bits and floats, add with bits inputs, global and strided average pooling, grouped and
-// dilated convs) into a directory: the fuzzer's seed corpus.
+// dilated convs; and version 3's ops and op names) into a directory: the fuzzer's seed corpus.
 
 #include <cstdio>
 #include <random>
@@ -111,6 +111,26 @@ int main(int argc, char** argv) {
     x = b.conv2d(x, Conv2dParams(4, 1).stride(2).binary_kernel(true), signs(24, rng));
     b.output(b.avg_pool2d(b.sign(x), Pool2dParams(3).stride(1)));
     b.save(dir + "/grouped_dilated.obnn");
+  }
+  {  // version 3: squeeze-and-excite gate (sigmoid, per-channel mul), clip, DoReFa levels,
+     // channel slices of floats and of packed bits at an unaligned offset, op names
+    ModelBuilder b;
+    const ValueRef x = b.input({6, 5, 5});
+    b.set_name_scope("block1_conv");
+    ValueRef c =
+        b.conv2d(b.sign(x), Conv2dParams(6, 3).padding(1, 1).binary_kernel(true), signs(324, rng));
+    b.set_name_scope("block1_bn");
+    c = b.batch_norm(c, normal(6, rng), normal(6, rng));
+    b.set_name_scope("se");
+    ValueRef g = b.dense(b.flatten(b.global_avg_pool2d(c)), DenseParams(6), normal(36, rng));
+    c = b.mul(c, b.sigmoid(g));
+    b.set_name_scope("act");
+    c = b.mul(b.clip(c, -1.0f, 1.0f), x);
+    const ValueRef q = b.quantize_levels(b.slice_channels(c, 1, 4), 2);
+    const ValueRef s = b.slice_channels(b.sign(c), 3, 6);
+    b.set_name_scope("head");
+    b.output(b.flatten(b.global_avg_pool2d(b.concat({q, s}))));
+    b.save(dir + "/ops_v3.obnn");
   }
   return 0;
 }

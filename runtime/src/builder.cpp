@@ -112,6 +112,22 @@ class Fuser {
     return op.attr("output_bits", {0})[0] == 0 && op.tensors.count("multiplier") == 0 &&
            op.tensors.count("bias") == 0;
   }
+  // Op `into` absorbs an op named `name`: it keeps its own name and appends "+name" unless
+  // `name` is empty or already one of its '+'-separated parts (an unnamed op takes `name`).
+  static void merge_name(Op& into, const std::string& name) {
+    if (name.empty()) return;
+    if (into.name.empty()) {
+      into.name = name;
+      return;
+    }
+    for (std::size_t begin = 0;;) {
+      const std::size_t end = into.name.find('+', begin);
+      if (into.name.compare(begin, end == std::string::npos ? end : end - begin, name) == 0) return;
+      if (end == std::string::npos) break;
+      begin = end + 1;
+    }
+    into.name += "+" + name;
+  }
   void remove(std::size_t i) {
     dead_[i] = true;
     const std::int32_t from = static_cast<std::int32_t>(i + 1), to = m_.ops[i].inputs[0];
@@ -129,6 +145,7 @@ class Fuser {
     if (flatten == nullptr || !sole_consumer(v, i)) return;
     flatten->type = OpType::kQuantize;
     m_.ops[i].type = OpType::kFlatten;
+    std::swap(flatten->name, m_.ops[i].name);  // names stay with what the ops compute
   }
 
   // Binary thresholds from (multiplier, bias); channels with a negative multiplier get their
@@ -188,6 +205,8 @@ class Fuser {
                                             min_channels));
     pool->type = OpType::kBinaryMaxPool2d;
     pool->tensors["min_channels"] = static_cast<std::int32_t>(m_.tensors.size() - 1);
+    merge_name(*conv, bn->name);  // the conv's thresholds compute the batch norm and the sign
+    merge_name(*conv, m_.ops[i].name);
     remove(i);
     remove(static_cast<std::size_t>(bn_v - 1));
   }
@@ -202,6 +221,7 @@ class Fuser {
     if (!has_fusion(op, detail::kFoldsBatchNorm) || !identity_transform(op)) return;
     op.tensors["multiplier"] = m_.ops[i].tensors.at("multiplier");
     op.tensors["bias"] = m_.ops[i].tensors.at("bias");
+    merge_name(op, m_.ops[i].name);
     remove(i);
   }
 
@@ -221,6 +241,7 @@ class Fuser {
     const std::vector<float> b(
         bias, bias == nullptr ? bias : bias + m_.tensors[op.tensors["weight"]].shape[0]);
     set_thresholds(op, m.empty() ? nullptr : m.data(), b.empty() ? nullptr : b.data());
+    merge_name(op, m_.ops[i].name);
     remove(i);
   }
 
@@ -294,8 +315,8 @@ ValueRef ModelBuilder::add_op(Op op, const std::string& what) {
     inputs.push_back(detail::ValueInfo{s.dtype, s.c, s.h, s.w});
   }
   detail::ValueInfo out;
-  const std::string where =
-      "op " + std::to_string(model_.ops.size()) + " (" + op_name(op.type) + ")";
+  op.name = name_scope_;
+  const std::string where = detail::op_where(model_.ops.size(), op);
   try {
     detail::prepare_op(model_, op, inputs, out, where);
   } catch (const ModelError& e) {
@@ -555,6 +576,98 @@ ValueRef ModelBuilder::softmax(ValueRef x) {
   op.type = OpType::kSoftmax;
   op.inputs = {x.id};
   return add_op(std::move(op), "softmax");
+}
+
+const ModelBuilder::ValueShape& ModelBuilder::float_value(ValueRef x,
+                                                          const std::string& what) const {
+  const ValueShape& s = value(x, what);
+  if (s.dtype != DType::kFloat32) {
+    fail(what, "'x' has shape " + shape_string(s) + ", expected a float value (" + what +
+                   " does not take bits; apply it before sign())");
+  }
+  return s;
+}
+
+ValueRef ModelBuilder::sigmoid(ValueRef x) {
+  float_value(x, "sigmoid");
+  Op op;
+  op.type = OpType::kSigmoid;
+  op.inputs = {x.id};
+  return add_op(std::move(op), "sigmoid");
+}
+
+ValueRef ModelBuilder::mul(ValueRef a, ValueRef b) {
+  const ValueShape& sa = value(a, "mul");
+  const ValueShape& sb = value(b, "mul");
+  const bool same = sa.c == sb.c && sa.h == sb.h && sa.w == sb.w;
+  const bool per_channel = sa.c == sb.c && sb.h == 1 && sb.w == 1;
+  if (!same && !per_channel) {
+    fail("mul", "'b' has shape " + shape_string(sb) + ", expected the shape of 'a' (" +
+                    shape_string(sa) + ") or " + std::to_string(sa.c) +
+                    "x1x1 (one factor per channel of 'a')");
+  }
+  Op op;
+  op.type = OpType::kMul;
+  op.inputs = {a.id, b.id};
+  return add_op(std::move(op), "mul");
+}
+
+ValueRef ModelBuilder::slice_channels(ValueRef x, std::int64_t begin, std::int64_t end) {
+  const std::string what = "slice_channels";
+  const ValueShape& in = value(x, what);
+  if (begin < 0) fail(what, "'begin' = " + std::to_string(begin) + ", expected >= 0");
+  if (begin >= end) {
+    fail(what, "'begin' = " + std::to_string(begin) + " is not below 'end' = " +
+                   std::to_string(end) + ", expected begin < end (a slice of at least 1 channel)");
+  }
+  if (end > in.c) {
+    fail(what, "'end' = " + std::to_string(end) + ", expected at most the " + std::to_string(in.c) +
+                   " channels of 'x' (" + shape_string(in) + ")");
+  }
+  Op op;
+  op.type = OpType::kSliceChannels;
+  op.inputs = {x.id};
+  op.ints["begin"] = {begin};
+  op.ints["end"] = {end};
+  return add_op(std::move(op), what);
+}
+
+ValueRef ModelBuilder::clip(ValueRef x, float lo, float hi) {
+  const std::string what = "clip";
+  float_value(x, what);
+  if (std::isnan(lo)) fail(what, "'lo' = nan, expected a number");
+  if (std::isnan(hi)) fail(what, "'hi' = nan, expected a number");
+  if (lo > hi) {
+    fail(what, "'lo' = " + detail::float_string(lo) +
+                   " is above 'hi' = " + detail::float_string(hi) + ", expected lo <= hi");
+  }
+  Op op;
+  op.type = OpType::kClip;
+  op.inputs = {x.id};
+  op.ints["lo"] = {detail::float_to_attr(lo)};
+  op.ints["hi"] = {detail::float_to_attr(hi)};
+  return add_op(std::move(op), what);
+}
+
+ValueRef ModelBuilder::quantize_levels(ValueRef x, int k_bit) {
+  const std::string what = "quantize_levels";
+  float_value(x, what);
+  if (k_bit < 1 || k_bit > 16) {
+    fail(what, "'k_bit' = " + std::to_string(k_bit) + ", expected 1 to 16");
+  }
+  Op op;
+  op.type = OpType::kQuantizeLevels;
+  op.inputs = {x.id};
+  op.ints["k_bit"] = {k_bit};
+  return add_op(std::move(op), what);
+}
+
+void ModelBuilder::set_name_scope(const std::string& name) {
+  if (name.size() > 1024) {
+    fail("set_name_scope",
+         "name of " + std::to_string(name.size()) + " bytes, expected at most 1024");
+  }
+  name_scope_ = name;
 }
 
 void ModelBuilder::output(ValueRef x) {

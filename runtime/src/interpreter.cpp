@@ -1,8 +1,10 @@
 #include "onebit/runtime/interpreter.h"
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
+#include "op_table.h"
 #include "ops.h"
 
 namespace onebit::runtime {
@@ -41,8 +43,7 @@ struct Interpreter::Impl {
     values.push_back(input_info(model));
     for (std::size_t i = 0; i < model.ops.size(); ++i) {
       const Op& op = model.ops[i];
-      const std::string where =
-          std::string("op ") + std::to_string(i) + " (" + op_name(op.type) + ")";
+      const std::string where = detail::op_where(i, op);
       std::vector<ValueInfo> inputs;
       for (std::size_t k = 0; k < op.inputs.size(); ++k) {
         const std::int32_t v = op.inputs[k];
@@ -93,6 +94,77 @@ struct Interpreter::Impl {
       for (std::int32_t v : frees) live -= values[static_cast<std::size_t>(v)].image_words();
     }
   }
+
+  // One run. With kProfile the op loop also reads the clock and fills `timings`; the two
+  // instantiations share everything else, so their outputs are identical and `run` (kProfile =
+  // false) contains no clock call at all.
+  template <bool kProfile>
+  std::vector<float> run(const char* what, const float* input, std::size_t size, std::size_t batch,
+                         std::vector<OpTiming>* timings) const {
+    const ValueInfo& in = values[0];
+    const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
+    if (batch == 0 || size != batch * c * hw) {
+      throw std::invalid_argument(std::string(what) + ": input has " + std::to_string(size) +
+                                  " floats, expected batch " + std::to_string(batch) + " x " +
+                                  std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) +
+                                  "," + std::to_string(in.h) + "," + std::to_string(in.w) + ")");
+    }
+    std::vector<Buffer> buffers(values.size());
+    buffers[0].words.assign(batch * in.image_words(), 0);
+    for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
+      for (std::size_t ch = 0; ch < c; ++ch) {
+        for (std::size_t p = 0; p < hw; ++p) {
+          buffers[0].f()[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
+        }
+      }
+    }
+    if constexpr (kProfile) timings->clear();
+    const detail::RunContext ctx{kernels, threads.load()};
+    const auto output = static_cast<std::size_t>(model.output);
+    for (std::size_t i = 0; output > 0 && i <= last_op; ++i) {
+      using Clock = std::chrono::steady_clock;
+      [[maybe_unused]] Clock::time_point start;
+      if constexpr (kProfile) start = Clock::now();
+      std::vector<const Buffer*> inputs;
+      for (std::int32_t v : model.ops[i].inputs) inputs.push_back(&buffers[v]);
+      buffers[i + 1].words.assign(batch * values[i + 1].image_words(), 0);
+      ops[i]->run(ctx, inputs, buffers[i + 1], batch);
+      for (std::int32_t v : free_after[i]) std::vector<std::uint64_t>().swap(buffers[v].words);
+      if constexpr (kProfile) {
+        const std::chrono::duration<double> elapsed = Clock::now() - start;
+        timings->push_back(timing(i, batch, elapsed.count()));
+      }
+    }
+    const ValueInfo& out = values[output];
+    const auto oc = static_cast<std::size_t>(out.c), ohw = static_cast<std::size_t>(out.h * out.w);
+    std::vector<float> result(batch * oc * ohw);
+    const Buffer& ob = buffers[output];
+    for (std::size_t n = 0; n < batch; ++n) {  // NHWC -> NCHW
+      for (std::size_t p = 0; p < ohw; ++p) {
+        for (std::size_t ch = 0; ch < oc; ++ch) {
+          result[(n * oc + ch) * ohw + p] =
+              out.dtype == DType::kBits
+                  ? bit_value(get_bit(ob.b() + (n * ohw + p) * words_for_bits(oc), ch))
+                  : ob.f()[(n * ohw + p) * oc + ch];
+        }
+      }
+    }
+    return result;
+  }
+
+  OpTiming timing(std::size_t i, std::size_t batch, double seconds) const {
+    const Op& op = model.ops[i];
+    OpTiming t;
+    t.index = i;
+    t.type = op_name(op.type);
+    t.name = op.name;
+    t.binary = detail::op_def(op.type).family == detail::OpFamily::kBinary;
+    t.seconds = seconds;
+    const auto n = static_cast<std::int64_t>(batch);
+    t.binary_macs = ops[i]->binary_macs() * n;
+    t.float_macs = ops[i]->float_macs() * n;
+    return t;
+  }
 };
 
 Interpreter::Interpreter(Model model, InterpreterOptions options)
@@ -121,48 +193,13 @@ std::vector<float> Interpreter::run(const std::vector<float>& input, std::size_t
 }
 
 std::vector<float> Interpreter::run(const float* input, std::size_t size, std::size_t batch) const {
-  const Impl& m = *impl_;
-  const ValueInfo& in = m.values[0];
-  const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
-  if (batch == 0 || size != batch * c * hw) {
-    throw std::invalid_argument("Interpreter::run: input has " + std::to_string(size) +
-                                " floats, expected batch " + std::to_string(batch) + " x " +
-                                std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) + "," +
-                                std::to_string(in.h) + "," + std::to_string(in.w) + ")");
-  }
-  std::vector<Buffer> buffers(m.values.size());
-  buffers[0].words.assign(batch * in.image_words(), 0);
-  for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
-    for (std::size_t ch = 0; ch < c; ++ch) {
-      for (std::size_t p = 0; p < hw; ++p) {
-        buffers[0].f()[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
-      }
-    }
-  }
-  const detail::RunContext ctx{m.kernels, m.threads.load()};
-  const auto output = static_cast<std::size_t>(m.model.output);
-  for (std::size_t i = 0; output > 0 && i <= m.last_op; ++i) {
-    std::vector<const Buffer*> inputs;
-    for (std::int32_t v : m.model.ops[i].inputs) inputs.push_back(&buffers[v]);
-    buffers[i + 1].words.assign(batch * m.values[i + 1].image_words(), 0);
-    m.ops[i]->run(ctx, inputs, buffers[i + 1], batch);
-    for (std::int32_t v : m.free_after[i]) std::vector<std::uint64_t>().swap(buffers[v].words);
-  }
-  const ValueInfo& out = m.values[output];
-  const auto oc = static_cast<std::size_t>(out.c), ohw = static_cast<std::size_t>(out.h * out.w);
-  std::vector<float> result(batch * oc * ohw);
-  const Buffer& ob = buffers[output];
-  for (std::size_t n = 0; n < batch; ++n) {  // NHWC -> NCHW
-    for (std::size_t p = 0; p < ohw; ++p) {
-      for (std::size_t ch = 0; ch < oc; ++ch) {
-        result[(n * oc + ch) * ohw + p] =
-            out.dtype == DType::kBits
-                ? bit_value(get_bit(ob.b() + (n * ohw + p) * words_for_bits(oc), ch))
-                : ob.f()[(n * ohw + p) * oc + ch];
-      }
-    }
-  }
-  return result;
+  return impl_->run<false>("Interpreter::run", input, size, batch, nullptr);
+}
+
+std::vector<float> Interpreter::run_profiled(const float* input, std::size_t size,
+                                             std::size_t batch,
+                                             std::vector<OpTiming>& timings) const {
+  return impl_->run<true>("Interpreter::run_profiled", input, size, batch, &timings);
 }
 
 std::vector<std::int64_t> Interpreter::input_shape() const {
@@ -181,8 +218,11 @@ std::size_t Interpreter::output_size() const {
 }
 
 std::int64_t Interpreter::binary_macs_per_image() const {
+  const Impl& m = *impl_;
   std::int64_t macs = 0;
-  for (const auto& op : impl_->ops) macs += op->binary_macs();
+  for (std::size_t i = 0; m.model.output > 0 && i <= m.last_op; ++i) {
+    macs += m.ops[i]->binary_macs();
+  }
   return macs;
 }
 

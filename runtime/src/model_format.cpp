@@ -130,7 +130,33 @@ std::size_t storage_bytes_for(DType dtype, std::int64_t numel) {
   return dtype == DType::kBits ? words_for_bits(n) * sizeof(BitWord) : n * 4;
 }
 
-void write_meta(const Model& model, Writer& w, const std::vector<std::uint64_t>& offsets) {
+// What `version` cannot hold is an error, not a silently different model: op types newer than
+// the version, and names the reader would reject. (Names themselves start in version 3.) As
+// before versions existed, the writer does not judge the graph otherwise: unknown op types and
+// bad attributes are written as they are and rejected by the reader or the interpreter.
+void check_writable(const Model& model, std::uint32_t version) {
+  if (version < 1 || version > kModelFormatVersion) {
+    throw ModelError("serialize_model: format version " + std::to_string(version) +
+                     ", expected 1 to " + std::to_string(kModelFormatVersion));
+  }
+  for (std::size_t i = 0; i < model.ops.size(); ++i) {
+    const Op& op = model.ops[i];
+    const detail::OpDef* def = detail::find_op_def(static_cast<std::uint32_t>(op.type));
+    const std::string where =
+        "serialize_model: op " + std::to_string(i) + " (" + op_name(op.type) + ")";
+    if (def != nullptr && def->since_version > version) {
+      throw ModelError(where + " needs format version " + std::to_string(def->since_version) +
+                       ", cannot write version " + std::to_string(version));
+    }
+    if (version >= 3 && op.name.size() > kMaxString) {
+      throw ModelError(where + ": name of " + std::to_string(op.name.size()) +
+                       " bytes, expected at most " + std::to_string(kMaxString));
+    }
+  }
+}
+
+void write_meta(const Model& model, Writer& w, const std::vector<std::uint64_t>& offsets,
+                std::uint32_t version) {
   w.put(static_cast<std::uint32_t>(model.metadata.size()));
   for (const auto& [key, value] : model.metadata) {
     w.put_string(key);
@@ -164,6 +190,7 @@ void write_meta(const Model& model, Writer& w, const std::vector<std::uint64_t>&
       w.put_string(role);
       w.put(static_cast<std::uint32_t>(index));
     }
+    if (version >= 3) w.put_string(op.name);
   }
   w.put(model.output);
 }
@@ -246,6 +273,7 @@ Op read_op(Reader& r, const std::string& f, std::int32_t own_id, std::size_t ten
     }
     op.tensors[role] = static_cast<std::int32_t>(index);
   }
+  if (version >= 3) op.name = r.string(f + ".name");
   return op;
 }
 
@@ -372,7 +400,8 @@ std::vector<std::int64_t> Op::attr(const std::string& key,
   return it == ints.end() ? fallback : it->second;
 }
 
-std::vector<std::uint8_t> serialize_model(const Model& model) {
+std::vector<std::uint8_t> serialize_model(const Model& model, std::uint32_t version) {
+  check_writable(model, version);
   std::vector<std::uint64_t> offsets;
   std::uint64_t payload_size = 0;
   for (const Tensor& t : model.tensors) {
@@ -380,7 +409,7 @@ std::vector<std::uint8_t> serialize_model(const Model& model) {
     payload_size += (t.storage_bytes() + kPayloadAlign - 1) / kPayloadAlign * kPayloadAlign;
   }
   Writer meta;
-  write_meta(model, meta, offsets);
+  write_meta(model, meta, offsets, version);
   const std::uint64_t meta_size = meta.bytes().size();
   const std::uint64_t payload_offset =
       (kHeaderBytes + meta_size + kPayloadAlign - 1) / kPayloadAlign * kPayloadAlign;
@@ -392,7 +421,7 @@ std::vector<std::uint8_t> serialize_model(const Model& model) {
   }
   Writer header;
   for (char c : kMagic) header.put(c);
-  header.put(kModelFormatVersion);
+  header.put(version);
   header.put(static_cast<std::uint32_t>(kHeaderBytes));
   header.put(static_cast<std::uint64_t>(file.size()));
   header.put(static_cast<std::uint64_t>(kHeaderBytes));

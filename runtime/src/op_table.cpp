@@ -40,6 +40,14 @@ constexpr OpDef kOpDefs[] = {
      &prepare_concat},
     {OpType::kGlobalAvgPool2d, "global_avgpool2d", 1, 1, kTakesAny, OpFamily::kFloat, 2, kNoFusion,
      &prepare_global_avgpool2d},
+    {OpType::kSigmoid, "sigmoid", 1, 1, kTakesFloat, OpFamily::kFloat, 3, kNoFusion,
+     &prepare_sigmoid},
+    {OpType::kMul, "mul", 2, 2, kTakesAny, OpFamily::kFloat, 3, kNoFusion, &prepare_mul},
+    {OpType::kSliceChannels, "slice_channels", 1, 1, kTakesAny, OpFamily::kLayout, 3, kNoFusion,
+     &prepare_slice_channels},
+    {OpType::kClip, "clip", 1, 1, kTakesFloat, OpFamily::kFloat, 3, kNoFusion, &prepare_clip},
+    {OpType::kQuantizeLevels, "quantize_levels", 1, 1, kTakesFloat, OpFamily::kFloat, 3, kNoFusion,
+     &prepare_quantize_levels},
 };
 
 constexpr std::size_t kOpDefCount = sizeof(kOpDefs) / sizeof(kOpDefs[0]);

@@ -48,7 +48,14 @@ class PreparedOp {
                    std::size_t batch) const = 0;
   /// Binary multiply-accumulates per image (0 for non-binary ops).
   virtual std::int64_t binary_macs() const { return 0; }
+  /// Float multiply-accumulates per image of float conv2d / dense (weights x output pixels);
+  /// 0 for every other op.
+  virtual std::int64_t float_macs() const { return 0; }
 };
+
+/// "op 3 (binary_conv2d)", or "op 3 (binary_conv2d \"block3_conv\")" when the op has a name:
+/// how messages about op `index` start.
+std::string op_where(std::size_t index, const Op& op);
 
 /// Throws ModelError("<where>: <what>") unless `ok`.
 void require(bool ok, const std::string& where, const std::string& what);
@@ -101,11 +108,27 @@ std::unique_ptr<PreparedOp> prepare_prelu(const Model&, const Op&, const std::ve
                                           ValueInfo&, const std::string&);
 std::unique_ptr<PreparedOp> prepare_softmax(const Model&, const Op&, const std::vector<ValueInfo>&,
                                             ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_sigmoid(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                            ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_mul(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                        ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_clip(const Model&, const Op&, const std::vector<ValueInfo>&,
+                                         ValueInfo&, const std::string&);
+std::unique_ptr<PreparedOp> prepare_quantize_levels(const Model&, const Op&,
+                                                    const std::vector<ValueInfo>&, ValueInfo&,
+                                                    const std::string&);
 // ops_layout.cpp
+std::unique_ptr<PreparedOp> prepare_slice_channels(const Model&, const Op&,
+                                                   const std::vector<ValueInfo>&, ValueInfo&,
+                                                   const std::string&);
 std::unique_ptr<PreparedOp> prepare_flatten(const Model&, const Op&, const std::vector<ValueInfo>&,
                                             ValueInfo&, const std::string&);
 std::unique_ptr<PreparedOp> prepare_concat(const Model&, const Op&, const std::vector<ValueInfo>&,
                                            ValueInfo&, const std::string&);
+
+/// A float for messages, with enough digits to tell neighbouring floats apart ("0.5",
+/// "1.00000012", "-inf"), unlike std::to_string's fixed six decimals.
+std::string float_string(float value);
 
 /// "CxHxW" of a value, for messages.
 std::string shape_string(const ValueInfo& v);
@@ -132,6 +155,18 @@ Window read_window(const Op& op, const ValueInfo& in, const std::string& where,
 /// `where` when it holds more or fewer than one value.
 std::int64_t scalar_attr(const Op& op, const std::string& key, std::int64_t fallback,
                          const std::string& where);
+
+/// Required single-valued integer attribute `key` of `op` in [min, max]; throws naming `where`
+/// when it is missing, has more or fewer than one value, or lies outside the range.
+std::int64_t required_attr(const Op& op, const std::string& key, std::int64_t min, std::int64_t max,
+                           const std::string& where);
+
+/// A float stored in an integer attribute: its IEEE-754 binary32 bit pattern, 0 .. 2^32 - 1.
+std::int64_t float_to_attr(float value);
+
+/// Required float attribute `key` of `op` (stored as by `float_to_attr`); throws naming `where`
+/// when it is missing, not one value in [0, 2^32) or NaN.
+float float_attr(const Op& op, const std::string& key, const std::string& where);
 
 /// Tensor `role` of `op` with the expected dtype (and rank); throws naming `where` otherwise.
 const Tensor& op_tensor(const Model& model, const Op& op, const std::string& role, DType dtype,

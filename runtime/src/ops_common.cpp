@@ -1,3 +1,6 @@
+#include <cmath>
+#include <cstring>
+#include <sstream>
 #include <thread>
 
 #include "ops.h"
@@ -8,6 +11,12 @@ std::size_t ValueInfo::image_words() const {
   const auto pixels = static_cast<std::size_t>(h * w);
   if (dtype == DType::kBits) return pixels * words_for_bits(static_cast<std::size_t>(c));
   return (pixels * static_cast<std::size_t>(c) + 1) / 2;
+}
+
+std::string op_where(std::size_t index, const Op& op) {
+  std::string where = "op " + std::to_string(index) + " (" + op_name(op.type);
+  if (!op.name.empty()) where += " \"" + op.name + "\"";
+  return where + ")";
 }
 
 void require(bool ok, const std::string& where, const std::string& what) {
@@ -68,6 +77,33 @@ std::int64_t scalar_attr(const Op& op, const std::string& key, std::int64_t fall
   return v[0];
 }
 
+std::int64_t required_attr(const Op& op, const std::string& key, std::int64_t min, std::int64_t max,
+                           const std::string& where) {
+  require(op.ints.count(key) != 0, where, "missing attribute '" + key + "'");
+  const std::int64_t v = scalar_attr(op, key, 0, where);
+  require(v >= min && v <= max, where,
+          "attribute '" + key + "' value " + std::to_string(v) + " out of range [" +
+              std::to_string(min) + ", " + std::to_string(max) + "]");
+  return v;
+}
+
+std::int64_t float_to_attr(float value) {
+  std::uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return static_cast<std::int64_t>(bits);
+}
+
+float float_attr(const Op& op, const std::string& key, const std::string& where) {
+  const std::int64_t bits = required_attr(op, key, 0, 0xFFFFFFFFll, where);
+  const auto u = static_cast<std::uint32_t>(bits);
+  float value = 0.0f;
+  std::memcpy(&value, &u, sizeof(value));
+  require(!std::isnan(value), where,
+          "attribute '" + key + "' value " + std::to_string(bits) +
+              " is the bit pattern of a NaN, expected a float32 number");
+  return value;
+}
+
 bool has_tensor(const Op& op, const std::string& role) {
   return op.tensors.find(role) != op.tensors.end();
 }
@@ -100,6 +136,13 @@ void parallel_for(std::size_t n, int threads, const std::function<void(std::size
   }
   for (std::size_t i = 0; i < n; i += workers) fn(i);
   for (auto& th : pool) th.join();
+}
+
+std::string float_string(float value) {
+  std::ostringstream s;
+  s.precision(9);  // max_digits10 of float
+  s << value;
+  return s.str();
 }
 
 std::string shape_string(const ValueInfo& v) {

@@ -1,6 +1,7 @@
 // Float ops on NHWC activations: conv2d / dense (im2col + a register-friendly GEMM whose inner
-// loop runs over output channels), batch norm, max/average/global average pooling, add, ReLU,
-// PReLU, softmax. Ops that accept bits inputs read them as +-1.
+// loop runs over output channels), batch norm, max/average/global average pooling, add, mul,
+// ReLU, PReLU, sigmoid, clip, k-bit level quantization, softmax. Ops that accept bits inputs
+// read them as +-1.
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +21,9 @@ class FloatConv final : public PreparedOp {
             const std::string& where, bool dense);
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override;
+  std::int64_t float_macs() const override {
+    return win_.out_h * win_.out_w * c_out_ * static_cast<std::int64_t>(k_);
+  }
 
  private:
   void im2col(const float* image, std::int64_t g, std::size_t p0, std::size_t p1, float* col) const;
@@ -211,6 +215,42 @@ class Add final : public PreparedOp {
   ValueInfo a_, b_;
 };
 
+/// a * b elementwise, b of a's shape or (C,1,1) (one factor per channel, broadcast over the
+/// pixels of its image); either input may be bits (read as +-1), the output is float.
+class Mul final : public PreparedOp {
+ public:
+  Mul(const ValueInfo& a, const ValueInfo& b)
+      : a_(a), b_(b), per_channel_(b.h * b.w == 1 && a.h * a.w != 1) {}
+
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto c = static_cast<std::size_t>(a_.c);
+    const auto pixels = static_cast<std::size_t>(a_.h * a_.w);
+    if (!per_channel_ && a_.dtype == DType::kFloat32 && b_.dtype == DType::kFloat32) {
+      const float* a = in[0]->f();
+      const float* b = in[1]->f();
+      float* y = out.f();
+      for (std::size_t i = 0; i < batch * pixels * c; ++i) y[i] = a[i] * b[i];
+      return;
+    }
+    std::vector<float> scratch_a(c), scratch_b(c);
+    for (std::size_t n = 0; n < batch; ++n) {
+      const float* b = per_channel_ ? row_as_floats(b_, *in[1], n, scratch_b.data()) : nullptr;
+      for (std::size_t p = 0; p < pixels; ++p) {
+        const std::size_t r = n * pixels + p;
+        const float* a = row_as_floats(a_, *in[0], r, scratch_a.data());
+        if (!per_channel_) b = row_as_floats(b_, *in[1], r, scratch_b.data());
+        float* y = out.f() + r * c;
+        for (std::size_t ch = 0; ch < c; ++ch) y[ch] = a[ch] * b[ch];
+      }
+    }
+  }
+
+ private:
+  ValueInfo a_, b_;
+  bool per_channel_;  // b is (C,1,1) and a has more than one pixel
+};
+
 /// Max pooling (float) and average pooling (float or bits read as +-1), padding ignored by max
 /// and counted by average pooling only with count_include_pad.
 class Pool final : public PreparedOp {
@@ -392,6 +432,50 @@ std::unique_ptr<PreparedOp> prepare_prelu(const Model& model, const Op& op,
   return per_channel(inputs[0], [alpha = channel_param(model, op, "alpha", inputs[0].c, true,
                                                        where)](float v, std::size_t ch) {
     return v >= 0.0f ? v : alpha[alpha.size() == 1 ? 0 : ch] * v;
+  });
+}
+
+std::unique_ptr<PreparedOp> prepare_mul(const Model&, const Op&,
+                                        const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                        const std::string& where) {
+  const ValueInfo &a = inputs[0], &b = inputs[1];
+  require(a.c == b.c && ((a.h == b.h && a.w == b.w) || (b.h == 1 && b.w == 1)), where,
+          "input 1 has shape " + shape_string(b) + ", expected the shape of input 0 (" +
+              shape_string(a) + ") or " + std::to_string(a.c) + "x1x1 (one factor per channel)");
+  output = ValueInfo{DType::kFloat32, a.c, a.h, a.w};
+  return std::make_unique<Mul>(a, b);
+}
+
+std::unique_ptr<PreparedOp> prepare_sigmoid(const Model&, const Op&,
+                                            const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                            const std::string&) {
+  output = inputs[0];
+  return per_channel(inputs[0], [](float v, std::size_t) { return 1.0f / (1.0f + std::exp(-v)); });
+}
+
+std::unique_ptr<PreparedOp> prepare_clip(const Model&, const Op& op,
+                                         const std::vector<ValueInfo>& inputs, ValueInfo& output,
+                                         const std::string& where) {
+  const float lo = float_attr(op, "lo", where), hi = float_attr(op, "hi", where);
+  require(lo <= hi, where,
+          "attribute 'lo' (" + float_string(lo) + ") is above attribute 'hi' (" + float_string(hi) +
+              "), expected lo <= hi");
+  output = inputs[0];
+  return per_channel(inputs[0],
+                     [lo, hi](float v, std::size_t) { return std::min(std::max(v, lo), hi); });
+}
+
+std::unique_ptr<PreparedOp> prepare_quantize_levels(const Model&, const Op& op,
+                                                    const std::vector<ValueInfo>& inputs,
+                                                    ValueInfo& output, const std::string& where) {
+  const std::int64_t k = required_attr(op, "k_bit", 1, 16, where);
+  const auto n = static_cast<float>((std::int64_t{1} << k) - 1);  // exact: below 2^24
+  output = inputs[0];
+  // std::nearbyint rounds half to even in the default rounding mode, which the runtime never
+  // changes; dividing (not multiplying by 1/n) gives the correctly rounded level r / n, as
+  // PyTorch's `torch.round(x * n) / n` does.
+  return per_channel(inputs[0], [n](float v, std::size_t) {
+    return std::nearbyint(std::min(std::max(v, 0.0f), 1.0f) * n) / n;
   });
 }
 

@@ -1,7 +1,8 @@
-// Layout ops: flatten (to PyTorch's C,H,W feature order) and concatenation along channels. Both
-// keep bit-packed values packed.
+// Layout ops: flatten (to PyTorch's C,H,W feature order), concatenation along channels and
+// channel slices. All keep bit-packed values packed.
 
 #include <cstring>
+#include <limits>
 #include <memory>
 
 #include "ops.h"
@@ -73,7 +74,52 @@ class Concat final : public PreparedOp {
   ValueInfo out_;
 };
 
+/// Channels [begin, end) of every pixel. Bits: one `copy_bits` per pixel from bit `begin` of the
+/// input row to bit 0 of the output row (a word copy when `begin` is a multiple of 64, shifts
+/// otherwise); the output's padding bits stay 0 because the interpreter zero-fills it and only
+/// the slice's channels are copied. Float: one memcpy per pixel.
+class SliceChannels final : public PreparedOp {
+ public:
+  SliceChannels(const ValueInfo& in, const ValueInfo& out, std::size_t begin)
+      : in_(in), out_(out), begin_(begin) {}
+
+  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
+    const std::size_t in_stride = in_.pixel_stride(), out_stride = out_.pixel_stride();
+    const auto c = static_cast<std::size_t>(out_.c);
+    for (std::size_t r = 0; r < rows; ++r) {
+      if (in_.dtype == DType::kBits) {
+        copy_bits(in[0]->b() + r * in_stride, begin_, c, out.b() + r * out_stride, 0);
+      } else {
+        std::memcpy(out.f() + r * out_stride, in[0]->f() + r * in_stride + begin_,
+                    c * sizeof(float));
+      }
+    }
+  }
+
+ private:
+  ValueInfo in_, out_;
+  std::size_t begin_;
+};
+
 }  // namespace
+
+std::unique_ptr<PreparedOp> prepare_slice_channels(const Model&, const Op& op,
+                                                   const std::vector<ValueInfo>& inputs,
+                                                   ValueInfo& output, const std::string& where) {
+  const ValueInfo& in = inputs[0];
+  constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  const std::int64_t begin = required_attr(op, "begin", kMin, kMax, where);
+  const std::int64_t end = required_attr(op, "end", kMin, kMax, where);
+  require(0 <= begin && begin < end && end <= in.c, where,
+          "attributes 'begin' = " + std::to_string(begin) + ", 'end' = " + std::to_string(end) +
+              ", expected 0 <= begin < end <= " + std::to_string(in.c) +
+              " (the channels of the input, " + shape_string(in) + ")");
+  output = ValueInfo{in.dtype, end - begin, in.h, in.w};
+  return std::make_unique<SliceChannels>(in, output, static_cast<std::size_t>(begin));
+}
 
 std::unique_ptr<PreparedOp> prepare_flatten(const Model&, const Op&,
                                             const std::vector<ValueInfo>& inputs, ValueInfo& output,

@@ -2,6 +2,7 @@
 // Test helper: plain float NCHW layers written like the PyTorch definitions, to check the
 // runtime (its binary layers on +-1 data must agree exactly), and the kernel tables to run on.
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -149,6 +150,52 @@ inline Nchw concat_ref(const std::vector<Nchw>& xs) {
 inline Nchw add_ref(Nchw a, const Nchw& b) {
   for (std::size_t i = 0; i < a.v.size(); ++i) a.v[i] += b.v[i];
   return a;
+}
+
+// a * b; b of a's shape, or (N, C, 1, 1): one factor per channel and image.
+inline Nchw mul_ref(Nchw a, const Nchw& b) {
+  for (std::int64_t n = 0; n < a.n; ++n)
+    for (std::int64_t c = 0; c < a.c; ++c)
+      for (std::int64_t y = 0; y < a.h; ++y)
+        for (std::int64_t x = 0; x < a.w; ++x)
+          a.at(n, c, y, x) *= b.h == 1 && b.w == 1 ? b.at(n, c, 0, 0) : b.at(n, c, y, x);
+  return a;
+}
+
+// x[:, begin:end].
+inline Nchw slice_ref(const Nchw& x, std::int64_t begin, std::int64_t end) {
+  Nchw y{x.n, end - begin, x.h, x.w, {}};
+  y.v.resize(static_cast<std::size_t>(y.n * y.c * y.h * y.w));
+  for (std::int64_t n = 0; n < y.n; ++n)
+    for (std::int64_t c = 0; c < y.c; ++c)
+      for (std::int64_t p = 0; p < x.h * x.w; ++p)
+        y.at(n, c, p / x.w, p % x.w) = x.at(n, begin + c, p / x.w, p % x.w);
+  return y;
+}
+
+inline Nchw sigmoid_ref(Nchw x) {
+  for (float& v : x.v) v = 1.0f / (1.0f + std::exp(-v));
+  return x;
+}
+
+inline Nchw clip_ref(Nchw x, float lo, float hi) {
+  for (float& v : x.v) v = v < lo ? lo : (v > hi ? hi : v);
+  return x;
+}
+
+// DoReFa: round(clip(x, 0, 1) * n) / n, n = 2^k - 1, in float, with round-half-to-even written
+// out (independent of the floating-point environment's rounding mode).
+inline float levels_ref(float v, int k) {
+  const auto n = static_cast<float>((1 << k) - 1);
+  const float t = (v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v)) * n;
+  const float f = std::floor(t), frac = t - f;  // exact: t < 2^16
+  const bool up = frac > 0.5f || (frac == 0.5f && std::fmod(f, 2.0f) != 0.0f);
+  return (up ? f + 1.0f : f) / n;
+}
+
+inline Nchw levels_ref(Nchw x, int k) {
+  for (float& v : x.v) v = levels_ref(v, k);
+  return x;
 }
 
 // Flatten of NCHW is the identity on memory: features in C,H,W order.

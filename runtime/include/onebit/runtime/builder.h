@@ -197,10 +197,37 @@ class ModelBuilder {
   ValueRef flatten(ValueRef x);
   /// Softmax over channels.
   ValueRef softmax(ValueRef x);
+  /// 1 / (1 + exp(-x)), float -> float.
+  ValueRef sigmoid(ValueRef x);
+  /// Elementwise product a * b. b has a's shape, or b is (C,1,1) with a's C (a per-channel scale
+  /// broadcast over H and W: squeeze-and-excite / Real-to-Binary scaling). Float inputs (bits read
+  /// as +-1); float output.
+  /// Example (squeeze-and-excite): `y = b.mul(x, b.sigmoid(b.dense(...)))` with the dense giving
+  /// C features.
+  ValueRef mul(ValueRef a, ValueRef b);
+  /// Channels [begin, end) of x, like PyTorch x[:, begin:end]. Float -> float, bits -> bits.
+  /// Bits stay packed for any begin and end. Requires 0 <= begin < end <= C.
+  ValueRef slice_channels(ValueRef x, std::int64_t begin, std::int64_t end);
+  /// min(max(x, lo), hi), float -> float (Keras clip_by_value / PyTorch hardtanh). lo <= hi,
+  /// neither NaN (infinities are allowed: a one-sided clip).
+  ValueRef clip(ValueRef x, float lo, float hi);
+  /// DoReFa-Net's k-bit activation quantizer: round(clip(x, 0, 1) * n) / n with n = 2^k - 1 and
+  /// round-half-to-even (std::nearbyint in the default rounding mode); float -> float, k in [1,
+  /// 16].
+  ValueRef quantize_levels(ValueRef x, int k_bit);
   /// Marks the model output.
   void output(ValueRef x);
   /// Sets a free-form metadata string stored in the file (e.g. "source", "classes").
   void set_metadata(const std::string& key, const std::string& value);
+  /// Sets the name (`Op::name`) given to every op added afterwards, e.g. the training-side node
+  /// name "block3_conv"; empty (the default) gives no name. At most 1024 bytes. Names appear in
+  /// error messages, in the file (format version 3) and in `Interpreter::run_profiled`. When
+  /// ops fuse, the fused op keeps the first op's name and appends "+name" of each op folded
+  /// into it whose name is not empty and not already part of it: "block1_conv+block1_bn".
+  /// Example: `b.set_name_scope("block1_conv"); x = b.conv2d(x, ...); b.set_name_scope("");`
+  void set_name_scope(const std::string& name);
+  /// The name given to ops added now (see `set_name_scope`).
+  const std::string& name_scope() const { return name_scope_; }
 
   /// Shape {C, H, W} of a value.
   std::vector<std::int64_t> shape(ValueRef x) const;
@@ -224,10 +251,13 @@ class ModelBuilder {
   std::vector<std::int64_t> pool_attrs(const Pool2dParams& p, const ValueShape& in, Op& op,
                                        const std::string& what) const;
 
+  const ValueShape& float_value(ValueRef x, const std::string& what) const;
+
   BuilderOptions options_;
   Model model_;
   std::vector<ValueShape> values_;
   bool has_output_ = false;
+  std::string name_scope_;
 };
 
 }  // namespace onebit::runtime

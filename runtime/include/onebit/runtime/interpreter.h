@@ -29,6 +29,17 @@ struct InterpreterOptions {
   const KernelTable* kernels = nullptr;
 };
 
+/// Time of one op in a profiled run (`Interpreter::run_profiled`).
+struct OpTiming {
+  std::size_t index = 0;         ///< Op index in the model.
+  std::string type;              ///< Op type name, e.g. "binary_conv2d".
+  std::string name;              ///< Op name from the file (may be empty).
+  bool binary = false;           ///< True for ops of the binary (XOR/popcount) family.
+  double seconds = 0;            ///< Wall time of the op in this run.
+  std::int64_t binary_macs = 0;  ///< Binary MACs of this op for the batch (0 for non-binary ops).
+  std::int64_t float_macs = 0;   ///< Float MACs (conv2d/dense: weights x output pixels), else 0.
+};
+
 /// A prepared model. Construction validates every op (shapes, attributes, tensor roles) and
 /// lays weights out for the kernels; `run` is const and keeps all scratch per call, so one
 /// Interpreter may be used from several threads at once.
@@ -54,6 +65,20 @@ class Interpreter {
   std::vector<float> run(const std::vector<float>& input, std::size_t batch) const;
   /// Same as above on a raw buffer of `size` floats.
   std::vector<float> run(const float* input, std::size_t size, std::size_t batch) const;
+  /// Runs like `run` and also reports the wall time of every op, in execution order.
+  /// The output is identical to `run`'s (same kernels, same threads); `timings` is replaced by
+  /// one entry per op that runs (every op up to the one producing the model output). An op's
+  /// time covers allocating its output, the op itself and freeing the values it read last; the
+  /// input/output transposes are not in any entry. `run` itself reads no clock.
+  /// Example:
+  /// \code
+  ///   std::vector<OpTiming> t;
+  ///   net.run_profiled(x.data(), x.size(), 8, t);
+  ///   for (const OpTiming& op : t) std::printf("%-20s %-16s %8.3f ms\n", op.type.c_str(),
+  ///                                            op.name.c_str(), op.seconds * 1e3);
+  /// \endcode
+  std::vector<float> run_profiled(const float* input, std::size_t size, std::size_t batch,
+                                  std::vector<OpTiming>& timings) const;
 
   /// Input shape of one image: C, H, W.
   std::vector<std::int64_t> input_shape() const;
@@ -66,7 +91,8 @@ class Interpreter {
   /// it to its last consumer, however many consumers it has; values nothing consumes are freed
   /// right after they are produced. Example: `net.activation_bytes(64)`.
   std::size_t activation_bytes(std::size_t batch) const;
-  /// Binary multiply-accumulates per image (for throughput reports).
+  /// Binary multiply-accumulates per image of the ops that run (for throughput reports); ops
+  /// after the one producing the output are not run and not counted.
   std::int64_t binary_macs_per_image() const;
   /// The model as loaded.
   const Model& model() const;

@@ -82,6 +82,12 @@ enum class OpType : std::uint16_t {
   // Format version 2:
   kConcat = 15,           ///< >= 2 values along channels; all bits -> bits, else float (+-1).
   kGlobalAvgPool2d = 16,  ///< (C,H,W) float or bits -> (C,1,1) float mean over H*W.
+  // Format version 3:
+  kSigmoid = 17,         ///< float -> float: 1 / (1 + exp(-x)).
+  kMul = 18,             ///< a * b, b of a's shape or (C,1,1) per channel; bits read as +-1.
+  kSliceChannels = 19,   ///< channels [begin, end); float -> float, bits -> bits (kept packed).
+  kClip = 20,            ///< float -> float: min(max(x, lo), hi).
+  kQuantizeLevels = 21,  ///< float -> float: round(clip(x, 0, 1) * n) / n, n = 2^k_bit - 1.
 };
 
 /// Name of an op type as used in files and messages, e.g. "binary_conv2d"; "unknown" for a
@@ -90,10 +96,16 @@ const char* op_name(OpType type);
 
 /// One op of the graph. Value ids: 0 is the model input, op i produces value i + 1.
 struct Op {
-  OpType type = OpType::kRelu;
+  OpType type = OpType::kRelu;                            ///< What the op computes.
   std::vector<std::int32_t> inputs;                       ///< Value ids, all < own id.
   std::map<std::string, std::vector<std::int64_t>> ints;  ///< Integer attributes.
   std::map<std::string, std::int32_t> tensors;            ///< Role -> tensor index.
+  /// Free-form name for messages and profiles, e.g. the training-side layer "block3_conv"
+  /// (`ModelBuilder::set_name_scope`); empty when none. An op that fusion folded others into
+  /// carries all their names joined by '+', e.g. "block1_conv+block1_bn". Stored in files from
+  /// format version 3 on (at most 4096 bytes); older files load with empty names. It never
+  /// changes results.
+  std::string name;
 
   /// Integer attribute `key` (or `fallback` when absent).
   std::vector<std::int64_t> attr(const std::string& key,
@@ -112,11 +124,16 @@ struct Model {
 /// Current `.obnn` format version written by `save_model`. Loading accepts every version from 1
 /// up to this one (each version only with the op types it had) and rejects newer files.
 /// History: 1 = ops 1-14; 2 = concat (15), global_avgpool2d (16), add and avgpool2d with bits
-/// inputs, up to 256 inputs per op.
-inline constexpr std::uint32_t kModelFormatVersion = 2;
+/// inputs, up to 256 inputs per op; 3 = sigmoid (17), mul (18), slice_channels (19), clip (20),
+/// quantize_levels (21) and a name per op.
+inline constexpr std::uint32_t kModelFormatVersion = 3;
 
-/// Serializes a model into `.obnn` bytes.
-std::vector<std::uint8_t> serialize_model(const Model& model);
+/// Serializes a model into `.obnn` bytes of format `version` (1 .. kModelFormatVersion), e.g.
+/// `serialize_model(m, 2)` for a runtime that reads version 2 at most. Versions below 3 have no
+/// op names: they are left out. Throws `ModelError` for a version outside that range or when an
+/// op type is newer than `version` (naming the op, its type and the version it needs).
+std::vector<std::uint8_t> serialize_model(const Model& model,
+                                          std::uint32_t version = kModelFormatVersion);
 
 /// Parses `.obnn` bytes; every size, offset, count, shape and checksum is checked first.
 /// Throws `ModelError` naming `source` (a file name or "<memory>").
