@@ -70,10 +70,19 @@ bool Lowering::sign_follows() const {
 
 runtime::ValueRef Lowering::quantize_input(runtime::ValueRef x, const quantizers::QuantizerPtr& q) {
   if (!q || q->forward_kind() == quantizers::ForwardKind::kIdentity) return x;
+  if (const auto* dorefa = dynamic_cast<const quantizers::DoReFa*>(q.get());
+      dorefa != nullptr && dorefa->mode() == "activations") {
+    // k-bit activations run as float levels (DoReFa-Net's 2-bit inputs).
+    if (builder_->is_bits(x)) {
+      fail("input quantizer " + quantizers::to_json(q).dump() +
+           " on a binary (sign) value is not supported");
+    }
+    return builder_->quantize_levels(x, dorefa->k_bit());
+  }
   if (!is_sign(q)) {
     fail("input quantizer " + quantizers::to_json(q).dump() +
          " is not supported; expected a sign (ste_sign, approx_sign, swish_sign, or a quantizer "
-         "whose forward_kind() is kSign), noop or none");
+         "whose forward_kind() is kSign), dorefa_quantizer in activations mode, noop or none");
   }
   {
     // A declaration is a promise: check it where a wrong one would silently change results.
@@ -113,6 +122,8 @@ class Converter {
              convertible_kinds() + ")");
       }
       l.index_ = i;
+      // Runtime ops carry the node's name (profiles, error messages); fused ops join names.
+      b_.set_name_scope(node.name);
       try {
         values_.push_back(node.kind->lower(l, *node.module));
       } catch (const std::exception& e) {
@@ -174,6 +185,21 @@ ModelStorage storage_of(const runtime::Model& model) {
   return s;
 }
 
+ConvertResult convert_to_file(nn::Graph model, const std::vector<int64_t>& input_shape,
+                              const std::string& out_path, const ConvertOptions& options,
+                              const std::string& model_name) {
+  ConvertResult r;
+  r.out_path = out_path;
+  r.model_name = model_name;
+  const runtime::Model m = convert(model, input_shape, options);
+  r.file_bytes = runtime::save_model(m, out_path);
+  r.storage = storage_of(m);
+  const ModelSummary s = summary(model, input_shape, model_name.empty() ? "model" : model_name);
+  r.summary_bits = s.memory_bits;
+  r.float32_bits = s.fp32_memory_bits;
+  return r;
+}
+
 ConvertResult convert_checkpoint(const std::string& checkpoint, const std::string& out_path,
                                  const ConvertOptions& options) {
   train::Checkpoint ck = train::load_checkpoint(checkpoint);
@@ -196,14 +222,9 @@ ConvertResult convert_checkpoint(const std::string& checkpoint, const std::strin
   if (ck.config.contains("test_accuracy")) {
     opts.metadata.emplace("test_accuracy", ck.config.at("test_accuracy").dump());
   }
-  const runtime::Model m = convert(ck.model, input_shape, opts);
-  r.file_bytes = runtime::save_model(m, out_path);
-  r.storage = storage_of(m);
-  const ModelSummary s =
-      summary(ck.model, input_shape, r.model_name.empty() ? "model" : r.model_name);
-  r.summary_bits = s.memory_bits;
-  r.float32_bits = s.fp32_memory_bits;
-  return r;
+  ConvertResult out = convert_to_file(ck.model, input_shape, out_path, opts, r.model_name);
+  out.checkpoint = r.checkpoint;
+  return out;
 }
 
 }  // namespace onebit

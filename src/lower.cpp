@@ -56,13 +56,24 @@ Kernel kernel_of(const at::Tensor& latent, const quantizers::QuantizerPtr& q) {
     k.values = to_floats(latent);
     return k;
   }
-  if (const auto* ma = dynamic_cast<const quantizers::MagnitudeAwareSign*>(q.get())) {
+  const at::Tensor scale = q->sign_scale(latent);
+  if (scale.defined()) {
+    // scale * sign(w): +-1 bits, and the scale (one value or one per output channel) after the
+    // layer.
     k.values = to_floats(latent.ge(0).to(at::kFloat).mul(2.0).sub(1.0));
     k.binary = true;
-    k.scale = to_floats(ma->scale(latent));
-    if (static_cast<int64_t>(k.scale.size()) != latent.size(0)) {
-      fail("magnitude_aware_sign gave " + std::to_string(k.scale.size()) + " scales, expected " +
-           std::to_string(latent.size(0)) + " (one per output channel)");
+    at::Tensor flat = scale.reshape({-1});
+    if (flat.numel() == 1) flat = flat.expand({latent.size(0)});
+    if (flat.numel() != latent.size(0)) {
+      fail("kernel quantizer \"" + q->id() + "\" gave " + std::to_string(flat.numel()) +
+           " scales, expected 1 or " + std::to_string(latent.size(0)) +
+           " (one per output channel)");
+    }
+    k.scale = to_floats(flat);
+    const at::Tensor check = scale * latent.ge(0).to(scale.scalar_type()).mul(2.0).sub(1.0);
+    if (!at::allclose(check, q->quantize(latent))) {
+      fail("kernel quantizer \"" + q->id() +
+           "\" declares sign_scale() but its forward is not scale * sign(w)");
     }
     return k;
   }
@@ -256,18 +267,21 @@ Lowered lower_torch_batch_norm(Lowering& l, const torch::nn::Module& m, bool spa
 
 }  // namespace
 
-Lowered quant_conv2d(Lowering& l, const torch::nn::Module& m) {
-  const auto& conv = as<nn::QuantConv2dImpl>(m);
-  const auto& o = conv.options;
+namespace {
+
+// A onebit convolution (QuantConv2d, QuantDepthwiseConv2d): quantized input, kernel bits or
+// floats, Keras "same" or explicit padding with pad value 0 or 1, the kernel scale after it.
+template <typename Options>
+Lowered lower_quant_conv(Lowering& l, rt::Conv2dParams p, const Options& o,
+                         const quantizers::QuantizerPtr& kernel_quantizer, const at::Tensor& latent,
+                         const at::Tensor& bias, int64_t in_channels) {
   const rt::ValueRef x = l.quantize_input(l.input(), o.input_quantizer().get());
-  const Kernel k = kernel_of(conv.weight, o.kernel_quantizer().get());
+  const Kernel k = kernel_of(latent, kernel_quantizer);
   if (o.pad_values() != 0.0 && o.pad_values() != 1.0) {
     std::ostringstream msg;
     msg << "pad_values " << o.pad_values() << " is not supported, expected 0 or 1";
     fail(msg.str());
   }
-  rt::Conv2dParams p = conv_params(o);
-  const auto ks = pair_of(o.kernel_size());
   if (o.padding().same()) {
     p.padding(rt::PaddingMode::kSame);
   } else {
@@ -276,12 +290,48 @@ Lowered quant_conv2d(Lowering& l, const torch::nn::Module& m) {
   }
   p.pad_value = static_cast<float>(o.pad_values());
   p.is_binary_kernel = k.binary;
-  check_channels(l, o.in_channels(), "in_channels");
-  check_binary_input(l, x, k, o.kernel_quantizer().get());
-  const bool integer = l.builder().is_bits(x) && k.binary && !conv.bias.defined();
-  const rt::ValueRef y = l.builder().conv2d(x, p, k.values, layer_bias(k, conv.bias));
-  return finish_layer(l, y, k, conv.bias,
-                      integer ? o.in_channels() / o.groups() * ks[0] * ks[1] : 0);
+  check_channels(l, in_channels, "in_channels");
+  check_binary_input(l, x, k, kernel_quantizer);
+  const bool integer = l.builder().is_bits(x) && k.binary && !bias.defined();
+  const rt::ValueRef y = l.builder().conv2d(x, p, k.values, layer_bias(k, bias));
+  return finish_layer(l, y, k, bias,
+                      integer ? in_channels / p.groups * p.kernel_h * p.kernel_w : 0);
+}
+
+}  // namespace
+
+Lowered quant_conv2d(Lowering& l, const torch::nn::Module& m) {
+  const auto& conv = as<nn::QuantConv2dImpl>(m);
+  const auto& o = conv.options;
+  return lower_quant_conv(l, conv_params(o), o, o.kernel_quantizer().get(), conv.weight, conv.bias,
+                          o.in_channels());
+}
+
+Lowered quant_depthwise_conv2d(Lowering& l, const torch::nn::Module& m) {
+  const auto& conv = as<nn::QuantDepthwiseConv2dImpl>(m);
+  const auto& o = conv.options;
+  rt::Conv2dParams p(o.in_channels() * o.depth_multiplier(), 1);
+  const auto ks = pair_of(o.kernel_size()), st = pair_of(o.stride()), di = pair_of(o.dilation());
+  p.kernel_h = ks[0];
+  p.kernel_w = ks[1];
+  p.stride_h = st[0];
+  p.stride_w = st[1];
+  p.dilation_h = di[0];
+  p.dilation_w = di[1];
+  p.groups = o.in_channels();
+  return lower_quant_conv(l, p, o, o.depthwise_quantizer().get(), conv.weight, conv.bias,
+                          o.in_channels());
+}
+
+Lowered blur_pool2d(Lowering& l, const torch::nn::Module& m) {
+  const auto& blur = as<nn::BlurPool2dImpl>(m);
+  const int64_t c = blur.options.channels();
+  check_channels(l, c, "channels");
+  if (l.builder().is_bits(l.input()))
+    fail("blur pooling of a binary (sign) value is not supported");
+  rt::Conv2dParams p(c, 3);
+  p.stride(blur.options.stride()).groups_count(c).padding(rt::PaddingMode::kSame);
+  return {l.builder().conv2d(l.input(), p, to_floats(blur.weight)), 0};
 }
 
 Lowered quant_dense(Lowering& l, const torch::nn::Module& m) {
@@ -368,23 +418,59 @@ Lowered torch_linear(Lowering& l, const torch::nn::Module& m) {
           0};
 }
 
+namespace {
+
+// PyTorch's ceil_mode adds windows that start inside the (padded) input but end past it; they
+// become extra padding at the bottom/right that no window counts. Returns whether any was added.
+bool add_ceil_pads(rt::Pool2dParams& p, const std::vector<int64_t>& shape) {
+  bool added = false;
+  auto extra = [&](int64_t in, int64_t k, int64_t s, int64_t pad_before, int64_t& pad_after) {
+    // PyTorch's pooling_output_shape with ceil_mode (dilation 1).
+    const int64_t numerator = in + 2 * pad_before - k + (s - 1);
+    if (numerator < 0) return;
+    int64_t out = numerator / s + 1;
+    if ((out - 1) * s >= in + pad_before) --out;  // PyTorch: the last window must start inside
+    const int64_t more = (out - 1) * s + k - (in + 2 * pad_before);
+    if (more > 0) {
+      pad_after += more;
+      added = true;
+    }
+  };
+  extra(shape[1], p.kernel_h, p.stride_h, p.pad_top, p.pad_bottom);
+  extra(shape[2], p.kernel_w, p.stride_w, p.pad_left, p.pad_right);
+  return added;
+}
+
+}  // namespace
+
 Lowered max_pool2d(Lowering& l, const torch::nn::Module& m) {
   const auto& o = as<torch::nn::MaxPool2dImpl>(m).options;
-  if (o.ceil_mode()) fail("ceil_mode is not supported, expected false");
   const auto di = pair_of(o.dilation());
   if (di[0] != 1 || di[1] != 1) fail("dilation is not supported, expected 1");
+  rt::Pool2dParams p = pool_params(o.kernel_size(), o.stride(), o.padding());
+  // Padded positions never win a max: ceil mode is more padding at the end.
+  if (o.ceil_mode()) add_ceil_pads(p, l.builder().shape(l.input()));
   // Max pooling keeps exact integers integers: a batch norm after it may still use exact
   // thresholds.
-  return {l.builder().max_pool2d(l.input(), pool_params(o.kernel_size(), o.stride(), o.padding())),
-          l.integer_range()};
+  return {l.builder().max_pool2d(l.input(), p), l.integer_range()};
 }
 
 Lowered avg_pool2d(Lowering& l, const torch::nn::Module& m) {
   const auto& o = as<torch::nn::AvgPool2dImpl>(m).options;
-  if (o.ceil_mode()) fail("ceil_mode is not supported, expected false");
   if (o.divisor_override().has_value()) fail("divisor_override is not supported");
   rt::Pool2dParams p = pool_params(o.kernel_size(), o.stride(), o.padding());
   p.count_include_pad = o.count_include_pad();
+  if (o.ceil_mode() && add_ceil_pads(p, l.builder().shape(l.input()))) {
+    // PyTorch divides the extra windows by their part inside the padded input: the same as
+    // excluding padding when there is no explicit padding (Keras "same" average pooling).
+    const auto pad = pair_of(o.padding());
+    if (o.count_include_pad() && (pad[0] != 0 || pad[1] != 0)) {
+      fail(
+          "ceil_mode with explicit padding and count_include_pad is not supported; use "
+          "padding 0 (Keras \"same\" pooling) or count_include_pad false");
+    }
+    p.count_include_pad = false;
+  }
   return {l.builder().avg_pool2d(l.input(), p), 0};
 }
 
@@ -418,5 +504,44 @@ Lowered softmax(Lowering& l, const torch::nn::Module& m) {
 }
 
 Lowered identity(Lowering& l, const torch::nn::Module&) { return {l.input(), l.integer_range()}; }
+
+Lowered multiply(Lowering& l, const torch::nn::Module&) {
+  return {l.builder().mul(l.input(0), l.input(1)), 0};
+}
+
+Lowered slice(Lowering& l, const torch::nn::Module& m) {
+  const auto& o = as<nn::SliceImpl>(m).options;
+  return {l.builder().slice_channels(l.input(), o.begin(), o.end()), l.integer_range()};
+}
+
+Lowered learnable_bias(Lowering& l, const torch::nn::Module& m) {
+  const auto& b = as<nn::LearnableBiasImpl>(m);
+  check_channels(l, b.options.channels(), "channels");
+  if (l.builder().is_bits(l.input())) fail("a bias on a binary (sign) value is not supported");
+  const std::vector<float> ones(static_cast<std::size_t>(b.options.channels()), 1.0f);
+  return {l.builder().batch_norm(l.input(), ones, to_floats(b.bias)), 0};
+}
+
+Lowered torch_prelu(Lowering& l, const torch::nn::Module& m) {
+  const auto& prelu = as<torch::nn::PReLUImpl>(m);
+  const int64_t n = prelu.options.num_parameters();
+  if (n != 1) check_channels(l, n, "num_parameters");
+  return {l.builder().prelu(l.input(), to_floats(prelu.weight)), 0};
+}
+
+Lowered sigmoid(Lowering& l, const torch::nn::Module&) {
+  return {l.builder().sigmoid(l.input()), 0};
+}
+
+Lowered torch_hardtanh(Lowering& l, const torch::nn::Module& m) {
+  const auto& o = as<torch::nn::HardtanhImpl>(m).options;
+  return {
+      l.builder().clip(l.input(), static_cast<float>(o.min_val()), static_cast<float>(o.max_val())),
+      0};
+}
+
+Lowered hard_tanh(Lowering& l, const torch::nn::Module&) {
+  return {l.builder().clip(l.input(), -1.0f, 1.0f), 0};
+}
 
 }  // namespace onebit::lower

@@ -24,5 +24,15 @@ Lowered relu(Lowering& l, const torch::nn::Module& m);
 Lowered softmax(Lowering& l, const torch::nn::Module& m);
 /// Layers that are the identity in eval mode (dropout).
 Lowered identity(Lowering& l, const torch::nn::Module& m);
+Lowered quant_depthwise_conv2d(Lowering& l, const torch::nn::Module& m);
+Lowered blur_pool2d(Lowering& l, const torch::nn::Module& m);
+Lowered multiply(Lowering& l, const torch::nn::Module& m);
+Lowered slice(Lowering& l, const torch::nn::Module& m);
+Lowered learnable_bias(Lowering& l, const torch::nn::Module& m);
+Lowered torch_prelu(Lowering& l, const torch::nn::Module& m);
+Lowered sigmoid(Lowering& l, const torch::nn::Module& m);
+Lowered torch_hardtanh(Lowering& l, const torch::nn::Module& m);
+/// onebit's HardTanh: clip to [-1, 1].
+Lowered hard_tanh(Lowering& l, const torch::nn::Module& m);
 
 }  // namespace onebit::lower

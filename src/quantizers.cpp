@@ -51,6 +51,15 @@ at::Tensor sign_pm1(const at::Tensor& x) {
   return x.ge(0).to(x.scalar_type()).mul_(2).sub_(1);
 }
 
+// Mean over every axis but the output channel (axis 0), kept for broadcasting; the mean of all
+// values for 0-d and 1-d tensors.
+at::Tensor channel_mean(const at::Tensor& x) {
+  if (x.dim() <= 1) return x.mean();
+  std::vector<int64_t> dims;
+  for (int64_t d = 1; d < x.dim(); ++d) dims.push_back(d);
+  return x.mean(dims, /*keepdim=*/true);
+}
+
 Json clip_json(const std::optional<double>& clip) { return clip ? Json(*clip) : Json(nullptr); }
 
 void check_clip(const std::optional<double>& clip, const char* who) {
@@ -72,6 +81,8 @@ at::Tensor Quantizer::operator()(const at::Tensor& x) const {
       c10::make_intrusive<QuantizerHolder>(std::static_pointer_cast<const Quantizer>(owner), this);
   return QuantizeFunction::apply(x, holder);
 }
+
+at::Tensor Quantizer::sign_scale(const at::Tensor&) const { return {}; }
 
 Json Quantizer::to_json() const { return {{"class_name", id()}, {"config", config()}}; }
 
@@ -139,17 +150,41 @@ MagnitudeAwareSign::MagnitudeAwareSign(std::optional<double> clip_value) : clip_
   check_clip(clip_value_, "magnitude_aware_sign");
 }
 Json MagnitudeAwareSign::config() const { return {{"clip_value", clip_json(clip_value_)}}; }
-at::Tensor MagnitudeAwareSign::scale(const at::Tensor& x) const {
-  if (x.dim() <= 1) return x.abs().mean();
-  std::vector<int64_t> dims;
-  for (int64_t d = 1; d < x.dim(); ++d) dims.push_back(d);
-  return x.abs().mean(dims, /*keepdim=*/true);
-}
+at::Tensor MagnitudeAwareSign::scale(const at::Tensor& x) const { return channel_mean(x.abs()); }
 at::Tensor MagnitudeAwareSign::quantize(const at::Tensor& x) const {
   return scale(x) * sign_pm1(x);
 }
 at::Tensor MagnitudeAwareSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
   return scale(x) * ste(x, dy, clip_value_);
+}
+
+// ---- XnorWeightScale -----------------------------------------------------------------------
+
+at::Tensor XnorWeightScale::sign_scale(const at::Tensor& x) const {
+  return channel_mean(x.clamp(-1.0, 1.0).abs());
+}
+at::Tensor XnorWeightScale::quantize(const at::Tensor& x) const {
+  return sign_scale(x) * sign_pm1(x);
+}
+at::Tensor XnorWeightScale::gradient(const at::Tensor& x, const at::Tensor& dy) const {
+  // y = a(x) * s(x), a = mean(|clip(x)|) per channel, s = sign with STE (clip 1):
+  // dL/dx_j = a * dy_j * 1{|x_j| <= 1} + sign(x_j) * 1{|x_j| <= 1} / n * sum_i dy_i s_i.
+  const at::Tensor inside = x.abs().le(1.0).to(dy.scalar_type());
+  const at::Tensor s = sign_pm1(x);
+  const at::Tensor through_scale = channel_mean(dy * s);  // sum_i dy_i s_i / n
+  return inside * (sign_scale(x) * dy + s * through_scale);
+}
+
+// ---- MagnitudeAwareSignUnclipped -------------------------------------------------------------
+
+at::Tensor MagnitudeAwareSignUnclipped::sign_scale(const at::Tensor& x) const {
+  return x.abs().mean();
+}
+at::Tensor MagnitudeAwareSignUnclipped::quantize(const at::Tensor& x) const {
+  return sign_scale(x) * sign_pm1(x);
+}
+at::Tensor MagnitudeAwareSignUnclipped::gradient(const at::Tensor&, const at::Tensor& dy) const {
+  return dy;
 }
 
 // ---- SteTern --------------------------------------------------------------------------------
@@ -342,6 +377,11 @@ Registry& registry() {
         "swish_sign", [](Args& a) { return std::make_shared<SwishSign>(a.number("beta", 5.0)); });
     f["magnitude_aware_sign"] = checked("magnitude_aware_sign", [](Args& a) {
       return std::make_shared<MagnitudeAwareSign>(a.clip("clip_value", 1.0));
+    });
+    f["xnor_weight_scale"] =
+        checked("xnor_weight_scale", [](Args&) { return std::make_shared<XnorWeightScale>(); });
+    f["magnitude_aware_sign_unclipped"] = checked("magnitude_aware_sign_unclipped", [](Args&) {
+      return std::make_shared<MagnitudeAwareSignUnclipped>();
     });
     f["ste_tern"] = checked("ste_tern", [](Args& a) {
       double t = a.number("threshold_value", 0.05);

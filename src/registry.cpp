@@ -403,7 +403,7 @@ void add_onebit_types(std::vector<LayerKind>& r) {
                  r.finish();
                  return torch::nn::AnyModule(nn::QuantDepthwiseConv2d(o));
                }});
-  rules(r, MacRule::kWeights);
+  rules(r, MacRule::kWeights, lower::quant_depthwise_conv2d);
   add_quant_separable<1, nn::QuantSeparableConv1d, nn::QuantSeparableConv1dImpl>(
       r, "QuantSeparableConv1d");
   rules(r, MacRule::kWeights);
@@ -443,6 +443,7 @@ void add_onebit_types(std::vector<LayerKind>& r) {
                  Options(j, "HardTanh").finish();
                  return torch::nn::AnyModule(nn::HardTanh());
                }});
+  rules(r, MacRule::kUnknown, lower::hard_tanh);
   r.push_back({"LeakyTanh", describer<nn::LeakyTanhImpl>([](const nn::LeakyTanhImpl& m) {
                  return Json{{"alpha", m.alpha()}};
                }),
@@ -479,6 +480,48 @@ void add_onebit_types(std::vector<LayerKind>& r) {
                }});
   rules(r, MacRule::kUnknown, lower::concat);
   r.back().multi_input = true;
+  r.push_back({"Multiply",
+               describer<nn::MultiplyImpl>([](const nn::MultiplyImpl&) { return Json::object(); }),
+               [](const Json& j) {
+                 Options(j, "Multiply").finish();
+                 return torch::nn::AnyModule(nn::Multiply());
+               }});
+  rules(r, MacRule::kUnknown, lower::multiply);
+  r.back().multi_input = true;
+  r.push_back({"Slice", describer<nn::SliceImpl>([](const nn::SliceImpl& m) {
+                 return Json{{"begin", m.options.begin()}, {"end", m.options.end()}};
+               }),
+               [](const Json& j) {
+                 Options r(j, "Slice");
+                 nn::SliceOptions o(r.integer("begin"), r.integer("end"));
+                 r.finish();
+                 return torch::nn::AnyModule(nn::Slice(o));
+               }});
+  rules(r, MacRule::kUnknown, lower::slice);
+  r.back().keeps_sign = true;
+  r.push_back({"LearnableBias",
+               describer<nn::LearnableBiasImpl>([](const nn::LearnableBiasImpl& m) {
+                 return Json{{"channels", m.options.channels()}};
+               }),
+               [](const Json& j) {
+                 Options r(j, "LearnableBias");
+                 nn::LearnableBiasOptions o(r.integer("channels"));
+                 r.finish();
+                 return torch::nn::AnyModule(nn::LearnableBias(o));
+               }});
+  rules(r, MacRule::kUnknown, lower::learnable_bias);
+  r.push_back({"BlurPool2d", describer<nn::BlurPool2dImpl>([](const nn::BlurPool2dImpl& m) {
+                 return Json{{"channels", m.options.channels()}, {"stride", m.options.stride()}};
+               }),
+               [](const Json& j) {
+                 Options r(j, "BlurPool2d");
+                 nn::BlurPool2dOptions o(r.integer("channels"));
+                 o.stride(r.integer("stride", 2));
+                 r.finish();
+                 return torch::nn::AnyModule(nn::BlurPool2d(o));
+               }});
+  // Keras' DepthwiseConv2D: weights x output pixels MACs, at 32 bits.
+  rules(r, MacRule::kWeights, lower::blur_pool2d);
   // A nested graph: its options are its own architecture. The trace inlines it, so it needs
   // no summary rule or lowering of its own.
   r.push_back({"Graph", describer<nn::GraphImpl>([](const nn::GraphImpl& g) {
@@ -708,6 +751,38 @@ void add_torch_types(std::vector<LayerKind>& r) {
                  return torch::nn::AnyModule(torch::nn::ReLU(o));
                }});
   rules(r, MacRule::kUnknown, lower::relu);
+  r.push_back(
+      {"torch.PReLU", describer<torch::nn::PReLUImpl>([](const torch::nn::PReLUImpl& m) {
+         return Json{{"num_parameters", m.options.num_parameters()}, {"init", m.options.init()}};
+       }),
+       [](const Json& j) {
+         Options r(j, "torch.PReLU");
+         torch::nn::PReLUOptions o;
+         o.num_parameters(r.integer("num_parameters", 1)).init(r.number("init", 0.25));
+         r.finish();
+         return torch::nn::AnyModule(torch::nn::PReLU(o));
+       }});
+  rules(r, MacRule::kUnknown, lower::torch_prelu);
+  r.push_back({"torch.Sigmoid",
+               describer<torch::nn::SigmoidImpl>(
+                   [](const torch::nn::SigmoidImpl&) { return Json::object(); }),
+               [](const Json& j) {
+                 Options(j, "torch.Sigmoid").finish();
+                 return torch::nn::AnyModule(torch::nn::Sigmoid());
+               }});
+  rules(r, MacRule::kUnknown, lower::sigmoid);
+  r.push_back({"torch.Hardtanh",
+               describer<torch::nn::HardtanhImpl>([](const torch::nn::HardtanhImpl& m) {
+                 return Json{{"min_val", m.options.min_val()}, {"max_val", m.options.max_val()}};
+               }),
+               [](const Json& j) {
+                 Options r(j, "torch.Hardtanh");
+                 torch::nn::HardtanhOptions o;
+                 o.min_val(r.number("min_val", -1.0)).max_val(r.number("max_val", 1.0));
+                 r.finish();
+                 return torch::nn::AnyModule(torch::nn::Hardtanh(o));
+               }});
+  rules(r, MacRule::kUnknown, lower::torch_hardtanh);
   r.push_back({"torch.Dropout",
                describer<torch::nn::DropoutImpl>([](const torch::nn::DropoutImpl& m) {
                  return Json{{"p", m.options.p()}, {"inplace", m.options.inplace()}};

@@ -138,6 +138,12 @@ struct ConvertResult {
 /// Loads a checkpoint (file or training output directory), converts its model with the input
 /// shape of its training config, stores metadata (model name, checkpoint path, epoch, test
 /// accuracy) and writes `out_path` atomically.
+/// Converts `model` (eval mode) for `input_shape` and writes it to `out_path` atomically, with
+/// the storage and summary sizes in the result (checkpoint left empty).
+ConvertResult convert_to_file(nn::Graph model, const std::vector<int64_t>& input_shape,
+                              const std::string& out_path, const ConvertOptions& options = {},
+                              const std::string& model_name = "");
+
 ConvertResult convert_checkpoint(const std::string& checkpoint, const std::string& out_path,
                                  const ConvertOptions& options = {});
 

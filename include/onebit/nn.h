@@ -3,6 +3,7 @@
 /// All onebit layers.
 #include "onebit/nn/activations.h"
 #include "onebit/nn/batch_norm.h"
+#include "onebit/nn/blocks.h"
 #include "onebit/nn/conv.h"
 #include "onebit/nn/dense.h"
 #include "onebit/nn/depthwise.h"

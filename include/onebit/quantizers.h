@@ -52,6 +52,11 @@ class Quantizer : public std::enable_shared_from_this<Quantizer> {
   /// What the forward pass computes (see ForwardKind); the converter relies on this declaration,
   /// not on the concrete class, so user-defined sign quantizers convert.
   virtual ForwardKind forward_kind() const { return ForwardKind::kOther; }
+  /// For kernel quantizers whose forward value is `scale * sign(x)` (+1 for x >= 0): the
+  /// scale, one value or one per output channel (axis 0), shaped to broadcast against `x`.
+  /// Undefined for every other quantizer. The converter stores such kernels as bits and applies
+  /// the scale after the layer (XNOR-Net, Bi-Real Net, DoReFa-Net, ReActNet weights).
+  virtual at::Tensor sign_scale(const at::Tensor& x) const;
 
   /// Applies the quantizer with autograd: forward `quantize(x)`, backward `gradient(x, dy)`.
   /// Without grad mode or when `x` does not require grad, this is `quantize(x)`.
@@ -153,9 +158,34 @@ class MagnitudeAwareSign : public Quantizer {
   at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const override;
   /// The per-output-channel scale a, shaped to broadcast against x.
   at::Tensor scale(const at::Tensor& x) const;
+  at::Tensor sign_scale(const at::Tensor& x) const override { return scale(x); }
 
  private:
   std::optional<double> clip_value_;
+};
+
+/// XNOR-Net's weight quantizer (Larq Zoo's `xnor_weight_scale`): a * sign(clip(x, -1, 1)) with
+/// a = mean |clip(x, -1, 1)| per output channel (axis 0). Unlike magnitude_aware_sign, a is part
+/// of the backward pass: the gradient is that of a(x) * STE(sign)(x), including d a / d x.
+class XnorWeightScale : public Quantizer {
+ public:
+  std::string id() const override { return "xnor_weight_scale"; }
+  int precision() const override { return 1; }
+  at::Tensor quantize(const at::Tensor& x) const override;
+  at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const override;
+  at::Tensor sign_scale(const at::Tensor& x) const override;
+};
+
+/// DoReFa-Net's weight binarization (Larq Zoo's `magnitude_aware_sign_unclipped`):
+/// a * sign(x) with a = mean |x| over the whole tensor (one value per layer), a constant on the
+/// backward pass, and the identity pseudo-gradient dy (no clipping, no scaling).
+class MagnitudeAwareSignUnclipped : public Quantizer {
+ public:
+  std::string id() const override { return "magnitude_aware_sign_unclipped"; }
+  int precision() const override { return 1; }
+  at::Tensor quantize(const at::Tensor& x) const override;
+  at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const override;
+  at::Tensor sign_scale(const at::Tensor& x) const override;
 };
 
 /// Ternarization: +1 for x >= D, -1 for x <= -D, 0 in between (Larq's code maps |x| == D to
@@ -192,6 +222,10 @@ class DoReFa : public Quantizer {
   Json config() const override { return {{"k_bit", k_bit_}, {"mode", mode_}}; }
   at::Tensor quantize(const at::Tensor& x) const override;
   at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const override;
+  /// Bits k.
+  int k_bit() const { return k_bit_; }
+  /// "activations" or "weights".
+  const std::string& mode() const { return mode_; }
 
  private:
   int k_bit_;

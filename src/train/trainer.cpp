@@ -37,7 +37,8 @@ nlohmann::json TrainOptions::to_json() const {
           {"train_limit", train_limit},
           {"test_limit", test_limit},
           {"progress", progress},
-          {"resume", resume}};
+          {"resume", resume},
+          {"weights", weights}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -47,23 +48,42 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
     const auto& k = item.key();
     const auto& v = item.value();
     try {
-      if (k == "model") o.model = v.get<std::string>();
-      else if (k == "model_options") o.model_options = zoo::ModelOptions::from_json(v);
-      else if (k == "dataset") o.dataset = v.get<std::string>();
-      else if (k == "data_dir") o.data_dir = v.get<std::string>();
-      else if (k == "epochs") o.epochs = v.get<int>();
-      else if (k == "batch_size") o.batch_size = v.get<int64_t>();
-      else if (k == "lr") o.lr = v.get<double>();
-      else if (k == "seed") o.seed = v.get<uint64_t>();
-      else if (k == "optimizer") o.optimizer = v.get<std::string>();
-      else if (k == "optimizer_options") o.optimizer_options = v;
-      else if (k == "out_dir") o.out_dir = v.get<std::string>();
-      else if (k == "threads") o.threads = v.get<int>();
-      else if (k == "train_limit") o.train_limit = v.get<int64_t>();
-      else if (k == "test_limit") o.test_limit = v.get<int64_t>();
-      else if (k == "progress") o.progress = v.get<bool>();
-      else if (k == "resume") o.resume = v.get<std::string>();
-      else throw std::invalid_argument("unknown train option \"" + k + "\"");
+      if (k == "model")
+        o.model = v.get<std::string>();
+      else if (k == "model_options")
+        o.model_options = zoo::ModelOptions::from_json(v);
+      else if (k == "dataset")
+        o.dataset = v.get<std::string>();
+      else if (k == "data_dir")
+        o.data_dir = v.get<std::string>();
+      else if (k == "epochs")
+        o.epochs = v.get<int>();
+      else if (k == "batch_size")
+        o.batch_size = v.get<int64_t>();
+      else if (k == "lr")
+        o.lr = v.get<double>();
+      else if (k == "seed")
+        o.seed = v.get<uint64_t>();
+      else if (k == "optimizer")
+        o.optimizer = v.get<std::string>();
+      else if (k == "optimizer_options")
+        o.optimizer_options = v;
+      else if (k == "out_dir")
+        o.out_dir = v.get<std::string>();
+      else if (k == "weights")
+        o.weights = v.get<std::string>();
+      else if (k == "threads")
+        o.threads = v.get<int>();
+      else if (k == "train_limit")
+        o.train_limit = v.get<int64_t>();
+      else if (k == "test_limit")
+        o.test_limit = v.get<int64_t>();
+      else if (k == "progress")
+        o.progress = v.get<bool>();
+      else if (k == "resume")
+        o.resume = v.get<std::string>();
+      else
+        throw std::invalid_argument("unknown train option \"" + k + "\"");
     } catch (const nlohmann::json::exception&) {
       throw std::invalid_argument("train option \"" + k + "\" has the wrong type: " + v.dump());
     }
@@ -136,8 +156,8 @@ void append_line(const std::string& path, const nlohmann::json& j) {
 
 }  // namespace
 
-TrainResult fit(nn::Graph model, const data::Dataset& train_set,
-                const data::Dataset& test_set, const TrainOptions& options,
+TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dataset& test_set,
+                const TrainOptions& options,
                 const std::vector<std::shared_ptr<Callback>>& callbacks) {
   validate(options, train_set);
   check_finite(train_set, "training");
@@ -193,8 +213,8 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set,
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
         std::ostringstream msg;
-        msg << "training diverged: the loss is " << loss_value << " at epoch " << epoch
-            << ", step " << s + 1 << " of " << steps << " (lr " << options.lr
+        msg << "training diverged: the loss is " << loss_value << " at epoch " << epoch << ", step "
+            << s + 1 << " of " << steps << " (lr " << options.lr
             << "); lower the learning rate or check the input data for NaNs";
         throw std::runtime_error(msg.str());
       }
@@ -233,9 +253,9 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set,
     std::ostringstream summary;
     summary.setf(std::ios::fixed);
     summary.precision(2);
-    summary << "epoch " << epoch << "/" << options.epochs << ": train loss "
-            << loss_sum / seen << ", train acc " << 100.0 * correct / seen << "%, test acc "
-            << 100.0 * test.accuracy << "%, " << static_cast<int64_t>(seen / secs) << " img/s";
+    summary << "epoch " << epoch << "/" << options.epochs << ": train loss " << loss_sum / seen
+            << ", train acc " << 100.0 * correct / seen << "%, test acc " << 100.0 * test.accuracy
+            << "%, " << static_cast<int64_t>(seen / secs) << " img/s";
     bar.finish(summary.str());
     result.test_accuracy = test.accuracy;
     result.test_loss = test.loss;
@@ -253,8 +273,8 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set,
 
 TrainResult train(const TrainOptions& options,
                   const std::vector<std::shared_ptr<Callback>>& callbacks) {
-  auto train_set = data::load(options.dataset, data::Split::kTrain, options.data_dir)
-                       .head(options.train_limit);
+  auto train_set =
+      data::load(options.dataset, data::Split::kTrain, options.data_dir).head(options.train_limit);
   auto test_set =
       data::load(options.dataset, data::Split::kTest, options.data_dir).head(options.test_limit);
   auto model_options = options.model_options;
@@ -263,6 +283,7 @@ TrainResult train(const TrainOptions& options,
   model_options.num_classes = train_set.num_classes;
   at::manual_seed(options.seed);
   auto model = zoo::build(options.model, model_options);
+  if (!options.weights.empty()) load_model_state(options.weights, model);
   TrainOptions effective = options;
   effective.model_options = model_options;
   // `onebit train` logs the flip ratio of every binary kernel (and shows the mean as "flip").

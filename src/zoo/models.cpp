@@ -4,27 +4,18 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <sstream>
 #include <stdexcept>
 
+#include "literature.h"
 #include "onebit/nn.h"
+#include "zoo_util.h"
 
 namespace onebit::zoo {
-namespace {
-
-struct Binary {
-  bool on;
-  quantizers::QuantizerSpec q(const char* id) const {
-    return on ? quantizers::QuantizerSpec(id) : nullptr;
-  }
-  constraints::ConstraintSpec clip() const {
-    return on ? constraints::ConstraintSpec("weight_clip") : nullptr;
-  }
-};
-
-nn::BatchNorm batch_norm(int64_t c, const ModelOptions& o) {
-  return nn::BatchNorm(nn::BatchNormOptions(c).momentum(o.bn_momentum).eps(o.bn_eps).scale(false));
-}
+namespace detail {
 
 void check_input(const std::string& name, const ModelOptions& o, int64_t min_hw) {
   if (o.input_shape.size() != 3 || o.input_shape[0] <= 0 || o.input_shape[1] < min_hw ||
@@ -36,6 +27,38 @@ void check_input(const std::string& name, const ModelOptions& o, int64_t min_hw)
     throw std::invalid_argument(msg.str());
   }
   if (o.num_classes < 2) throw std::invalid_argument(name + ": num_classes must be >= 2");
+}
+
+nn::BatchNorm batch_norm(int64_t channels, const ModelOptions& o, double keras_momentum, double eps,
+                         bool scale, bool center) {
+  return nn::BatchNorm(
+      nn::BatchNormOptions(channels)
+          // 1 - 0.9 is 0.09999999999999998 in doubles: round to 12 digits.
+          .momentum(o.bn_momentum.value_or(std::round((1.0 - keras_momentum) * 1e12) / 1e12))
+          .eps(o.bn_eps.value_or(eps))
+          .scale(scale)
+          .center(center));
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::check_input;
+
+struct Binary {
+  bool on;
+  quantizers::QuantizerSpec q(const char* id) const {
+    return on ? quantizers::QuantizerSpec(id) : nullptr;
+  }
+  constraints::ConstraintSpec clip() const {
+    return on ? constraints::ConstraintSpec("weight_clip") : nullptr;
+  }
+};
+
+// onebit's own models: Keras' BN epsilon, LibTorch momentum 0.1 (Keras 0.9), no scale.
+nn::BatchNorm batch_norm(int64_t c, const ModelOptions& o) {
+  return detail::batch_norm(c, o, 0.9, 1e-3, /*scale=*/false);
 }
 
 // Larq's MNIST tutorial: conv 32 (float input, binary kernel) - pool - BN - conv 64 - pool - BN
@@ -190,8 +213,8 @@ nn::Graph densenet_mnist(const ModelOptions& o) {
 
 nlohmann::json ModelOptions::to_json() const {
   return {{"quantized", quantized},
-          {"bn_momentum", bn_momentum},
-          {"bn_eps", bn_eps},
+          {"bn_momentum", bn_momentum ? nlohmann::json(*bn_momentum) : nlohmann::json(nullptr)},
+          {"bn_eps", bn_eps ? nlohmann::json(*bn_eps) : nlohmann::json(nullptr)},
           {"input_shape", input_shape},
           {"num_classes", num_classes}};
 }
@@ -207,9 +230,9 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
       if (k == "quantized")
         o.quantized = v.get<bool>();
       else if (k == "bn_momentum")
-        o.bn_momentum = v.get<double>();
+        o.bn_momentum = v.is_null() ? std::nullopt : std::optional<double>(v.get<double>());
       else if (k == "bn_eps")
-        o.bn_eps = v.get<double>();
+        o.bn_eps = v.is_null() ? std::nullopt : std::optional<double>(v.get<double>());
       else if (k == "input_shape")
         o.input_shape = v.get<std::vector<int64_t>>();
       else if (k == "num_classes")
@@ -223,18 +246,77 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
   return o;
 }
 
-std::vector<std::string> model_names() {
-  return {"larq-mnist", "bnn-mlp", "bireal-mnist", "densenet-mnist"};
+namespace {
+
+struct Entry {
+  detail::ZooEntry entry;
+  std::vector<int64_t> input_shape;
+  int64_t num_classes;
+};
+
+const std::vector<Entry>& table() {
+  static const std::vector<Entry> entries = [] {
+    const std::vector<int64_t> mnist = {1, 28, 28}, imagenet = {3, 224, 224};
+    std::vector<Entry> e = {
+        {{"larq-mnist", "Larq's MNIST tutorial CNN: 3 binary convs, 2 binary dense layers",
+          larq_mnist},
+         mnist,
+         10},
+        {{"bnn-mlp", "A fully binarized MLP: 3 binary dense layers", bnn_mlp}, mnist, 10},
+        {{"bireal-mnist", "Bi-Real-style shortcuts at Fashion-MNIST size (6 binary convs)",
+          bireal_mnist},
+         mnist,
+         10},
+        {{"densenet-mnist", "BinaryDenseNet-style blocks at Fashion-MNIST size (6 binary convs)",
+          densenet_mnist},
+         mnist,
+         10},
+    };
+    for (const auto& l : detail::literature_models()) e.push_back({l, imagenet, 1000});
+    return e;
+  }();
+  return entries;
 }
 
-nn::Graph build(const std::string& name, const ModelOptions& options) {
-  if (name == "larq-mnist") return larq_mnist(options);
-  if (name == "bnn-mlp") return bnn_mlp(options);
-  if (name == "bireal-mnist") return bireal_mnist(options);
-  if (name == "densenet-mnist") return densenet_mnist(options);
+std::string squash(const std::string& name) {
+  std::string out;
+  for (char c : name) {
+    if (c != '-' && c != '_') out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+const Entry& find(const std::string& name) {
+  const std::string key = squash(name);
+  for (const auto& e : table()) {
+    if (squash(e.entry.name) == key) return e;
+  }
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument("unknown model \"" + name + "\" (known: " + known + ")");
+}
+
+}  // namespace
+
+std::vector<std::string> model_names() {
+  std::vector<std::string> names;
+  for (const auto& e : table()) names.emplace_back(e.entry.name);
+  return names;
+}
+
+std::string canonical_name(const std::string& name) { return find(name).entry.name; }
+
+std::string model_description(const std::string& name) { return find(name).entry.description; }
+
+ModelOptions resolve_options(const std::string& name, ModelOptions options) {
+  const Entry& e = find(name);
+  if (options.input_shape.empty()) options.input_shape = e.input_shape;
+  if (options.num_classes == 0) options.num_classes = e.num_classes;
+  return options;
+}
+
+nn::Graph build(const std::string& name, const ModelOptions& options) {
+  return find(name).entry.build(resolve_options(name, options));
 }
 
 }  // namespace onebit::zoo

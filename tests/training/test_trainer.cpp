@@ -55,7 +55,8 @@ train::TrainResult run(const train::TrainOptions& o, nn::Graph* out_model = null
 }  // namespace
 
 TEST(Zoo, ModelsBuildAndProduceLogits) {
-  for (const auto& name : zoo::model_names()) {
+  // onebit's own models at their default 1x28x28 / 10 classes (the published ones: test_zoo).
+  for (const char* name : {"larq-mnist", "bnn-mlp", "bireal-mnist", "densenet-mnist"}) {
     auto model = zoo::build(name);
     auto y = model->forward(torch::randn({3, 1, 28, 28}));
     EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, 10})) << name;

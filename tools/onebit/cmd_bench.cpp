@@ -4,8 +4,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/utils.h>
 
 #include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -17,11 +21,13 @@
 #include "commands.h"
 #include "onebit/convert.h"
 #include "onebit/runtime/bench.h"
+#include "onebit/runtime/builder.h"
 #include "onebit/runtime/interpreter.h"
 #include "onebit/runtime/kernels.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/zoo/models.h"
 #include "timing.h"
+#include "zoo_args.h"
 
 namespace onebit::cli {
 namespace {
@@ -108,6 +114,183 @@ nlohmann::json bench_model(nn::Graph model, const std::vector<int64_t>& input_sh
   return j;
 }
 
+// The CPU's model name from /proc/cpuinfo ("unknown CPU" elsewhere).
+std::string cpu_model_name() {
+  std::ifstream info("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(info, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown CPU";
+}
+
+// Peak resident memory of this process (VmHWM), in bytes; 0 where /proc is not available.
+std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0)
+      return static_cast<std::size_t>(std::stoll(line.substr(6))) * 1024;
+  }
+  return 0;
+}
+
+/// Arguments of `onebit bench --model`.
+struct ModelBenchArgs {
+  ZooModelArgs zoo;
+  std::vector<int> threads = {1, 2};
+  double min_seconds = 0.3;
+  bool profile = false, json = false, no_baseline = false;
+};
+
+// The median per-op times of `runs` profiled runs at batch 1, grouped by op name.
+nlohmann::json profile_model(const runtime::Interpreter& net, const std::vector<float>& image,
+                             int runs) {
+  std::vector<std::vector<runtime::OpTiming>> all;
+  std::vector<runtime::OpTiming> timings;
+  for (int r = 0; r < runs + 1; ++r) {
+    net.run_profiled(image.data(), image.size(), 1, timings);
+    if (r > 0) all.push_back(timings);  // the first run warms up
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  double total = 0, binary = 0;
+  std::vector<double> medians(all.front().size());
+  for (std::size_t i = 0; i < medians.size(); ++i) {
+    std::vector<double> v;
+    for (const auto& t : all) v.push_back(t[i].seconds);
+    medians[i] = median(v);
+    total += medians[i];
+    if (all.front()[i].binary) binary += medians[i];
+  }
+  for (std::size_t i = 0; i < medians.size(); ++i) {
+    const runtime::OpTiming& t = all.front()[i];
+    rows.push_back({{"op", t.index},
+                    {"name", t.name},
+                    {"type", t.type},
+                    {"binary", t.binary},
+                    {"ms", medians[i] * 1e3},
+                    {"share", total > 0 ? medians[i] / total : 0.0},
+                    {"binary_macs", t.binary_macs},
+                    {"float_macs", t.float_macs}});
+  }
+  return {{"ops", rows},
+          {"total_ms", total * 1e3},
+          {"binary_ms", binary * 1e3},
+          {"binary_share", total > 0 ? binary / total : 0.0}};
+}
+
+// `onebit bench --model NAME`: the zoo model converted and timed at batch 1 (median latency
+// per thread count, load time, memory), next to LibTorch running the same BNN and its float
+// copy in the same process; optionally a per-op profile.
+void bench_zoo_model(const ModelBenchArgs& a) {
+  const ZooModel z = build_zoo_model(a.zoo);
+  const std::string& name = z.name;
+  const zoo::ModelOptions& options = z.options;
+  nn::Graph model = z.model;
+  const auto& shape = options.input_shape;
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("onebit_bench_" + name + ".obnn")).string();
+  runtime::save_model(convert(model, shape), path);
+  const std::size_t file_bytes = std::filesystem::file_size(path);
+  std::vector<float> image(static_cast<std::size_t>(shape[0] * shape[1] * shape[2]));
+  {
+    const at::Tensor x = at::randn({shape[0], shape[1], shape[2]}).contiguous();
+    std::copy(x.data_ptr<float>(), x.data_ptr<float>() + x.numel(), image.begin());
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  runtime::Interpreter net = runtime::Interpreter::from_file(path);
+  const double load_ms = seconds_since(t0) * 1e3;
+  std::filesystem::remove(path);
+  nlohmann::json j = {{"model", name},
+                      {"input_shape", shape},
+                      {"num_classes", options.num_classes},
+                      {"isa", runtime::isa_name(runtime::active_kernels().isa)},
+                      {"cpu", cpu_model_name()},
+                      {"file_bytes", file_bytes},
+                      {"load_ms", load_ms},
+                      {"activation_bytes", net.activation_bytes(1)},
+                      {"binary_macs", net.binary_macs_per_image()}};
+  nlohmann::json per_threads = nlohmann::json::array();
+  nn::Graph float_copy(nullptr);
+  if (!a.no_baseline) {
+    ZooModelArgs f = a.zoo;
+    f.quantized = false;
+    f.weights.clear();
+    float_copy = build_zoo_model(f).model;
+  }
+  at::NoGradGuard no_grad;
+  const at::Tensor batch1 =
+      torch::from_blob(image.data(), {1, shape[0], shape[1], shape[2]}).clone();
+  for (int threads : a.threads) {
+    if (threads < 1) throw std::invalid_argument("--threads must be >= 1");
+    net.set_threads(threads);
+    at::set_num_threads(threads);
+    nlohmann::json t = {{"threads", threads}};
+    const double rt =
+        median_seconds_per_run([&] { net.run(image.data(), image.size(), 1); }, a.min_seconds);
+    t["runtime_ms"] = rt * 1e3;
+    if (!a.no_baseline) {
+      const double bnn = median_seconds_per_run([&] { model->forward(batch1); }, a.min_seconds);
+      const double fl = median_seconds_per_run([&] { float_copy->forward(batch1); }, a.min_seconds);
+      t["torch_bnn_ms"] = bnn * 1e3;
+      t["torch_float_ms"] = fl * 1e3;
+      t["speedup_vs_torch_float"] = fl / rt;
+    }
+    per_threads.push_back(t);
+  }
+  j["latency_batch1"] = per_threads;
+  j["peak_rss_bytes"] = peak_rss_bytes();
+  if (a.profile) {
+    net.set_threads(a.threads.front());
+    j["profile"] = profile_model(net, image, 20);
+  }
+  if (a.json) {
+    print_json(j);
+    return;
+  }
+  std::cout << name << " " << shape[0] << "x" << shape[1] << "x" << shape[2] << ", "
+            << j["cpu"].get<std::string>() << ", kernels " << j["isa"].get<std::string>() << "\n"
+            << std::fixed << std::setprecision(1) << "file "
+            << static_cast<double>(file_bytes) / 1048576.0 << " MiB, load " << load_ms
+            << " ms, activations " << static_cast<double>(net.activation_bytes(1)) / 1048576.0
+            << " MiB, peak RSS " << static_cast<double>(peak_rss_bytes()) / 1048576.0 << " MiB\n"
+            << "batch-1 latency, median ms:\n"
+            << std::setw(8) << "threads" << std::setw(12) << "onebit" << std::setw(14)
+            << "LibTorch BNN" << std::setw(16) << "LibTorch float" << std::setw(10) << "speedup\n";
+  for (const auto& t : per_threads) {
+    std::cout << std::setw(8) << t["threads"].get<int>() << std::setprecision(2) << std::setw(12)
+              << t["runtime_ms"].get<double>();
+    if (!a.no_baseline) {
+      std::cout << std::setw(14) << t["torch_bnn_ms"].get<double>() << std::setw(16)
+                << t["torch_float_ms"].get<double>() << std::setprecision(1) << std::setw(9)
+                << t["speedup_vs_torch_float"].get<double>() << "x";
+    }
+    std::cout << "\n";
+  }
+  if (a.profile) {
+    const auto& p = j["profile"];
+    std::cout << "\nprofile (" << a.threads.front()
+              << " thread(s), median of 20 runs): " << std::setprecision(2)
+              << p["total_ms"].get<double>() << " ms, binary ops " << std::setprecision(1)
+              << 100.0 * p["binary_share"].get<double>() << "%\n"
+              << std::left << std::setw(44) << "op" << std::setw(18) << "type" << std::right
+              << std::setw(8) << "kind" << std::setw(10) << "ms" << std::setw(8) << "share\n";
+    for (const auto& r : p["ops"]) {
+      std::string label = r["name"].get<std::string>();
+      if (label.size() > 42) label = label.substr(0, 39) + "...";
+      std::cout << std::left << std::setw(44) << label << std::setw(18)
+                << r["type"].get<std::string>() << std::right << std::setw(8)
+                << (r["binary"].get<bool>() ? "binary" : "float") << std::setprecision(3)
+                << std::setw(10) << r["ms"].get<double>() << std::setprecision(1) << std::setw(7)
+                << 100.0 * r["share"].get<double>() << "%\n";
+    }
+  }
+  std::cout << std::flush;
+}
+
 void add_bench(CLI::App& app) {
   struct Args {
     int threads = 1, repeats = 3;
@@ -117,6 +300,7 @@ void add_bench(CLI::App& app) {
     bool json = false, no_model = false;
   };
   auto a = std::make_shared<Args>();
+  auto m = std::make_shared<ModelBenchArgs>();
   auto* cmd = app.add_subcommand(
       "bench",
       "Benchmark binary 3x3 convolutions (percent of peak, speedup vs LibTorch float) "
@@ -134,7 +318,28 @@ void add_bench(CLI::App& app) {
                   "depend on the weights)");
   cmd->add_flag("--no-model", a->no_model, "Skip the whole-model benchmark");
   cmd->add_flag("--json", a->json, "One JSON line per shape and for the model");
-  cmd->callback([a] {
+  cmd->add_option("--model", m->zoo.model,
+                  "Time this zoo model end to end instead (batch 1: latency per thread count, "
+                  "load time, memory, LibTorch BNN and float copy in the same run)");
+  cmd->add_option("--input-shape", m->zoo.input_shape,
+                  "With --model: input C,H,W (default: the model's)");
+  cmd->add_option("--classes", m->zoo.classes,
+                  "With --model: number of classes (default: the model's)");
+  cmd->add_option("--weights", m->zoo.weights,
+                  "With --model: load the weights of this onebit checkpoint (file or directory)");
+  cmd->add_option("--thread-counts", m->threads,
+                  "With --model: thread counts to time (default 1,2)")
+      ->delimiter(',');
+  cmd->add_flag("--profile", m->profile,
+                "With --model: per-op time and share (binary vs float) at the first thread count");
+  cmd->add_flag("--no-baseline", m->no_baseline, "With --model: skip the LibTorch timings");
+  cmd->callback([a, m] {
+    if (!m->zoo.model.empty()) {
+      m->json = a->json;
+      m->min_seconds = std::max(a->min_seconds, 0.05) * 3.0;
+      bench_zoo_model(*m);
+      return;
+    }
     if (a->threads < 1) throw std::invalid_argument("--threads must be >= 1");
     if (a->repeats < 1) throw std::invalid_argument("--repeats must be >= 1");
     if (!(a->min_seconds > 0)) throw std::invalid_argument("--min-seconds must be > 0");

@@ -7,20 +7,43 @@
 #include "commands.h"
 #include "onebit/convert.h"
 #include "onebit/summary.h"
+#include "zoo_args.h"
 
 namespace onebit::cli {
 namespace {
 
+struct Args {
+  std::string checkpoint, out = "model.obnn";
+  ZooModelArgs zoo;
+  bool json = false, no_fuse = false;
+};
+
+// `--model NAME [--weights FILE]`: a zoo model converted like a checkpoint.
+ConvertResult convert_zoo_model(const Args& a, ConvertOptions options) {
+  const ZooModel z = build_zoo_model(a.zoo);
+  options.metadata.emplace("model", z.name);
+  if (!a.zoo.weights.empty()) options.metadata.emplace("checkpoint", a.zoo.weights);
+  ConvertResult r = convert_to_file(z.model, z.options.input_shape, a.out, options, z.name);
+  r.checkpoint = a.zoo.weights;
+  return r;
+}
+
 void add_convert(CLI::App& app) {
-  struct Args {
-    std::string checkpoint, out = "model.obnn";
-    bool json = false, no_fuse = false;
-  };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand(
-      "convert", "Convert a trained checkpoint into a bit-packed .obnn model for the runtime");
-  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint file or training output directory")
-      ->required();
+  auto* cmd = app.add_subcommand("convert",
+                                 "Convert a trained checkpoint (or a zoo model) into a bit-packed "
+                                 ".obnn model for the runtime");
+  auto* ck = cmd->add_option("--checkpoint", a->checkpoint,
+                             "Checkpoint file or training output directory");
+  auto* model = cmd->add_option("--model", a->zoo.model,
+                                "Convert this zoo model instead (random weights, or --weights)");
+  ck->excludes(model);
+  cmd->add_option("--weights", a->zoo.weights,
+                  "With --model: load the weights of this checkpoint; missing or mis-shaped "
+                  "tensors are listed")
+      ->needs(model);
+  cmd->add_option("--input-shape", a->zoo.input_shape, "With --model: input C,H,W")->needs(model);
+  cmd->add_option("--classes", a->zoo.classes, "With --model: number of classes")->needs(model);
   cmd->add_option("--out", a->out, "The .obnn file to write (atomically)")->capture_default_str();
   cmd->add_flag("--no-fuse", a->no_fuse,
                 "Keep batch norm and sign as separate ops (same results, slower)");
@@ -28,7 +51,12 @@ void add_convert(CLI::App& app) {
   cmd->callback([a] {
     ConvertOptions options;
     options.fuse = !a->no_fuse;
-    const ConvertResult r = convert_checkpoint(a->checkpoint, a->out, options);
+    if (a->checkpoint.empty() && a->zoo.model.empty()) {
+      throw std::invalid_argument("convert: give --checkpoint or --model");
+    }
+    const ConvertResult r = a->zoo.model.empty()
+                                ? convert_checkpoint(a->checkpoint, a->out, options)
+                                : convert_zoo_model(*a, options);
     const double float32_bytes = static_cast<double>(r.float32_bits) / 8.0;
     const double summary_bytes = static_cast<double>(r.summary_bits) / 8.0;
     const double ratio = static_cast<double>(r.file_bytes) / float32_bytes;

@@ -9,36 +9,15 @@
 #include "onebit/summary.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/zoo/models.h"
+#include "zoo_args.h"
 
 namespace onebit::cli {
 namespace {
 
-std::vector<int64_t> parse_shape(const std::string& text) {
-  std::vector<int64_t> shape;
-  std::stringstream in(text);
-  std::string part;
-  while (std::getline(in, part, ',')) {
-    size_t used = 0;
-    int64_t v = 0;
-    try {
-      v = std::stoll(part, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != part.size() || v <= 0) {
-      throw std::invalid_argument("--input-shape: expected positive sizes like 1,28,28, got \"" +
-                                  text + "\"");
-    }
-    shape.push_back(v);
-  }
-  if (shape.empty()) throw std::invalid_argument("--input-shape: empty shape");
-  return shape;
-}
-
 void add_summary(CLI::App& app) {
   struct Args {
     std::string model = "larq-mnist", input_shape, checkpoint;
-    int64_t num_classes = 10;
+    int64_t num_classes = 0;
     bool json = false, float_model = false, no_macs = false;
   };
   auto a = std::make_shared<Args>();
@@ -46,9 +25,10 @@ void add_summary(CLI::App& app) {
       "summary", "Print Larq's model summary: bits, memory and MACs per layer, and totals");
   cmd->add_option("--model", a->model, "Zoo model name")->capture_default_str();
   cmd->add_option("--input-shape", a->input_shape,
-                  "Input shape C,H,W (default: the model's, 1,28,28)");
-  cmd->add_option("--num-classes", a->num_classes, "Number of output classes")
-      ->capture_default_str();
+                  "Input shape C,H,W (default: the model's: 1,28,28 for onebit's MNIST models, "
+                  "3,224,224 for the published ones)");
+  cmd->add_option("--classes,--num-classes", a->num_classes,
+                  "Number of output classes (default: the model's: 10 or 1000)");
   cmd->add_option("--checkpoint", a->checkpoint,
                   "Summarize a trained checkpoint (file or directory) instead of --model");
   cmd->add_flag("--float", a->float_model,
@@ -67,13 +47,15 @@ void add_summary(CLI::App& app) {
       shape = a->input_shape.empty() ? options.input_shape : parse_shape(a->input_shape);
       model = ck.model;
     } else {
-      zoo::ModelOptions options;
-      options.quantized = !a->float_model;
-      options.num_classes = a->num_classes;
-      if (!a->input_shape.empty()) options.input_shape = parse_shape(a->input_shape);
-      shape = options.input_shape;
-      name = a->model;
-      model = zoo::build(a->model, options);
+      ZooModelArgs z;
+      z.model = a->model;
+      z.input_shape = a->input_shape;
+      z.classes = a->num_classes;
+      z.quantized = !a->float_model;
+      const ZooModel built = build_zoo_model(z);
+      name = built.name;
+      shape = built.options.input_shape;
+      model = built.model;
     }
     auto s = summary(model, shape, name);
     if (a->json) {

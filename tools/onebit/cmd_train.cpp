@@ -55,12 +55,16 @@ void add_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)")
       ->capture_default_str();
-  cmd->add_option("--bn-momentum", opts->model_options.bn_momentum,
-                  "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01)")
-      ->capture_default_str();
+  auto bn_momentum = std::make_shared<double>(0.0);
+  auto* bn_momentum_opt = cmd->add_option(
+      "--bn-momentum", *bn_momentum,
+      "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01; default: the model's own)");
   cmd->add_option("--train-limit", opts->train_limit,
                   "Use only the first N training images (0: all)");
   cmd->add_option("--test-limit", opts->test_limit, "Use only the first N test images (0: all)");
+  cmd->add_option("--weights", opts->weights,
+                  "Start from the model weights of this checkpoint (fine-tuning); missing or "
+                  "mis-shaped tensors are listed");
   cmd->add_option("--resume", opts->resume,
                   "Continue training from this checkpoint (file or directory)");
   cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
@@ -68,6 +72,7 @@ void add_train(CLI::App& app) {
   cmd->add_flag("--json", *json, "Print the result as one JSON line");
   cmd->callback([=] {
     opts->model_options.quantized = !*float_model;
+    if (bn_momentum_opt->count() > 0) opts->model_options.bn_momentum = *bn_momentum;
     opts->progress = !*no_progress;
     if (threshold_opt->count() > 0) opts->optimizer_options["threshold"] = *bop_threshold;
     if (gamma_opt->count() > 0) opts->optimizer_options["gamma"] = *bop_gamma;
@@ -137,8 +142,26 @@ void add_eval(CLI::App& app) {
 
 void add_models(CLI::App& app) {
   auto* cmd = app.add_subcommand("models", "List the models of the zoo");
-  cmd->callback([] {
-    for (const auto& name : zoo::model_names()) std::cout << name << "\n";
+  auto json = std::make_shared<bool>(false);
+  cmd->add_flag("--json", *json,
+                "Print a JSON list of {name, description, input_shape, num_classes}");
+  cmd->callback([json] {
+    nlohmann::json list = nlohmann::json::array();
+    size_t width = 0;
+    for (const auto& name : zoo::model_names()) width = std::max(width, name.size());
+    for (const auto& name : zoo::model_names()) {
+      const zoo::ModelOptions o = zoo::resolve_options(name, {});
+      if (*json) {
+        list.push_back({{"name", name},
+                        {"description", zoo::model_description(name)},
+                        {"input_shape", o.input_shape},
+                        {"num_classes", o.num_classes}});
+      } else {
+        std::cout << std::left << std::setw(static_cast<int>(width) + 2) << name
+                  << zoo::model_description(name) << "\n";
+      }
+    }
+    if (*json) print_json(list);
   });
 }
 

@@ -4,8 +4,10 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace onebit::cli {
 
@@ -16,6 +18,11 @@ using CommandSetup = std::function<void(CLI::App& app)>;
 struct Registrar {
   Registrar(int order, CommandSetup setup);
 };
+
+/// Parses a shape such as "3,224,224" given to `option`; throws std::invalid_argument naming the
+/// option for anything but positive integers separated by commas.
+std::vector<int64_t> parse_shape(const std::string& text,
+                                 const std::string& option = "--input-shape");
 
 /// Prints one JSON object on a line of stdout.
 void print_json(const nlohmann::json& j);

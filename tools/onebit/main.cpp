@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <exception>
 #include <iostream>
+#include <sstream>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -21,6 +23,28 @@ Registrar::Registrar(int order, CommandSetup setup) {
 }
 
 void print_json(const nlohmann::json& j) { std::cout << j.dump() << std::endl; }
+
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& option) {
+  std::vector<int64_t> shape;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != part.size() || v <= 0) {
+      throw std::invalid_argument(option + ": expected positive sizes like 3,224,224, got \"" +
+                                  text + "\"");
+    }
+    shape.push_back(v);
+  }
+  if (shape.empty()) throw std::invalid_argument(option + ": empty shape");
+  return shape;
+}
 
 }  // namespace onebit::cli
 

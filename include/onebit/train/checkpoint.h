@@ -3,9 +3,9 @@
 /// Checkpoints: model weights, optimizer state and the training config in one file, written
 /// atomically.
 
-#include "onebit/nn/graph.h"
 #include <torch/optim/optimizer.h>
 #include <nlohmann/json.hpp>
+#include "onebit/nn/graph.h"
 
 #include <string>
 
@@ -14,8 +14,8 @@ namespace onebit::train {
 /// A loaded checkpoint.
 struct Checkpoint {
   nn::Graph model{nullptr};  ///< rebuilt from the config, weights loaded, in eval mode
-  nlohmann::json config;        ///< {"train": TrainOptions JSON, "epoch": n, ...}
-  std::string path;             ///< the checkpoint file read
+  nlohmann::json config;     ///< {"train": TrainOptions JSON, "epoch": n, ...}
+  std::string path;          ///< the checkpoint file read
 };
 
 /// `path` itself if it is a file, else `path/checkpoint.pt`.
@@ -40,7 +40,12 @@ void load_optimizer_state(const std::string& path, torch::optim::Optimizer& opti
 
 namespace onebit::train {
 
-/// Loads only the model weights stored in a checkpoint into `model` (same architecture).
+/// Loads only the model weights stored in a checkpoint into `model` (same architecture: every
+/// parameter and buffer of `model` by its name, e.g. "block3_conv.weight"). Nothing is changed
+/// unless every tensor is present with the right shape; otherwise throws std::runtime_error
+/// naming the file and listing the missing tensors, the mis-shaped ones (expected and stored
+/// shape) and the stored tensors the model has no place for. `onebit ... --weights FILE` uses it
+/// to load a checkpoint into a zoo model.
 void load_model_state(const std::string& path, nn::Graph model);
 
 }  // namespace onebit::train

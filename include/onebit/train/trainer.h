@@ -11,8 +11,8 @@
 /// ```
 
 #include <ATen/core/Tensor.h>
-#include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <map>
@@ -28,22 +28,26 @@ namespace onebit::train {
 
 /// Everything a training run needs; stored in the checkpoint's config.
 struct TrainOptions {
-  std::string model = "larq-mnist";   ///< zoo model name
-  zoo::ModelOptions model_options;    ///< zoo options (quantized, batch-norm momentum, ...)
+  std::string model = "larq-mnist";       ///< zoo model name
+  zoo::ModelOptions model_options;        ///< zoo options (quantized, batch-norm momentum, ...)
   std::string dataset = "fashion-mnist";  ///< data set name (see data::dataset_names())
-  std::string data_dir;               ///< empty: the data set's default directory
-  int epochs = 6;                     ///< number of epochs
-  int64_t batch_size = 64;            ///< training batch size
-  double lr = 1e-3;                   ///< learning rate of the (default) optimizer
-  uint64_t seed = 42;                 ///< seeds initialization and shuffling
-  std::string optimizer = "adam";     ///< see make_optimizer()
+  std::string data_dir;                   ///< empty: the data set's default directory
+  int epochs = 6;                         ///< number of epochs
+  int64_t batch_size = 64;                ///< training batch size
+  double lr = 1e-3;                       ///< learning rate of the (default) optimizer
+  uint64_t seed = 42;                     ///< seeds initialization and shuffling
+  std::string optimizer = "adam";         ///< see make_optimizer()
   nlohmann::json optimizer_options = nlohmann::json::object();  ///< extra optimizer arguments
   std::string out_dir = "runs/default";  ///< checkpoint.pt, config.json, metrics.jsonl go here
-  int threads = 0;                    ///< intra-op threads; 0 keeps LibTorch's default
-  int64_t train_limit = 0;            ///< use only the first N training images (0: all)
-  int64_t test_limit = 0;             ///< use only the first N test images (0: all)
-  bool progress = true;               ///< draw a progress bar on stderr
-  std::string resume;                 ///< checkpoint (file or directory) to continue from
+  int threads = 0;                       ///< intra-op threads; 0 keeps LibTorch's default
+  int64_t train_limit = 0;               ///< use only the first N training images (0: all)
+  int64_t test_limit = 0;                ///< use only the first N test images (0: all)
+  bool progress = true;                  ///< draw a progress bar on stderr
+  std::string resume;                    ///< checkpoint (file or directory) to continue from
+  /// Checkpoint whose model weights initialize the model before training (fine-tuning; the
+  /// optimizer and epoch start fresh). Tensors that are missing or mis-shaped are an error that
+  /// lists them (see load_model_state).
+  std::string weights;
 
   /// JSON form of all fields.
   nlohmann::json to_json() const;
@@ -83,11 +87,11 @@ class Callback {
 
 /// Result of a training run.
 struct TrainResult {
-  double test_accuracy = 0;          ///< after the last epoch
-  double test_loss = 0;              ///< after the last epoch
-  int epochs = 0;                    ///< epochs trained in total (including resumed ones)
-  double images_per_second = 0;      ///< training throughput over all epochs of this run
-  std::string checkpoint;            ///< path of checkpoint.pt
+  double test_accuracy = 0;             ///< after the last epoch
+  double test_loss = 0;                 ///< after the last epoch
+  int epochs = 0;                       ///< epochs trained in total (including resumed ones)
+  double images_per_second = 0;         ///< training throughput over all epochs of this run
+  std::string checkpoint;               ///< path of checkpoint.pt
   std::vector<nlohmann::json> history;  ///< one metrics object per epoch of this run
 };
 
@@ -100,8 +104,8 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
 /// Trains `model` on `train_set`, evaluating on `test_set` after each epoch, writing
 /// `out_dir/metrics.jsonl`, `out_dir/config.json` and `out_dir/checkpoint.pt` (atomically).
 /// Throws std::runtime_error if the loss becomes NaN or infinite.
-TrainResult fit(nn::Graph model, const data::Dataset& train_set,
-                const data::Dataset& test_set, const TrainOptions& options,
+TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dataset& test_set,
+                const TrainOptions& options,
                 const std::vector<std::shared_ptr<Callback>>& callbacks = {});
 
 /// Builds the zoo model and data set named in `options` and calls `fit`.
@@ -109,8 +113,7 @@ TrainResult train(const TrainOptions& options,
                   const std::vector<std::shared_ptr<Callback>>& callbacks = {});
 
 /// Evaluates `model` in eval mode (restores the previous mode).
-EvalResult evaluate(nn::Graph model, const data::Dataset& set,
-                    int64_t batch_size = 256);
+EvalResult evaluate(nn::Graph model, const data::Dataset& set, int64_t batch_size = 256);
 
 /// Cross-entropy of logits against labels, and the number of correct top-1 predictions.
 std::pair<at::Tensor, int64_t> loss_and_correct(const at::Tensor& logits, const at::Tensor& labels);
