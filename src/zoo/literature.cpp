@@ -517,7 +517,8 @@ nn::Graph real_to_binary_net(const ModelOptions& o) {
 
 nn::Graph quicknet(const ModelOptions& o, const char* model, const std::vector<int>& blocks,
                    const std::vector<int64_t>& filters) {
-  check_input(model, o, 2);
+  // Three transitions of a 2x2 stride-1 max pool and a stride-2 blur after the stride-4 stem.
+  check_input(model, o, 29);
   const Quant q = quant(o, ste_sign(1.25), ste_sign(1.25), weight_clip(1.25));
   nn::Graph g;
   Value x = g->input();
@@ -607,7 +608,8 @@ nn::Graph reactnet_a(const ModelOptions& o) {
     y = g->call(name + "_bn1", norm(in), y);
     Value shortcut = x;
     if (stride == 2) {
-      shortcut = g->call(name + "_pool", torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(2)), x);
+      // Ceil mode: odd feature maps (small inputs) keep the strided convolution's size.
+      shortcut = g->call(name + "_pool", same_avg_pool2(), x);
     }
     Value out1 = g->add({shortcut, y}, name + "_add1");
     out1 = g->call(name + "_move12", bias(in), out1);

@@ -7,10 +7,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <iostream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
 #include "literature.h"
+#include "onebit/log.h"
 #include "onebit/nn.h"
 #include "zoo_util.h"
 
@@ -316,7 +319,27 @@ ModelOptions resolve_options(const std::string& name, ModelOptions options) {
 }
 
 nn::Graph build(const std::string& name, const ModelOptions& options) {
-  return find(name).entry.build(resolve_options(name, options));
+  const Entry& e = find(name);
+  // The published definitions are deliberate: DoReFa-Net's and ReActNet's binary kernels have no
+  // weight constraint, so the layers' advice to add one is not passed on for zoo models.
+  auto outer = std::make_shared<WarningHandler>();
+  *outer = set_warning_handler([outer](const std::string& message) {
+    if (message.find("has no constraint") != std::string::npos) return;
+    if (*outer) {
+      (*outer)(message);
+    } else {
+      std::cerr << "onebit: warning: " << message << std::endl;
+    }
+  });
+  const WarningHandler previous = *outer;
+  try {
+    nn::Graph g = e.entry.build(resolve_options(name, options));
+    set_warning_handler(previous);
+    return g;
+  } catch (...) {
+    set_warning_handler(previous);
+    throw;
+  }
 }
 
 }  // namespace onebit::zoo

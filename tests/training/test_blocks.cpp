@@ -262,3 +262,52 @@ TEST(BlockConversion, NewKindsSaveAndLoad) {
 
 }  // namespace
 }  // namespace onebit
+
+namespace onebit {
+namespace {
+
+/// Op type names of a converted model, in order.
+std::vector<std::string> op_types(nn::Graph g, const std::vector<int64_t>& shape) {
+  g->eval();
+  std::vector<std::string> types;
+  for (const auto& op : convert(g, shape).ops) types.push_back(runtime::op_name(op.type));
+  return types;
+}
+
+TEST(BlockConversion, BinaryLayersRunOnBitsWhateverSitsBetweenSignAndLayer) {
+  // A sign module, then a flatten, then a dense layer without an input quantizer: the dense
+  // layer still reads packed bits (a binary dense op).
+  nn::Graph dense;
+  nn::Value x = dense->call("sign", nn::Quantizer("ste_sign"), dense->input());
+  x = dense->call("flatten", torch::nn::Flatten(), x);
+  x = dense->call("dense",
+                  nn::QuantDense(nn::QuantDenseOptions(4 * 3 * 3, 5)
+                                     .bias(false)
+                                     .kernel_quantizer("ste_sign")
+                                     .kernel_constraint("weight_clip")),
+                  x);
+  dense->output(x);
+  auto types = op_types(dense, {4, 3, 3});
+  EXPECT_NE(std::find(types.begin(), types.end(), "binary_dense"), types.end());
+  EXPECT_EQ(std::find(types.begin(), types.end(), "dense"), types.end());
+  expect_same_outputs(dense, {4, 3, 3}, 1e-5);
+  // A grouped binary convolution (ResNeXt-style groups of 8 channels) runs on bits too.
+  nn::Graph grouped;
+  grouped->output(grouped->call("conv",
+                                nn::QuantConv2d(nn::QuantConv2dOptions(32, 32, 3)
+                                                    .groups(4)
+                                                    .padding(torch::kSame)
+                                                    .pad_values(1.0)
+                                                    .bias(false)
+                                                    .input_quantizer("ste_sign")
+                                                    .kernel_quantizer("ste_sign")
+                                                    .kernel_constraint("weight_clip")),
+                                grouped->input()));
+  types = op_types(grouped, {32, 5, 5});
+  EXPECT_NE(std::find(types.begin(), types.end(), "binary_conv2d"), types.end());
+  EXPECT_EQ(std::find(types.begin(), types.end(), "conv2d"), types.end());
+  expect_same_outputs(grouped, {32, 5, 5}, 1e-5);
+}
+
+}  // namespace
+}  // namespace onebit

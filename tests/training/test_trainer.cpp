@@ -21,13 +21,15 @@ data::Dataset synthetic(int64_t n, uint64_t seed) {
   auto labels = at::randint(4, {n}, gen);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t q = labels[i].item<int64_t>();
-    images[i].slice(1, (q / 2) * 14, (q / 2) * 14 + 14).slice(2, (q % 2) * 14, (q % 2) * 14 + 14) += 1.0;
+    images[i].slice(1, (q / 2) * 14, (q / 2) * 14 + 14).slice(2, (q % 2) * 14, (q % 2) * 14 + 14) +=
+        1.0;
   }
   return {images.clamp(-1, 1), labels, 10};
 }
 
 std::string temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("onebit_trainer_" + std::to_string(::getpid()) + "_" + name);
+  auto d =
+      fs::temp_directory_path() / ("onebit_trainer_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(d);
   return d.string();
 }
@@ -139,7 +141,8 @@ TEST(Trainer, LearnsAndWritesCheckpointMetricsConfig) {
   // The latent weights respect the constraint after training.
   for (const auto& m : model->modules(false)) {
     if (auto* l = dynamic_cast<nn::QuantLayer*>(m.get())) {
-      for (const auto& p : l->quantized_parameters()) EXPECT_LE(p.latent.abs().max().item<float>(), 1.0f);
+      for (const auto& p : l->quantized_parameters())
+        EXPECT_LE(p.latent.abs().max().item<float>(), 1.0f);
     }
   }
   // The checkpoint reloads into a model with identical eval outputs.
@@ -195,7 +198,8 @@ TEST(Trainer, NanInputIsAClearError) {
     train::fit(model, bad, synthetic(32, 4), o);
     FAIL() << "expected the NaN input to be reported";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("training set has 2 image(s)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("training set has 2 image(s)"), std::string::npos)
+        << e.what();
     EXPECT_NE(std::string(e.what()).find("index 5"), std::string::npos) << e.what();
   }
   fs::remove_all(out);

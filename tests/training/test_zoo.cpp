@@ -215,6 +215,18 @@ TEST(Zoo, ListsEveryModelAndMatchesLarqNames) {
 /// Larq's rule for a batch norm: its moving mean and variance, 2 per channel, 32 bits.
 int64_t bn(int64_t c) { return 2 * c; }
 
+TEST(Zoo, EveryModelSummarizesAtItsDefaultInputSize) {
+  // What `onebit summary --model NAME --json` prints, at 3x224x224 and 1000 classes.
+  for (const auto& name : published()) {
+    const zoo::ModelOptions o = zoo::resolve_options(name, {});
+    const auto j = summary(zoo::build(name), o.input_shape, name).to_json();
+    const auto& t = j.at("totals");
+    EXPECT_GT(t.at("total_params").get<int64_t>(), 1000000) << name;
+    EXPECT_GT(t.at("total_macs").get<int64_t>(), 100000000) << name;
+    EXPECT_EQ(j.at("layers").back().at("output_shape"), nlohmann::json({-1, 1000})) << name;
+  }
+}
+
 TEST(Zoo, QuickNetSummaryIsTheHandComputedOne) {
   const auto s = summary(zoo::build("quicknet"), {3, 224, 224}, "quicknet");
   // Binary 3x3 kernels: 4 residual blocks per section at 64, 128, 256, 512 channels.

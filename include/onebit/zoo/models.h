@@ -43,7 +43,7 @@ struct ModelOptions {
 /// first-layer input), "bireal-mnist" (Bi-Real-style float shortcuts: add) and "densenet-mnist"
 /// (BinaryDenseNet-style dense blocks: concat). The published BNNs of Larq Zoo and ReActNet
 /// (input 3x224x224, 1000 classes by default; smaller inputs such as 3x32x32 work, the AlexNet
-/// family needs at least 57x57 and DoReFa-Net 44x44): "binary-alexnet", "xnornet", "dorefanet",
+/// family needs at least 57x57, DoReFa-Net 44x44 and QuickNet 29x29): "binary-alexnet", "xnornet", "dorefanet",
 /// "birealnet", "binary-resnet-e18", "binary-densenet28", "binary-densenet37",
 /// "binary-densenet37-dilated", "binary-densenet45", "meliusnet22", "real-to-binary-net",
 /// "quicknet-small", "quicknet", "quicknet-large", "reactnet-a". Names are matched ignoring case,
