@@ -23,6 +23,10 @@ void pack_sign_rows_avx2(const float* x, std::size_t rows, std::size_t n, std::s
 
 void sgemm_f32_6x16_avx2(const SgemmArgs& args);
 void dwconv_f32_avx2(const DwconvArgs& args);
+// Tests only: the AVX-512 float kernels' tiling (16 lanes) on pairs of AVX2 vectors, for
+// machines without AVX-512 (in no kernel table).
+void sgemm_f32_8x32_avx2pair(const SgemmArgs& args);
+void dwconv_f32_avx2pair(const DwconvArgs& args);
 
 void bgemm_b1_32x4_avx512(const BgemmArgs& args);
 void pack_sign_rows_avx512(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,

@@ -416,33 +416,39 @@ class Pool final : public PreparedOp {
       const float* image =
           in_.dtype == DType::kBits ? unpacked.data() : in[0]->f() + n * in_pixels * c_;
       for (std::size_t p = 0; p < out_pixels; ++p) {
-        pool_pixel(image, static_cast<std::int64_t>(p), out.f() + (n * out_pixels + p) * c_);
+        float* dst = out.f() + (n * out_pixels + p) * c_;
+        if (max_) {
+          pool_pixel<true>(image, static_cast<std::int64_t>(p), dst);
+        } else {
+          pool_pixel<false>(image, static_cast<std::int64_t>(p), dst);
+        }
       }
     }
   }
 
  private:
+  // One output pixel: the taps inside the image in (ky, kx) order (as the references combine
+  // them), each folded into the whole output row of channels by a loop the compiler vectorizes.
+  template <bool kMax>
   void pool_pixel(const float* image, std::int64_t p, float* dst) const {
     const std::int64_t oy = p / win_.out_w, ox = p % win_.out_w;
-    std::fill(dst, dst + c_, max_ ? -std::numeric_limits<float>::infinity() : 0.0f);
-    std::int64_t count = 0;
-    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
-      const std::int64_t iy = win_.in_y(oy, ky);
-      for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
-        const std::int64_t ix = win_.in_x(ox, kx);
-        if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) continue;
-        ++count;
-        const float* src = image + static_cast<std::size_t>(iy * win_.in_w + ix) * c_;
-        // One loop per kind, each simple enough for the compiler to vectorize.
-        if (max_) {
-          for (std::size_t c = 0; c < c_; ++c) dst[c] = std::max(dst[c], src[c]);
-        } else {
-          for (std::size_t c = 0; c < c_; ++c) dst[c] += src[c];
+    const std::int64_t iy0 = win_.in_y(oy, 0), ix0 = win_.in_x(ox, 0);
+    const std::int64_t ky0 = std::max<std::int64_t>(0, -iy0);
+    const std::int64_t ky1 = std::max(ky0, std::min(win_.kh, win_.in_h - iy0));
+    const std::int64_t kx0 = std::max<std::int64_t>(0, -ix0);
+    const std::int64_t kx1 = std::max(kx0, std::min(win_.kw, win_.in_w - ix0));
+    std::fill(dst, dst + c_, kMax ? -std::numeric_limits<float>::infinity() : 0.0f);
+    for (std::int64_t ky = ky0; ky < ky1; ++ky) {
+      for (std::int64_t kx = kx0; kx < kx1; ++kx) {
+        const float* src = image + static_cast<std::size_t>((iy0 + ky) * win_.in_w + ix0 + kx) * c_;
+        for (std::size_t c = 0; c < c_; ++c) {
+          dst[c] = kMax ? std::max(dst[c], src[c]) : dst[c] + src[c];
         }
       }
     }
-    if (max_) return;
-    const auto divisor = static_cast<float>(include_pad_ ? win_.kh * win_.kw : count);
+    if (kMax) return;
+    const auto divisor =
+        static_cast<float>(include_pad_ ? win_.kh * win_.kw : (ky1 - ky0) * (kx1 - kx0));
     for (std::size_t c = 0; c < c_; ++c) dst[c] /= divisor;
   }
 
