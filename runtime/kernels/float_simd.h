@@ -20,7 +20,7 @@ namespace onebit::runtime::kernels::simd {
 /// One register tile of the float GEMM: `Rows` rows x `Cols` vectors of columns starting at
 /// (row, col), all rows and the first column in range. Each accumulator is one FMA chain over k
 /// in order, so the result does not depend on the tile shape.
-template <class V, int Rows, int Cols>
+template <class V, int Rows, int Cols, bool kOffsets>
 void sgemm_tile(const SgemmArgs& g, std::size_t row, std::size_t col) {
   using Reg = typename V::Reg;
   Reg acc[Rows][Cols];
@@ -41,9 +41,10 @@ void sgemm_tile(const SgemmArgs& g, std::size_t row, std::size_t col) {
     Reg w[Cols];
 #pragma GCC unroll 4
     for (int j = 0; j < Cols; ++j) w[j] = V::load(b[j] + k * kSgemmPanel);
+    const std::size_t ak = kOffsets ? g.a_offsets[k] : k;
 #pragma GCC unroll 16
     for (int r = 0; r < Rows; ++r) {
-      const Reg x = V::broadcast(a[r] + k);
+      const Reg x = V::broadcast(a[r] + ak);
 #pragma GCC unroll 4
       for (int j = 0; j < Cols; ++j) acc[r][j] = V::fmadd(x, w[j], acc[r][j]);
     }
@@ -70,15 +71,31 @@ void sgemm_tile(const SgemmArgs& g, std::size_t row, std::size_t col) {
 }
 
 /// The tile of `Rows` rows or, for the last rows, the largest tile of at most `rows` rows.
-template <class V, int Cols, int Rows>
+template <class V, int Cols, int Rows, bool kOffsets>
 void sgemm_rows(const SgemmArgs& g, std::size_t rows, std::size_t row, std::size_t col) {
   if constexpr (Rows > 1) {
     if (rows < static_cast<std::size_t>(Rows)) {
-      sgemm_rows<V, Cols, Rows - 1>(g, rows, row, col);
+      sgemm_rows<V, Cols, Rows - 1, kOffsets>(g, rows, row, col);
       return;
     }
   }
-  sgemm_tile<V, Rows, Cols>(g, row, col);
+  sgemm_tile<V, Rows, Cols, kOffsets>(g, row, col);
+}
+
+template <class V, int MaxRows, bool kOffsets>
+void sgemm_tiles(const SgemmArgs& g) {
+  const std::size_t tile_n = 2 * V::kLanes;
+  for (std::size_t col = 0; col < g.n; col += tile_n) {
+    const bool narrow = g.n - col <= V::kLanes;
+    for (std::size_t row = 0; row < g.m; row += MaxRows) {
+      const std::size_t rows = g.m - row;
+      if (narrow) {
+        sgemm_rows<V, 1, MaxRows, kOffsets>(g, rows, row, col);
+      } else {
+        sgemm_rows<V, 2, MaxRows, kOffsets>(g, rows, row, col);
+      }
+    }
+  }
 }
 
 /// Float GEMM (see SgemmArgs) with tiles of `MaxRows` rows x 2 vectors of columns; the last
@@ -86,17 +103,10 @@ void sgemm_rows(const SgemmArgs& g, std::size_t rows, std::size_t row, std::size
 /// panel stays in L1 while the row tiles stream past it.
 template <class V, int MaxRows>
 void sgemm(const SgemmArgs& g) {
-  const std::size_t tile_n = 2 * V::kLanes;
-  for (std::size_t col = 0; col < g.n; col += tile_n) {
-    const bool narrow = g.n - col <= V::kLanes;
-    for (std::size_t row = 0; row < g.m; row += MaxRows) {
-      const std::size_t rows = g.m - row;
-      if (narrow) {
-        sgemm_rows<V, 1, MaxRows>(g, rows, row, col);
-      } else {
-        sgemm_rows<V, 2, MaxRows>(g, rows, row, col);
-      }
-    }
+  if (g.a_offsets != nullptr) {
+    sgemm_tiles<V, MaxRows, true>(g);
+  } else {
+    sgemm_tiles<V, MaxRows, false>(g);
   }
 }
 

@@ -32,10 +32,11 @@ class FloatConv final : public PreparedOp {
   }
 
  private:
-  enum class Path { kDirect, kIm2col, kDepthwise };
+  enum class Path { kDirect, kIm2col, kImplicit, kDepthwise };
   void im2col(const float* image, std::int64_t g, std::size_t p0, std::size_t p1, float* col) const;
   void run_gemm(const RunContext& ctx, const float* src, float* dst, std::size_t batch) const;
   void run_depthwise(const RunContext& ctx, const float* src, float* dst, std::size_t batch) const;
+  void run_implicit(const RunContext& ctx, const float* src, float* dst, std::size_t batch) const;
 
   Window win_;
   std::int64_t c_in_ = 0, c_out_ = 0, groups_ = 1, cin_g_ = 0, cout_g_ = 0;
@@ -45,6 +46,10 @@ class FloatConv final : public PreparedOp {
   // prepack_sgemm_weights' panels.
   std::vector<float> weights_;
   std::size_t group_floats_ = 0;
+  // kImplicit: offset of each of the k_ taps x channels from a pixel's window start in the
+  // zero-padded image (padded_w_ pixels per row).
+  std::vector<std::uint32_t> tap_offsets_;
+  std::int64_t padded_h_ = 0, padded_w_ = 0;
   std::vector<float> multiplier_, bias_;
 };
 
@@ -66,6 +71,10 @@ class FloatConv final : public PreparedOp {
   }
   if (n == 1) *dst = *from;
 }
+
+// Convs with fewer input channels per group than this (stems) read their taps straight from a
+// zero-padded copy of the input (SgemmArgs::a_offsets) instead of copying tiny runs per tap.
+constexpr std::int64_t kImplicitMaxChannels = 16;
 
 // Rows of a GEMM chunk are a multiple of every ISA's register tile rows (6 for AVX2, 8 for
 // AVX-512), so that only the last chunk of an image has a partial tile.
@@ -106,12 +115,28 @@ FloatConv::FloatConv(const Model& model, const Op& op, const ValueInfo& in, Valu
   } else if (groups_ == 1 && win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 &&
              win_.pad_top + win_.pad_left + win_.pad_bottom + win_.pad_right == 0) {
     path_ = Path::kDirect;
+  } else if (cin_g_ < kImplicitMaxChannels) {
+    path_ = Path::kImplicit;
   }
   chunk_rows_ = std::clamp<std::size_t>(16384 / k_ / kChunkAlign * kChunkAlign, kChunkAlign,
                                         20 * kChunkAlign);
   const auto weight = [&](std::size_t src) {
     return wtype == DType::kBits ? bit_value(get_bit(w.bits(), src)) : w.floats()[src];
   };
+  if (path_ == Path::kImplicit) {
+    padded_h_ = win_.in_h + win_.pad_top + win_.pad_bottom;
+    padded_w_ = win_.in_w + win_.pad_left + win_.pad_right;
+    require(padded_h_ * padded_w_ * c_in_ < (std::int64_t{1} << 32), where,
+            "padded input too large");
+    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+      for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
+        for (std::int64_t ci = 0; ci < cin_g_; ++ci) {
+          tap_offsets_.push_back(
+              static_cast<std::uint32_t>((ky * win_.dh * padded_w_ + kx * win_.dw) * c_in_ + ci));
+        }
+      }
+    }
+  }
   const auto n = static_cast<std::size_t>(cout_g_);
   if (path_ == Path::kDepthwise) {  // [o][ky][kx][1] -> [ky][kx][o]
     weights_.resize(k_ * static_cast<std::size_t>(c_out_));
@@ -280,10 +305,63 @@ void FloatConv::run_depthwise(const RunContext& ctx, const float* src, float* ds
   });
 }
 
+void FloatConv::run_implicit(const RunContext& ctx, const float* src, float* dst,
+                             std::size_t batch) const {
+  const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
+  const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+  const auto c_in = static_cast<std::size_t>(c_in_), c_out = static_cast<std::size_t>(c_out_);
+  const auto padded_pixels = static_cast<std::size_t>(padded_h_ * padded_w_);
+  std::vector<float> padded;
+  if (padded_pixels != in_pixels) {  // zero borders around each image
+    padded.assign(batch * padded_pixels * c_in, 0.0f);
+    const auto row = static_cast<std::size_t>(win_.in_w) * c_in;
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::int64_t y = 0; y < win_.in_h; ++y) {
+        const float* from = src + (n * in_pixels + static_cast<std::size_t>(y * win_.in_w)) * c_in;
+        float* to = padded.data() +
+                    (n * padded_pixels +
+                     static_cast<std::size_t>((y + win_.pad_top) * padded_w_ + win_.pad_left)) *
+                        c_in;
+        std::copy(from, from + row, to);
+      }
+    }
+    src = padded.data();
+  }
+  // One GEMM per output row and group: its pixels' windows start sw pixels apart.
+  const auto threads = static_cast<std::size_t>(std::max(ctx.threads, 1));
+  const auto out_h = static_cast<std::size_t>(win_.out_h);
+  const std::size_t band = threads == 1 ? out_h : std::max<std::size_t>(1, out_h / (4 * threads));
+  const std::size_t bands = (out_h + band - 1) / band;
+  const auto n = static_cast<std::size_t>(cout_g_);
+  parallel_for(batch * bands, ctx.threads, [&](std::size_t task) {
+    const std::size_t image = task / bands, b = task % bands;
+    SgemmArgs args;
+    args.lda = static_cast<std::size_t>(win_.sw) * c_in;
+    args.a_offsets = tap_offsets_.data();
+    args.m = static_cast<std::size_t>(win_.out_w), args.n = n, args.k = k_, args.ldo = c_out;
+    for (std::size_t oy = b * band; oy < std::min(out_h, (b + 1) * band); ++oy) {
+      const float* window_row =
+          src + (image * padded_pixels + oy * static_cast<std::size_t>(win_.sh * padded_w_)) * c_in;
+      float* out_row =
+          dst + (image * out_pixels + oy * static_cast<std::size_t>(win_.out_w)) * c_out;
+      for (std::int64_t g = 0; g < groups_; ++g) {
+        const std::size_t o0 = static_cast<std::size_t>(g) * n;
+        args.a = window_row + static_cast<std::size_t>(g * cin_g_);
+        args.b = weights_.data() + static_cast<std::size_t>(g) * group_floats_;
+        args.multiplier = multiplier_.data() + o0, args.bias = bias_.data() + o0;
+        args.out = out_row + o0;
+        ctx.kernels->sgemm(args);
+      }
+    }
+  });
+}
+
 void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
                     std::size_t batch) const {
   if (path_ == Path::kDepthwise) {
     run_depthwise(ctx, in[0]->f(), out.f(), batch);
+  } else if (path_ == Path::kImplicit) {
+    run_implicit(ctx, in[0]->f(), out.f(), batch);
   } else {
     run_gemm(ctx, in[0]->f(), out.f(), batch);
   }

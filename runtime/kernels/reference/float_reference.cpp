@@ -17,7 +17,7 @@ void sgemm_f32_reference(const SgemmArgs& g) {
       // over columns, so a compiler can vectorize it without reordering any sum).
       float acc[kSgemmPanel] = {};
       for (std::size_t k = 0; k < g.k; ++k) {
-        const float x = a[k];
+        const float x = a[g.a_offsets != nullptr ? g.a_offsets[k] : k];
         for (std::size_t l = 0; l < kSgemmPanel; ++l) {
           acc[l] = std::fma(x, panel[k * kSgemmPanel + l], acc[l]);
         }

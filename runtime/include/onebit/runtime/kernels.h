@@ -12,7 +12,8 @@
 
 namespace onebit::runtime {
 
-/// Instruction sets with a kernel table.
+/// Instruction sets with a kernel table: scalar C++; AVX2 with FMA; AVX-512 F/BW/VL/DQ with
+/// VPOPCNTDQ.
 enum class Isa { kReference, kAvx2, kAvx512 };
 
 /// Lower-case name of an ISA as accepted by `ONEBIT_ISA`: "reference", "avx2", "avx512".
@@ -87,8 +88,11 @@ inline constexpr std::size_t sgemm_padded_n(std::size_t n) {
 /// depends only on its row and column, never on `m` or the tiling, so any split of the rows
 /// over threads gives identical results.
 struct SgemmArgs {
-  const float* a = nullptr;  ///< Row r at `a + r * lda`, `k` floats.
+  /// Element (r, j) at `a[r * lda + j]`, or at `a[r * lda + a_offsets[j]]` when `a_offsets` is
+  /// set (an implicit im2col: rows are output pixels of a conv, the offsets its taps).
+  const float* a = nullptr;
   std::size_t lda = 0;
+  const std::uint32_t* a_offsets = nullptr;  ///< Optional, `k` entries.
   const float* b = nullptr;  ///< `prepack_sgemm_weights` layout: ceil(n / 16) panels of k x 16.
   std::size_t m = 0, n = 0, k = 0;
   const float* multiplier = nullptr;  ///< `n` entries.
