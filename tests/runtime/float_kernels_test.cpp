@@ -53,11 +53,12 @@ double rounding_bound(std::size_t terms, double abs_sum, double m, double b) {
 struct GemmProblem {
   std::size_t m, n, k, lda, ldo;
   std::vector<float> a, b, packed, mult, bias;
+  std::vector<std::uint32_t> a_offsets;  // empty: none
 };
 
 GemmProblem make_gemm(std::size_t m, std::size_t n, std::size_t k, std::uint32_t seed) {
   std::mt19937 rng(seed);
-  GemmProblem p{m, n, k, k + 3, n + 5, {}, {}, {}, {}, {}};
+  GemmProblem p{m, n, k, k + 3, n + 5, {}, {}, {}, {}, {}, {}};
   p.a = testing::random_normal(m * p.lda, rng);
   p.b = testing::random_normal(k * n, rng);
   p.packed = prepack_sgemm_weights(p.b.data(), k, n, n);
@@ -73,6 +74,7 @@ std::vector<float> run_gemm(const GemmProblem& p, SgemmFn sgemm) {
   std::vector<float> out(p.m * p.ldo, kGuard);
   SgemmArgs g;
   g.a = p.a.data(), g.lda = p.lda, g.b = p.packed.data();
+  g.a_offsets = p.a_offsets.empty() ? nullptr : p.a_offsets.data();
   g.m = p.m, g.n = p.n, g.k = p.k;
   g.multiplier = p.mult.data(), g.bias = p.bias.data();
   g.out = out.data(), g.ldo = p.ldo;
@@ -128,13 +130,21 @@ void sweep_sgemm(SgemmFn sgemm, const std::string& what) {
   for (std::size_t m : {1u, 2u, 5u, 6u, 7u, 8u, 9u, 13u, 25u}) {
     for (std::size_t n : {1u, 3u, 7u, 8u, 9u, 15u, 16u, 17u, 31u, 32u, 33u, 48u, 130u}) {
       for (std::size_t k : {1u, 3u, 27u, 64u, 301u}) {
-        const GemmProblem p = make_gemm(m, n, k, seed++);
-        const std::vector<float> ref = run_gemm(p, kernels_for(Isa::kReference).sgemm);
-        const std::vector<float> got = run_gemm(p, sgemm);
-        for (std::size_t i = 0; i < ref.size(); ++i) {
-          ASSERT_TRUE(same_bits(ref[i], got[i]))
-              << what << " m=" << m << " n=" << n << " k=" << k << " at row " << i / p.ldo
-              << " col " << i % p.ldo << ": " << got[i] << " vs " << ref[i];
+        GemmProblem p = make_gemm(m, n, k, seed++);
+        for (bool offsets : {false, true}) {
+          if (offsets) {  // A read through a_offsets: the row backwards, skipping 3 floats
+            p.a_offsets.resize(k);
+            for (std::size_t j = 0; j < k; ++j)
+              p.a_offsets[j] = static_cast<std::uint32_t>(k - j + 2);
+          }
+          const std::vector<float> ref = run_gemm(p, kernels_for(Isa::kReference).sgemm);
+          const std::vector<float> got = run_gemm(p, sgemm);
+          for (std::size_t i = 0; i < ref.size(); ++i) {
+            ASSERT_TRUE(same_bits(ref[i], got[i]))
+                << what << " m=" << m << " n=" << n << " k=" << k << " offsets=" << offsets
+                << " at row " << i / p.ldo << " col " << i % p.ldo << ": " << got[i] << " vs "
+                << ref[i];
+          }
         }
       }
     }
