@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 #include "ops.h"
@@ -367,8 +368,9 @@ void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in,
   }
 }
 
-/// Elementwise op on a float value, y = fn(x, channel): batch norm, ReLU, PReLU. One class per
-/// function, so the loop has no per-element dispatch.
+/// Elementwise op on a float value, y = fn(x, channel) (batch norm, PReLU) or y = fn(x) (ReLU,
+/// sigmoid, clip, quantize_levels). One class per function, so the loop has no per-element
+/// dispatch.
 template <typename Fn>
 class PerChannel final : public PreparedOp {
  public:
@@ -378,12 +380,18 @@ class PerChannel final : public PreparedOp {
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
     const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
-    // Pixel by pixel with the channel as the inner index (no division per element), so that the
-    // compiler vectorizes the inner loop.
-    for (std::size_t r = 0; r < rows; ++r) {
-      const float* x = in[0]->f() + r * c;
-      float* y = out.f() + r * c;
-      for (std::size_t ch = 0; ch < c; ++ch) y[ch] = fn_(x[ch], ch);
+    if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
+      const float* x = in[0]->f();
+      float* y = out.f();
+      for (std::size_t i = 0; i < rows * c; ++i) y[i] = fn_(x[i]);
+    } else {
+      // Pixel by pixel with the channel as the inner index (no division per element), so that
+      // the compiler vectorizes the inner loop.
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float* x = in[0]->f() + r * c;
+        float* y = out.f() + r * c;
+        for (std::size_t ch = 0; ch < c; ++ch) y[ch] = fn_(x[ch], ch);
+      }
     }
   }
 
@@ -643,7 +651,7 @@ std::unique_ptr<PreparedOp> prepare_relu(const Model&, const Op&,
                                          const std::vector<ValueInfo>& inputs, ValueInfo& output,
                                          const std::string&) {
   output = inputs[0];
-  return per_channel(inputs[0], [](float v, std::size_t) { return v > 0.0f ? v : 0.0f; });
+  return per_channel(inputs[0], [](float v) { return v > 0.0f ? v : 0.0f; });
 }
 
 std::unique_ptr<PreparedOp> prepare_prelu(const Model& model, const Op& op,
@@ -671,7 +679,7 @@ std::unique_ptr<PreparedOp> prepare_sigmoid(const Model&, const Op&,
                                             const std::vector<ValueInfo>& inputs, ValueInfo& output,
                                             const std::string&) {
   output = inputs[0];
-  return per_channel(inputs[0], [](float v, std::size_t) { return 1.0f / (1.0f + std::exp(-v)); });
+  return per_channel(inputs[0], [](float v) { return 1.0f / (1.0f + std::exp(-v)); });
 }
 
 std::unique_ptr<PreparedOp> prepare_clip(const Model&, const Op& op,
@@ -682,8 +690,7 @@ std::unique_ptr<PreparedOp> prepare_clip(const Model&, const Op& op,
           "attribute 'lo' (" + float_string(lo) + ") is above attribute 'hi' (" + float_string(hi) +
               "), expected lo <= hi");
   output = inputs[0];
-  return per_channel(inputs[0],
-                     [lo, hi](float v, std::size_t) { return std::min(std::max(v, lo), hi); });
+  return per_channel(inputs[0], [lo, hi](float v) { return std::min(std::max(v, lo), hi); });
 }
 
 std::unique_ptr<PreparedOp> prepare_quantize_levels(const Model&, const Op& op,
@@ -695,7 +702,7 @@ std::unique_ptr<PreparedOp> prepare_quantize_levels(const Model&, const Op& op,
   // std::nearbyint rounds half to even in the default rounding mode, which the runtime never
   // changes; dividing (not multiplying by 1/n) gives the correctly rounded level r / n, as
   // PyTorch's `torch.round(x * n) / n` does.
-  return per_channel(inputs[0], [n](float v, std::size_t) {
+  return per_channel(inputs[0], [n](float v) {
     return std::nearbyint(std::min(std::max(v, 0.0f), 1.0f) * n) / n;
   });
 }
