@@ -14,13 +14,25 @@ void bgemm_b1_reference(const BgemmArgs& args);
 void pack_sign_rows_reference(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,
                               BitWord* out, std::size_t ld_out);
 
+void sgemm_f32_reference(const SgemmArgs& args);
+void dwconv_f32_reference(const DwconvArgs& args);
+
 void bgemm_b1_8x4_avx2(const BgemmArgs& args);
 void pack_sign_rows_avx2(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,
                          BitWord* out, std::size_t ld_out);
 
+void sgemm_f32_6x16_avx2(const SgemmArgs& args);
+void dwconv_f32_avx2(const DwconvArgs& args);
+// Tests only: the AVX-512 float kernels' tiling (16 lanes) on pairs of AVX2 vectors, for
+// machines without AVX-512 (in no kernel table).
+void sgemm_f32_8x32_avx2pair(const SgemmArgs& args);
+void dwconv_f32_avx2pair(const DwconvArgs& args);
+
 void bgemm_b1_32x4_avx512(const BgemmArgs& args);
 void pack_sign_rows_avx512(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,
                            BitWord* out, std::size_t ld_out);
+void sgemm_f32_8x32_avx512(const SgemmArgs& args);
+void dwconv_f32_avx512(const DwconvArgs& args);
 
 // Scalar output transform shared by every ISA for one accumulator (internal linkage, so each ISA
 // file keeps its own copy).
@@ -31,6 +43,18 @@ static inline std::int64_t bgemm_dot(const BgemmArgs& g, std::size_t row, std::s
     dot -= g.epilogue.correction_table[g.epilogue.correction_row[row] * bgemm_padded_n(g.n) + o];
   }
   return dot;
+}
+
+// Taps [*first, *last) of one window axis whose input coordinate `start + t * dilation` lies in
+// [0, size), for t in [0, taps) (internal linkage, like bgemm_dot).
+static inline void window_tap_range(std::int64_t start, std::int64_t dilation, std::int64_t taps,
+                                    std::int64_t size, std::int64_t* first, std::int64_t* last) {
+  std::int64_t lo = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+  std::int64_t hi = start >= size ? 0 : (size - 1 - start) / dilation + 1;
+  lo = lo < taps ? lo : taps;
+  hi = hi < taps ? hi : taps;
+  *first = lo;
+  *last = hi > lo ? hi : lo;
 }
 
 }  // namespace onebit::runtime::kernels

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <random>
+#include <stdexcept>
 
 #include "onebit/runtime/builder.h"
 #include "ops.h"
@@ -70,6 +71,80 @@ void BinaryConvBench::run() {
 }
 
 const BinaryConvShape& BinaryConvBench::shape() const { return impl_->shape; }
+
+struct OpBench::Impl {
+  Model model;
+  std::unique_ptr<detail::PreparedOp> op;
+  std::vector<detail::Buffer> in;
+  std::vector<const detail::Buffer*> in_ptrs;
+  detail::Buffer out;
+  detail::ValueInfo out_info;
+  detail::RunContext ctx;
+  std::size_t batch = 1;
+};
+
+OpBench::OpBench(const Model& model, std::size_t op_index, std::int64_t batch, int threads,
+                 const KernelTable* kernels)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.model = model;
+  if (op_index >= m.model.ops.size()) {
+    throw std::out_of_range("OpBench: op index " + std::to_string(op_index) +
+                            " out of range, the model has " + std::to_string(m.model.ops.size()) +
+                            " ops");
+  }
+  m.batch = static_cast<std::size_t>(std::max<std::int64_t>(batch, 1));
+  // Value infos of the input and of every op up to op_index (value i + 1 is op i's output).
+  const auto& s = m.model.input_shape;
+  std::vector<detail::ValueInfo> values{
+      s.size() == 3 ? detail::ValueInfo{DType::kFloat32, s[0], s[1], s[2]}
+                    : detail::ValueInfo{DType::kFloat32, s.empty() ? 0 : s[0], 1, 1}};
+  for (std::size_t i = 0; i <= op_index; ++i) {
+    const Op& op = m.model.ops[i];
+    std::vector<detail::ValueInfo> inputs;
+    for (std::int32_t v : op.inputs) inputs.push_back(values.at(static_cast<std::size_t>(v)));
+    detail::ValueInfo out;
+    auto prepared = detail::prepare_op(m.model, op, inputs, out, detail::op_where(i, op));
+    values.push_back(out);
+    if (i == op_index) m.op = std::move(prepared), m.out_info = out;
+  }
+  std::mt19937_64 rng(42);
+  std::normal_distribution<float> normal;
+  const Op& op = m.model.ops[op_index];
+  m.in.resize(op.inputs.size());
+  for (std::size_t k = 0; k < op.inputs.size(); ++k) {
+    const detail::ValueInfo& v = values[static_cast<std::size_t>(op.inputs[k])];
+    detail::Buffer& b = m.in[k];
+    b.words.resize(m.batch * v.image_words());
+    if (v.dtype == DType::kBits) {
+      const std::size_t cw = words_for_bits(static_cast<std::size_t>(v.c));
+      const BitWord tail = v.c % 64 == 0 ? ~BitWord{0} : (BitWord{1} << (v.c % 64)) - 1;
+      for (std::size_t i = 0; i < b.words.size(); ++i) {
+        b.words[i] = rng() & (i % cw + 1 == cw ? tail : ~BitWord{0});
+      }
+    } else {
+      const std::size_t n = m.batch * static_cast<std::size_t>(v.c * v.h * v.w);
+      for (std::size_t i = 0; i < n; ++i) b.f()[i] = normal(rng);
+    }
+  }
+  for (const detail::Buffer& b : m.in) m.in_ptrs.push_back(&b);
+  m.out.words.assign(m.batch * m.out_info.image_words(), 0);
+  m.ctx.kernels = kernels != nullptr ? kernels : &active_kernels();
+  m.ctx.threads = threads;
+}
+
+OpBench::~OpBench() = default;
+
+void OpBench::run() { impl_->op->run(impl_->ctx, impl_->in_ptrs, impl_->out, impl_->batch); }
+
+std::int64_t OpBench::float_macs() const {
+  return impl_->op->float_macs() * static_cast<std::int64_t>(impl_->batch);
+}
+
+std::int64_t OpBench::output_elements() const {
+  const detail::ValueInfo& o = impl_->out_info;
+  return o.c * o.h * o.w * static_cast<std::int64_t>(impl_->batch);
+}
 
 double measure_core_clock_hz() {
   constexpr std::uint64_t kLoops = 200'000;  // x 16 dependent adds = 3.2 M cycles per trial

@@ -10,12 +10,15 @@ namespace onebit::runtime {
 
 namespace {
 
-constexpr KernelTable kReferenceTable{Isa::kReference, &kernels::bgemm_b1_reference,
-                                      &kernels::pack_sign_rows_reference};
+constexpr KernelTable kReferenceTable{
+    Isa::kReference, &kernels::bgemm_b1_reference, &kernels::pack_sign_rows_reference,
+    &kernels::sgemm_f32_reference, &kernels::dwconv_f32_reference};
 constexpr KernelTable kAvx2Table{Isa::kAvx2, &kernels::bgemm_b1_8x4_avx2,
-                                 &kernels::pack_sign_rows_avx2};
+                                 &kernels::pack_sign_rows_avx2, &kernels::sgemm_f32_6x16_avx2,
+                                 &kernels::dwconv_f32_avx2};
 constexpr KernelTable kAvx512Table{Isa::kAvx512, &kernels::bgemm_b1_32x4_avx512,
-                                   &kernels::pack_sign_rows_avx512};
+                                   &kernels::pack_sign_rows_avx512, &kernels::sgemm_f32_8x32_avx512,
+                                   &kernels::dwconv_f32_avx512};
 
 const KernelTable& choose_active() {
   if (const char* forced = std::getenv("ONEBIT_ISA"); forced != nullptr && *forced != '\0') {
@@ -52,7 +55,7 @@ bool isa_supported(Isa isa) {
   __builtin_cpu_init();
   switch (isa) {
     case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2") != 0;
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
@@ -98,6 +101,17 @@ std::vector<BitWord> prepack_bgemm_weights(const BitWord* rows, std::size_t n, s
   for (std::size_t o = 0; o < n; ++o) {
     for (std::size_t k = 0; k < k_words; ++k) {
       packed[((o / kBgemmPanel) * k_words + k) * kBgemmPanel + o % kBgemmPanel] = rows[o * ld + k];
+    }
+  }
+  return packed;
+}
+
+std::vector<float> prepack_sgemm_weights(const float* b, std::size_t k, std::size_t n,
+                                         std::size_t ldb) {
+  std::vector<float> packed(sgemm_padded_n(n) * k, 0.0f);
+  for (std::size_t j = 0; j < k; ++j) {
+    for (std::size_t o = 0; o < n; ++o) {
+      packed[((o / kSgemmPanel) * k + j) * kSgemmPanel + o % kSgemmPanel] = b[j * ldb + o];
     }
   }
   return packed;

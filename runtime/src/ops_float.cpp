@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 #include "ops.h"
@@ -15,6 +17,11 @@ namespace onebit::runtime::detail {
 
 namespace {
 
+/// Float conv2d and dense on NHWC activations, with weights laid out once at prepare time. Three
+/// paths, all through the kernel table: depthwise convs (one input channel per group) run the
+/// depthwise kernel over output rows; 1x1 stride-1 unpadded convs and dense layers run the float
+/// GEMM directly on the input rows; every other conv gathers patches (im2col) per group and row
+/// chunk and runs the GEMM on them.
 class FloatConv final : public PreparedOp {
  public:
   FloatConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
@@ -26,16 +33,53 @@ class FloatConv final : public PreparedOp {
   }
 
  private:
+  enum class Path { kDirect, kIm2col, kImplicit, kDepthwise };
   void im2col(const float* image, std::int64_t g, std::size_t p0, std::size_t p1, float* col) const;
-  void gemm(const float* a, std::size_t lda, std::size_t rows, std::int64_t g, float* out) const;
+  void run_gemm(const RunContext& ctx, const float* src, float* dst, std::size_t batch) const;
+  void run_depthwise(const RunContext& ctx, const float* src, float* dst, std::size_t batch) const;
+  void run_implicit(const RunContext& ctx, const float* src, float* dst, std::size_t batch) const;
 
   Window win_;
   std::int64_t c_in_ = 0, c_out_ = 0, groups_ = 1, cin_g_ = 0, cout_g_ = 0;
   std::size_t k_ = 0, chunk_rows_ = 0;
-  bool direct_ = false;
-  std::vector<float> wt_;  // per group [k][cout_g]
+  Path path_ = Path::kIm2col;
+  // kDepthwise: [kh][kw][c_out]. Else per group (group_floats_ apart) the [k][cout_g] matrix in
+  // prepack_sgemm_weights' panels.
+  std::vector<float> weights_;
+  std::size_t group_floats_ = 0;
+  // kImplicit: offset of each of the k_ taps x channels from a pixel's window start in the
+  // zero-padded image (padded_w_ pixels per row).
+  std::vector<std::uint32_t> tap_offsets_;
+  std::int64_t padded_h_ = 0, padded_w_ = 0;
   std::vector<float> multiplier_, bias_;
 };
+
+// Copies (src) or zeroes (src == nullptr) n floats. im2col copies runs of a few pixels of a few
+// channels (27 floats per patch in a 3-channel stem): fixed-size pieces keep them inline rather
+// than library calls.
+[[gnu::always_inline]] inline void put_floats(const float* src, std::size_t n, float* dst) {
+  float zeros[8] = {};
+  const std::size_t step = src != nullptr ? 8 : 0;
+  const float* from = src != nullptr ? src : zeros;
+  for (; n >= 8; n -= 8, from += step, dst += 8) std::memcpy(dst, from, 8 * sizeof(float));
+  if (n >= 4) {
+    std::memcpy(dst, from, 4 * sizeof(float));
+    n -= 4, from += step / 2, dst += 4;
+  }
+  if (n >= 2) {
+    std::memcpy(dst, from, 2 * sizeof(float));
+    n -= 2, from += step / 4, dst += 2;
+  }
+  if (n == 1) *dst = *from;
+}
+
+// Convs with fewer input channels per group than this (stems) read their taps straight from a
+// zero-padded copy of the input (SgemmArgs::a_offsets) instead of copying tiny runs per tap.
+constexpr std::int64_t kImplicitMaxChannels = 16;
+
+// Rows of a GEMM chunk are a multiple of every ISA's register tile rows (6 for AVX2, 8 for
+// AVX-512), so that only the last chunk of an image has a partial tile.
+constexpr std::size_t kChunkAlign = 24;
 
 FloatConv::FloatConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
                      const std::string& where, bool dense) {
@@ -67,16 +111,54 @@ FloatConv::FloatConv(const Model& model, const Op& op, const ValueInfo& in, Valu
   k_ = static_cast<std::size_t>(win_.kh * win_.kw * cin_g_);
   require(k_ * static_cast<std::size_t>(c_out_) <= (std::size_t{1} << 28), where,
           "weights too large");
-  direct_ = groups_ == 1 && win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 &&
-            win_.pad_top + win_.pad_left + win_.pad_bottom + win_.pad_right == 0;
-  chunk_rows_ = std::clamp<std::size_t>(16384 / k_, 4, 512);
-  wt_.resize(k_ * static_cast<std::size_t>(c_out_));
-  for (std::int64_t o = 0; o < c_out_; ++o) {
-    const std::int64_t g = o / cout_g_, og = o % cout_g_;
-    for (std::size_t kk = 0; kk < k_; ++kk) {
-      const std::size_t src = static_cast<std::size_t>(o) * k_ + kk;
-      const float v = wtype == DType::kBits ? bit_value(get_bit(w.bits(), src)) : w.floats()[src];
-      wt_[(static_cast<std::size_t>(g) * k_ + kk) * cout_g_ + og] = v;
+  if (groups_ > 1 && cin_g_ == 1) {
+    path_ = Path::kDepthwise;
+  } else if (groups_ == 1 && win_.kh == 1 && win_.kw == 1 && win_.sh == 1 && win_.sw == 1 &&
+             win_.pad_top + win_.pad_left + win_.pad_bottom + win_.pad_right == 0) {
+    path_ = Path::kDirect;
+  } else if (cin_g_ < kImplicitMaxChannels) {
+    path_ = Path::kImplicit;
+  }
+  chunk_rows_ = std::clamp<std::size_t>(16384 / k_ / kChunkAlign * kChunkAlign, kChunkAlign,
+                                        20 * kChunkAlign);
+  const auto weight = [&](std::size_t src) {
+    return wtype == DType::kBits ? bit_value(get_bit(w.bits(), src)) : w.floats()[src];
+  };
+  if (path_ == Path::kImplicit) {
+    padded_h_ = win_.in_h + win_.pad_top + win_.pad_bottom;
+    padded_w_ = win_.in_w + win_.pad_left + win_.pad_right;
+    require(padded_h_ * padded_w_ * c_in_ < (std::int64_t{1} << 32), where,
+            "padded input too large");
+    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+      for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
+        for (std::int64_t ci = 0; ci < cin_g_; ++ci) {
+          tap_offsets_.push_back(
+              static_cast<std::uint32_t>((ky * win_.dh * padded_w_ + kx * win_.dw) * c_in_ + ci));
+        }
+      }
+    }
+  }
+  const auto n = static_cast<std::size_t>(cout_g_);
+  if (path_ == Path::kDepthwise) {  // [o][ky][kx][1] -> [ky][kx][o]
+    weights_.resize(k_ * static_cast<std::size_t>(c_out_));
+    for (std::size_t o = 0; o < static_cast<std::size_t>(c_out_); ++o) {
+      for (std::size_t tap = 0; tap < k_; ++tap) {
+        weights_[tap * static_cast<std::size_t>(c_out_) + o] = weight(o * k_ + tap);
+      }
+    }
+  } else {
+    group_floats_ = sgemm_padded_n(n) * k_;
+    weights_.resize(group_floats_ * static_cast<std::size_t>(groups_));
+    std::vector<float> wt(k_ * n);  // one group's [k][cout_g]
+    for (std::int64_t g = 0; g < groups_; ++g) {
+      for (std::size_t og = 0; og < n; ++og) {
+        for (std::size_t kk = 0; kk < k_; ++kk) {
+          wt[kk * n + og] = weight((static_cast<std::size_t>(g) * n + og) * k_ + kk);
+        }
+      }
+      const std::vector<float> packed = prepack_sgemm_weights(wt.data(), k_, n, n);
+      std::copy(packed.begin(), packed.end(),
+                weights_.begin() + static_cast<std::ptrdiff_t>(g * group_floats_));
     }
   }
   multiplier_.assign(static_cast<std::size_t>(c_out_), 1.0f);
@@ -95,73 +177,200 @@ FloatConv::FloatConv(const Model& model, const Op& op, const ValueInfo& in, Valu
 void FloatConv::im2col(const float* image, std::int64_t g, std::size_t p0, std::size_t p1,
                        float* col) const {
   const auto cin = static_cast<std::size_t>(cin_g_);
+  // With one group and no horizontal dilation a kernel row is one run of kw pixels in NHWC.
+  const bool whole_rows = groups_ == 1 && win_.dw == 1;
+  const auto row_floats = static_cast<std::size_t>(win_.kw) * cin;
+  auto oy = static_cast<std::int64_t>(p0) / win_.out_w;
+  auto ox = static_cast<std::int64_t>(p0) % win_.out_w;
   for (std::size_t p = p0; p < p1; ++p) {
-    const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
-    const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
+    const std::int64_t ix0 = win_.in_x(ox, 0);
+    const bool row_inside = whole_rows && ix0 >= 0 && ix0 + win_.kw <= win_.in_w;
     float* dst = col + (p - p0) * k_;
     for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
       const std::int64_t iy = win_.in_y(oy, ky);
-      for (std::int64_t kx = 0; kx < win_.kw; ++kx, dst += cin) {
-        const std::int64_t ix = win_.in_x(ox, kx);
-        if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
-          std::fill(dst, dst + cin, 0.0f);
-          continue;
+      if (iy < 0 || iy >= win_.in_h) {
+        put_floats(nullptr, row_floats, dst);
+        dst += row_floats;
+      } else if (row_inside) {
+        put_floats(image + static_cast<std::size_t>(iy * win_.in_w + ix0) * cin, row_floats, dst);
+        dst += row_floats;
+      } else {
+        for (std::int64_t kx = 0; kx < win_.kw; ++kx, dst += cin) {
+          const std::int64_t ix = win_.in_x(ox, kx);
+          const bool inside = ix >= 0 && ix < win_.in_w;
+          put_floats(
+              inside ? image + static_cast<std::size_t>(iy * win_.in_w + ix) * c_in_ + g * cin_g_
+                     : nullptr,
+              cin, dst);
         }
-        const float* src =
-            image + static_cast<std::size_t>(iy * win_.in_w + ix) * c_in_ + g * cin_g_;
-        std::copy(src, src + cin, dst);
       }
     }
+    if (++ox == win_.out_w) ox = 0, ++oy;
   }
 }
 
-// out[r][o] = (sum_k a[r][k] * w[k][o]) * multiplier[o] + bias[o], summed in k order.
-void FloatConv::gemm(const float* a, std::size_t lda, std::size_t rows, std::int64_t g,
-                     float* out) const {
-  const auto n = static_cast<std::size_t>(cout_g_);
-  const float* w = wt_.data() + static_cast<std::size_t>(g) * k_ * n;
-  std::vector<float> acc(n);
-  for (std::size_t r = 0; r < rows; ++r) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (std::size_t kk = 0; kk < k_; ++kk) {
-      const float x = a[r * lda + kk];
-      const float* wk = w + kk * n;
-      for (std::size_t o = 0; o < n; ++o) acc[o] += x * wk[o];
-    }
-    float* dst = out + r * static_cast<std::size_t>(c_out_) + g * cout_g_;
-    for (std::size_t o = 0; o < n; ++o) {
-      dst[o] = acc[o] * multiplier_[g * cout_g_ + o] + bias_[g * cout_g_ + o];
-    }
-  }
-}
-
-void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
-                    std::size_t batch) const {
+void FloatConv::run_gemm(const RunContext& ctx, const float* src, float* dst,
+                         std::size_t batch) const {
   const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
   const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
-  const std::size_t images = direct_ ? 1 : batch;
-  const std::size_t rows_per_image = direct_ ? batch * out_pixels : out_pixels;
-  const std::size_t chunks = (rows_per_image + chunk_rows_ - 1) / chunk_rows_;
-  parallel_for(images * chunks, ctx.threads, [&](std::size_t task) {
-    const std::size_t image = task / chunks, p0 = (task % chunks) * chunk_rows_;
-    const std::size_t p1 = std::min(p0 + chunk_rows_, rows_per_image);
-    const float* src = in[0]->f() + image * in_pixels * static_cast<std::size_t>(c_in_);
-    float* dst = out.f() + (image * out_pixels + p0) * static_cast<std::size_t>(c_out_);
-    if (direct_) {
-      gemm(src + p0 * static_cast<std::size_t>(c_in_), static_cast<std::size_t>(c_in_), p1 - p0, 0,
-           dst);
+  const bool direct = path_ == Path::kDirect;
+  const std::size_t images = direct ? 1 : batch;
+  const std::size_t rows_per_image = direct ? batch * out_pixels : out_pixels;
+  const auto threads = static_cast<std::size_t>(std::max(ctx.threads, 1));
+  const auto ceil_div = [](std::size_t a, std::size_t b) { return (a + b - 1) / b; };
+  // Enough row chunks for every thread where the rows allow it; a direct GEMM with too few rows
+  // for that (dense at batch 1) also splits its columns, in whole 32-column tiles. Each output
+  // is computed the same way whatever the split, so results do not depend on the threads.
+  std::size_t chunk = chunk_rows_;
+  if (images * ceil_div(rows_per_image, chunk) < threads) {
+    const std::size_t per_image = ceil_div(threads, images);
+    chunk = std::max(kChunkAlign,
+                     ceil_div(ceil_div(rows_per_image, per_image), kChunkAlign) * kChunkAlign);
+  }
+  const std::size_t chunks = ceil_div(rows_per_image, chunk);
+  const auto n = static_cast<std::size_t>(cout_g_);
+  std::size_t col_blocks = 1, block_cols = n;
+  if (direct && chunks < threads) {
+    const std::size_t tiles = ceil_div(n, 2 * kSgemmPanel);
+    block_cols = ceil_div(tiles, std::min(tiles, ceil_div(threads, chunks))) * 2 * kSgemmPanel;
+    col_blocks = ceil_div(n, block_cols);
+  }
+  const auto c_in = static_cast<std::size_t>(c_in_), c_out = static_cast<std::size_t>(c_out_);
+  parallel_for(images * chunks * col_blocks, ctx.threads, [&](std::size_t task) {
+    const std::size_t block = task % col_blocks, row_task = task / col_blocks;
+    const std::size_t image = row_task / chunks, p0 = (row_task % chunks) * chunk;
+    const std::size_t p1 = std::min(p0 + chunk, rows_per_image);
+    const float* image_in = src + image * in_pixels * c_in;
+    float* out = dst + (image * out_pixels + p0) * c_out;
+    SgemmArgs args;
+    args.m = p1 - p0, args.k = k_, args.ldo = c_out;
+    if (direct) {
+      const std::size_t o0 = block * block_cols;
+      args.a = image_in + p0 * c_in, args.lda = c_in;
+      args.b = weights_.data() + o0 * k_;  // whole panels: o0 is a multiple of 16
+      args.n = std::min(block_cols, n - o0);
+      args.multiplier = multiplier_.data() + o0, args.bias = bias_.data() + o0;
+      args.out = out + o0;
+      ctx.kernels->sgemm(args);
       return;
     }
     std::vector<float> col((p1 - p0) * k_);
+    args.a = col.data(), args.lda = k_, args.n = n;
     for (std::int64_t g = 0; g < groups_; ++g) {
-      im2col(src, g, p0, p1, col.data());
-      gemm(col.data(), k_, p1 - p0, g, dst);
+      im2col(image_in, g, p0, p1, col.data());
+      const std::size_t o0 = static_cast<std::size_t>(g) * n;
+      args.b = weights_.data() + static_cast<std::size_t>(g) * group_floats_;
+      args.multiplier = multiplier_.data() + o0, args.bias = bias_.data() + o0;
+      args.out = out + o0;
+      ctx.kernels->sgemm(args);
     }
   });
 }
 
-/// Elementwise op on a float value, y = fn(x, channel): batch norm, ReLU, PReLU. One class per
-/// function, so the loop has no per-element dispatch.
+void FloatConv::run_depthwise(const RunContext& ctx, const float* src, float* dst,
+                              std::size_t batch) const {
+  const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
+  const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+  const auto c_in = static_cast<std::size_t>(c_in_), c_out = static_cast<std::size_t>(c_out_);
+  // A channel multiplier m > 1 (output channel o reads input channel o / m): the kernel wants one
+  // input channel per output channel, so each input channel is repeated m times first.
+  std::vector<float> repeated;
+  if (cout_g_ > 1) {
+    const auto m = static_cast<std::size_t>(cout_g_);
+    repeated.resize(batch * in_pixels * c_out);
+    for (std::size_t p = 0; p < batch * in_pixels; ++p) {
+      for (std::size_t o = 0; o < c_out; ++o) repeated[p * c_out + o] = src[p * c_in + o / m];
+    }
+    src = repeated.data();
+  }
+  // Bands of output rows: a few per thread for balance, whole images with one thread.
+  const auto threads = static_cast<std::size_t>(std::max(ctx.threads, 1));
+  const auto out_h = static_cast<std::size_t>(win_.out_h);
+  const std::size_t band = threads == 1 ? out_h : std::max<std::size_t>(1, out_h / (4 * threads));
+  const std::size_t bands = (out_h + band - 1) / band;
+  parallel_for(batch * bands, ctx.threads, [&](std::size_t task) {
+    const std::size_t image = task / bands, b = task % bands;
+    DwconvArgs args;
+    args.in = src + image * in_pixels * c_out;
+    args.weight = weights_.data();
+    args.multiplier = multiplier_.data(), args.bias = bias_.data();
+    args.out = dst + image * out_pixels * c_out;
+    args.channels = c_out;
+    args.in_h = win_.in_h, args.in_w = win_.in_w, args.out_w = win_.out_w;
+    args.kernel_h = win_.kh, args.kernel_w = win_.kw, args.stride_h = win_.sh;
+    args.stride_w = win_.sw, args.dilation_h = win_.dh, args.dilation_w = win_.dw;
+    args.pad_top = win_.pad_top, args.pad_left = win_.pad_left;
+    args.row_begin = static_cast<std::int64_t>(b * band);
+    args.row_end = static_cast<std::int64_t>(std::min(out_h, (b + 1) * band));
+    ctx.kernels->dwconv(args);
+  });
+}
+
+void FloatConv::run_implicit(const RunContext& ctx, const float* src, float* dst,
+                             std::size_t batch) const {
+  const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
+  const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
+  const auto c_in = static_cast<std::size_t>(c_in_), c_out = static_cast<std::size_t>(c_out_);
+  const auto padded_pixels = static_cast<std::size_t>(padded_h_ * padded_w_);
+  std::vector<float> padded;
+  if (padded_pixels != in_pixels) {  // zero borders around each image
+    padded.assign(batch * padded_pixels * c_in, 0.0f);
+    const auto row = static_cast<std::size_t>(win_.in_w) * c_in;
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::int64_t y = 0; y < win_.in_h; ++y) {
+        const float* from = src + (n * in_pixels + static_cast<std::size_t>(y * win_.in_w)) * c_in;
+        float* to = padded.data() +
+                    (n * padded_pixels +
+                     static_cast<std::size_t>((y + win_.pad_top) * padded_w_ + win_.pad_left)) *
+                        c_in;
+        std::copy(from, from + row, to);
+      }
+    }
+    src = padded.data();
+  }
+  // One GEMM per output row and group: its pixels' windows start sw pixels apart.
+  const auto threads = static_cast<std::size_t>(std::max(ctx.threads, 1));
+  const auto out_h = static_cast<std::size_t>(win_.out_h);
+  const std::size_t band = threads == 1 ? out_h : std::max<std::size_t>(1, out_h / (4 * threads));
+  const std::size_t bands = (out_h + band - 1) / band;
+  const auto n = static_cast<std::size_t>(cout_g_);
+  parallel_for(batch * bands, ctx.threads, [&](std::size_t task) {
+    const std::size_t image = task / bands, b = task % bands;
+    SgemmArgs args;
+    args.lda = static_cast<std::size_t>(win_.sw) * c_in;
+    args.a_offsets = tap_offsets_.data();
+    args.m = static_cast<std::size_t>(win_.out_w), args.n = n, args.k = k_, args.ldo = c_out;
+    for (std::size_t oy = b * band; oy < std::min(out_h, (b + 1) * band); ++oy) {
+      const float* window_row =
+          src + (image * padded_pixels + oy * static_cast<std::size_t>(win_.sh * padded_w_)) * c_in;
+      float* out_row =
+          dst + (image * out_pixels + oy * static_cast<std::size_t>(win_.out_w)) * c_out;
+      for (std::int64_t g = 0; g < groups_; ++g) {
+        const std::size_t o0 = static_cast<std::size_t>(g) * n;
+        args.a = window_row + static_cast<std::size_t>(g * cin_g_);
+        args.b = weights_.data() + static_cast<std::size_t>(g) * group_floats_;
+        args.multiplier = multiplier_.data() + o0, args.bias = bias_.data() + o0;
+        args.out = out_row + o0;
+        ctx.kernels->sgemm(args);
+      }
+    }
+  });
+}
+
+void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+                    std::size_t batch) const {
+  if (path_ == Path::kDepthwise) {
+    run_depthwise(ctx, in[0]->f(), out.f(), batch);
+  } else if (path_ == Path::kImplicit) {
+    run_implicit(ctx, in[0]->f(), out.f(), batch);
+  } else {
+    run_gemm(ctx, in[0]->f(), out.f(), batch);
+  }
+}
+
+/// Elementwise op on a float value, y = fn(x, channel) (batch norm, PReLU) or y = fn(x) (ReLU,
+/// sigmoid, clip, quantize_levels). One class per function, so the loop has no per-element
+/// dispatch.
 template <typename Fn>
 class PerChannel final : public PreparedOp {
  public:
@@ -170,10 +379,20 @@ class PerChannel final : public PreparedOp {
   void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
-    const std::size_t total = batch * static_cast<std::size_t>(in_.h * in_.w) * c;
-    const float* x = in[0]->f();
-    float* y = out.f();
-    for (std::size_t i = 0; i < total; ++i) y[i] = fn_(x[i], i % c);
+    const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
+    if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
+      const float* x = in[0]->f();
+      float* y = out.f();
+      for (std::size_t i = 0; i < rows * c; ++i) y[i] = fn_(x[i]);
+    } else {
+      // Pixel by pixel with the channel as the inner index (no division per element), so that
+      // the compiler vectorizes the inner loop.
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float* x = in[0]->f() + r * c;
+        float* y = out.f() + r * c;
+        for (std::size_t ch = 0; ch < c; ++ch) y[ch] = fn_(x[ch], ch);
+      }
+    }
   }
 
  private:
@@ -283,29 +502,39 @@ class Pool final : public PreparedOp {
       const float* image =
           in_.dtype == DType::kBits ? unpacked.data() : in[0]->f() + n * in_pixels * c_;
       for (std::size_t p = 0; p < out_pixels; ++p) {
-        pool_pixel(image, static_cast<std::int64_t>(p), out.f() + (n * out_pixels + p) * c_);
+        float* dst = out.f() + (n * out_pixels + p) * c_;
+        if (max_) {
+          pool_pixel<true>(image, static_cast<std::int64_t>(p), dst);
+        } else {
+          pool_pixel<false>(image, static_cast<std::int64_t>(p), dst);
+        }
       }
     }
   }
 
  private:
+  // One output pixel: the taps inside the image in (ky, kx) order (as the references combine
+  // them), each folded into the whole output row of channels by a loop the compiler vectorizes.
+  template <bool kMax>
   void pool_pixel(const float* image, std::int64_t p, float* dst) const {
     const std::int64_t oy = p / win_.out_w, ox = p % win_.out_w;
-    std::fill(dst, dst + c_, max_ ? -std::numeric_limits<float>::infinity() : 0.0f);
-    std::int64_t count = 0;
-    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
-      const std::int64_t iy = win_.in_y(oy, ky);
-      for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
-        const std::int64_t ix = win_.in_x(ox, kx);
-        if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) continue;
-        ++count;
-        const float* src = image + static_cast<std::size_t>(iy * win_.in_w + ix) * c_;
-        for (std::size_t c = 0; c < c_; ++c)
-          dst[c] = max_ ? std::max(dst[c], src[c]) : dst[c] + src[c];
+    const std::int64_t iy0 = win_.in_y(oy, 0), ix0 = win_.in_x(ox, 0);
+    const std::int64_t ky0 = std::max<std::int64_t>(0, -iy0);
+    const std::int64_t ky1 = std::max(ky0, std::min(win_.kh, win_.in_h - iy0));
+    const std::int64_t kx0 = std::max<std::int64_t>(0, -ix0);
+    const std::int64_t kx1 = std::max(kx0, std::min(win_.kw, win_.in_w - ix0));
+    std::fill(dst, dst + c_, kMax ? -std::numeric_limits<float>::infinity() : 0.0f);
+    for (std::int64_t ky = ky0; ky < ky1; ++ky) {
+      for (std::int64_t kx = kx0; kx < kx1; ++kx) {
+        const float* src = image + static_cast<std::size_t>((iy0 + ky) * win_.in_w + ix0 + kx) * c_;
+        for (std::size_t c = 0; c < c_; ++c) {
+          dst[c] = kMax ? std::max(dst[c], src[c]) : dst[c] + src[c];
+        }
       }
     }
-    if (max_) return;
-    const auto divisor = static_cast<float>(include_pad_ ? win_.kh * win_.kw : count);
+    if (kMax) return;
+    const auto divisor =
+        static_cast<float>(include_pad_ ? win_.kh * win_.kw : (ky1 - ky0) * (kx1 - kx0));
     for (std::size_t c = 0; c < c_; ++c) dst[c] /= divisor;
   }
 
@@ -422,7 +651,7 @@ std::unique_ptr<PreparedOp> prepare_relu(const Model&, const Op&,
                                          const std::vector<ValueInfo>& inputs, ValueInfo& output,
                                          const std::string&) {
   output = inputs[0];
-  return per_channel(inputs[0], [](float v, std::size_t) { return v > 0.0f ? v : 0.0f; });
+  return per_channel(inputs[0], [](float v) { return v > 0.0f ? v : 0.0f; });
 }
 
 std::unique_ptr<PreparedOp> prepare_prelu(const Model& model, const Op& op,
@@ -450,7 +679,7 @@ std::unique_ptr<PreparedOp> prepare_sigmoid(const Model&, const Op&,
                                             const std::vector<ValueInfo>& inputs, ValueInfo& output,
                                             const std::string&) {
   output = inputs[0];
-  return per_channel(inputs[0], [](float v, std::size_t) { return 1.0f / (1.0f + std::exp(-v)); });
+  return per_channel(inputs[0], [](float v) { return 1.0f / (1.0f + std::exp(-v)); });
 }
 
 std::unique_ptr<PreparedOp> prepare_clip(const Model&, const Op& op,
@@ -461,8 +690,7 @@ std::unique_ptr<PreparedOp> prepare_clip(const Model&, const Op& op,
           "attribute 'lo' (" + float_string(lo) + ") is above attribute 'hi' (" + float_string(hi) +
               "), expected lo <= hi");
   output = inputs[0];
-  return per_channel(inputs[0],
-                     [lo, hi](float v, std::size_t) { return std::min(std::max(v, lo), hi); });
+  return per_channel(inputs[0], [lo, hi](float v) { return std::min(std::max(v, lo), hi); });
 }
 
 std::unique_ptr<PreparedOp> prepare_quantize_levels(const Model&, const Op& op,
@@ -474,7 +702,7 @@ std::unique_ptr<PreparedOp> prepare_quantize_levels(const Model&, const Op& op,
   // std::nearbyint rounds half to even in the default rounding mode, which the runtime never
   // changes; dividing (not multiplying by 1/n) gives the correctly rounded level r / n, as
   // PyTorch's `torch.round(x * n) / n` does.
-  return per_channel(inputs[0], [n](float v, std::size_t) {
+  return per_channel(inputs[0], [n](float v) {
     return std::nearbyint(std::min(std::max(v, 0.0f), 1.0f) * n) / n;
   });
 }

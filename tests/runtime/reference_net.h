@@ -57,7 +57,9 @@ inline Nchw conv_ref(const Nchw& x, const std::vector<float>& w_oihw, const Conv
                 const std::int64_t ix = ox * s.stride - s.pad_l + kx * s.dilation;
                 const bool inside = iy >= 0 && iy < x.h && ix >= 0 && ix < x.w;
                 const float v = inside ? x.at(n, g * cin + i, iy, ix) : s.pad_value;
-                acc += v * w_oihw[static_cast<std::size_t>(((o * cin + i) * s.k + ky) * s.k + kx)];
+                acc = std::fma(
+                    v, w_oihw[static_cast<std::size_t>(((o * cin + i) * s.k + ky) * s.k + kx)],
+                    acc);
               }
           y.at(n, o, oy, ox) = acc;
         }
@@ -205,7 +207,7 @@ inline Nchw dense_ref(const Nchw& x, const std::vector<float>& w, std::int64_t o
   for (std::int64_t n = 0; n < x.n; ++n)
     for (std::int64_t o = 0; o < out; ++o) {
       float acc = 0.0f;
-      for (std::int64_t i = 0; i < k; ++i) acc += x.v[n * k + i] * w[o * k + i];
+      for (std::int64_t i = 0; i < k; ++i) acc = std::fma(x.v[n * k + i], w[o * k + i], acc);
       y.v[n * out + o] = acc;
     }
   return y;

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "onebit/runtime/kernels.h"
+#include "onebit/runtime/model.h"
 
 namespace onebit::runtime {
 
@@ -64,6 +65,39 @@ class BinaryConvBench {
   void run();
   /// The shape being timed.
   const BinaryConvShape& shape() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// One op of a model prepared and run alone, for timing loops of the non-binary ops (float
+/// conv2d, dense, batch norm, pooling, elementwise) without the interpreter's NCHW <-> NHWC
+/// transposes and buffer allocations.
+///
+/// Example (a float 1x1 conv, 64 -> 128 channels at 28x28):
+/// \code
+///   ModelBuilder b;
+///   b.output(b.conv2d(b.input({64, 28, 28}), Conv2dParams(128, 1), weights));
+///   OpBench bench(b.build(), 0);
+///   bench.run();  // time this
+/// \endcode
+class OpBench {
+ public:
+  /// Prepares op `op_index` of `model` (the ops before it only for the shapes of its inputs)
+  /// and fills its inputs with random values: normal floats, or random bits. Throws
+  /// `std::out_of_range` when the model has no op `op_index`, `ModelError` when it is invalid.
+  OpBench(const Model& model, std::size_t op_index, std::int64_t batch = 1, int threads = 1,
+          const KernelTable* kernels = nullptr);
+  ~OpBench();
+  OpBench(const OpBench&) = delete;
+  OpBench& operator=(const OpBench&) = delete;
+  /// Runs the op once on `batch` images.
+  void run();
+  /// Float multiply-accumulates of one run (float conv2d and dense; 0 for other ops).
+  std::int64_t float_macs() const;
+  /// Output elements (channels x pixels x images) of one run.
+  std::int64_t output_elements() const;
 
  private:
   struct Impl;

@@ -12,7 +12,8 @@
 
 namespace onebit::runtime {
 
-/// Instruction sets with a kernel table.
+/// Instruction sets with a kernel table: scalar C++; AVX2 with FMA; AVX-512 F/BW/VL/DQ with
+/// VPOPCNTDQ.
 enum class Isa { kReference, kAvx2, kAvx512 };
 
 /// Lower-case name of an ISA as accepted by `ONEBIT_ISA`: "reference", "avx2", "avx512".
@@ -69,6 +70,62 @@ inline constexpr std::size_t bgemm_padded_n(std::size_t n) {
 std::vector<BitWord> prepack_bgemm_weights(const BitWord* rows, std::size_t n, std::size_t k_words,
                                            std::size_t ld);
 
+/// Output channels per panel of prepacked float GEMM weights (`prepack_sgemm_weights`): two
+/// 256-bit or one 512-bit vector of floats.
+inline constexpr std::size_t kSgemmPanel = 16;
+
+/// Number of output channels rounded up to whole float GEMM panels.
+inline constexpr std::size_t sgemm_padded_n(std::size_t n) {
+  return (n + kSgemmPanel - 1) / kSgemmPanel * kSgemmPanel;
+}
+
+/// A float GEMM call with a fused per-column output transform:
+/// `out[r][o] = acc[r][o] * multiplier[o] + bias[o]` (a product, then a sum: the batch norm op's
+/// formula, so that a folded batch norm gives the unfolded result), where
+/// `acc[r][o] = sum over j of a[r][j] * b[j][o]` accumulated in j order from 0 in one float
+/// accumulator per output. The SIMD kernels accumulate with fused multiply-adds and the
+/// reference with a rounded product and a sum, so they agree within float rounding; each output
+/// depends only on its row and column, never on `m` or the tiling, so any split of the rows
+/// over threads gives identical results.
+struct SgemmArgs {
+  /// Element (r, j) at `a[r * lda + j]`, or at `a[r * lda + a_offsets[j]]` when `a_offsets` is
+  /// set (an implicit im2col: rows are output pixels of a conv, the offsets its taps).
+  const float* a = nullptr;
+  std::size_t lda = 0;
+  const std::uint32_t* a_offsets = nullptr;  ///< Optional, `k` entries.
+  const float* b = nullptr;  ///< `prepack_sgemm_weights` layout: ceil(n / 16) panels of k x 16.
+  std::size_t m = 0, n = 0, k = 0;
+  const float* multiplier = nullptr;  ///< `n` entries.
+  const float* bias = nullptr;        ///< `n` entries.
+  float* out = nullptr;               ///< Row r at `out + r * ldo`; `n` values written per row.
+  std::size_t ldo = 0;
+};
+
+/// Lays out a row-major `k` x `n` float matrix `b` (rows `ldb` floats apart) as panels of 16
+/// columns: element (j, o) goes to `[(o / 16) * k + j] * 16 + o % 16`; columns beyond `n` are 0.
+/// Every ISA's `sgemm` reads this layout.
+std::vector<float> prepack_sgemm_weights(const float* b, std::size_t k, std::size_t n,
+                                         std::size_t ldb);
+
+/// A depthwise 2-D convolution of one NHWC image, one input channel per output channel, over
+/// output rows [row_begin, row_end):
+/// `out[oy][ox][c] = acc * multiplier[c] + bias[c]` (product, then sum) with
+/// `acc = sum of in[iy][ix][c] * weight[ky][kx][c]` over the taps inside the image in (ky, kx)
+/// order, `iy = oy * stride_h - pad_top + ky * dilation_h`, `ix` likewise: zero padding, padded
+/// taps skipped. Accumulation as in `SgemmArgs` (fused multiply-adds in the SIMD kernels).
+struct DwconvArgs {
+  const float* in = nullptr;          ///< in_h x in_w pixels of `channels` floats.
+  const float* weight = nullptr;      ///< kernel_h x kernel_w taps of `channels` floats.
+  const float* multiplier = nullptr;  ///< `channels` entries.
+  const float* bias = nullptr;        ///< `channels` entries.
+  float* out = nullptr;  ///< The output image: row oy at `out + oy * out_w * channels`.
+  std::size_t channels = 0;
+  std::int64_t in_h = 0, in_w = 0, out_w = 0;
+  std::int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1;
+  std::int64_t dilation_h = 1, dilation_w = 1, pad_top = 0, pad_left = 0;
+  std::int64_t row_begin = 0, row_end = 0;  ///< Output rows computed.
+};
+
 /// One instruction set's kernels. All entries are non-null.
 struct KernelTable {
   Isa isa;
@@ -78,6 +135,10 @@ struct KernelTable {
   /// `words_for_bits(n)` words (`ld_out` words apart).
   void (*pack_sign_rows)(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,
                          BitWord* out, std::size_t ld_out);
+  /// Float GEMM with fused output transform (float conv2d and dense).
+  void (*sgemm)(const SgemmArgs& args);
+  /// Depthwise float conv2d.
+  void (*dwconv)(const DwconvArgs& args);
 };
 
 /// The kernel table of `isa`; throws `std::runtime_error` if this CPU lacks it.
