@@ -12,6 +12,7 @@
 #include "onebit/serialize.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/train/trainer.h"
+#include "onebit/zoo/models.h"
 
 namespace fs = std::filesystem;
 using namespace onebit;
@@ -169,3 +170,70 @@ TEST(Tool, BadInputGivesClearErrors) {
   EXPECT_NE(n.status, 0);
   EXPECT_NE(n.out.find("epochs"), std::string::npos) << n.out;
 }
+
+namespace onebit {
+namespace {
+
+TEST(Tool, ZooCommandsListSummarizeConvertAndBenchEveryKindOfModel) {
+  auto models = run_tool("models --json");
+  ASSERT_EQ(models.status, 0) << models.out;
+  const auto list = nlohmann::json::parse(models.out.substr(models.out.find('[')));
+  EXPECT_EQ(list.size(), 19u);
+  // Larq's spelling, the published default size, --classes.
+  auto s = run_tool("summary --model QuickNet --json");
+  ASSERT_EQ(s.status, 0) << s.out;
+  auto j = last_json_line(s.out);
+  EXPECT_EQ(j["layers"][0]["output_shape"], nlohmann::json({-1, 16, 112, 112}));
+  auto text = run_tool("summary --model quicknet --classes 10 --input-shape 3,64,64");
+  ASSERT_EQ(text.status, 0) << text.out;
+  EXPECT_NE(text.out.find("(-1, 10)"), std::string::npos) << text.out;
+  // The end-to-end benchmark: latency per thread count, memory, profile per op.
+  auto b = run_tool(
+      "bench --model quicknet-small --input-shape 3,32,32 --classes 10 --thread-counts 1,2 "
+      "--profile --min-seconds 0.01 --json");
+  ASSERT_EQ(b.status, 0) << b.out;
+  auto r = last_json_line(b.out);
+  ASSERT_EQ(r["latency_batch1"].size(), 2u);
+  for (const auto& t : r["latency_batch1"]) {
+    EXPECT_GT(t["runtime_ms"].get<double>(), 0.0);
+    EXPECT_GT(t["torch_float_ms"].get<double>(), 0.0);
+  }
+  EXPECT_GT(r["activation_bytes"].get<int64_t>(), 0);
+  EXPECT_GT(r["load_ms"].get<double>(), 0.0);
+  double share = 0;
+  bool named_conv = false;
+  for (const auto& op : r["profile"]["ops"]) {
+    share += op["share"].get<double>();
+    named_conv = named_conv || op["name"].get<std::string>() == "block1_conv";
+  }
+  EXPECT_NEAR(share, 1.0, 1e-6);
+  EXPECT_TRUE(named_conv) << r["profile"].dump();
+  EXPECT_GT(r["profile"]["binary_share"].get<double>(), 0.0);
+  // convert --model, and --weights that do not fit name the tensors.
+  const std::string dir = temp_dir("zoo");
+  fs::create_directories(dir);
+  auto c = run_tool("convert --model birealnet --input-shape 3,32,32 --classes 10 --out " + dir +
+                    "/b.obnn --json");
+  ASSERT_EQ(c.status, 0) << c.out;
+  EXPECT_GT(last_json_line(c.out)["binary_weights"].get<int64_t>(), 10000000);
+  nn::Graph small = zoo::build("quicknet-small", [] {
+    zoo::ModelOptions o;
+    o.input_shape = {3, 32, 32};
+    o.num_classes = 10;
+    return o;
+  }());
+  train::save_checkpoint(dir + "/q.pt", small, nullptr, {{"epoch", 0}});
+  auto w =
+      run_tool("convert --model quicknet-small --input-shape 3,32,32 --classes 100 --weights " +
+               dir + "/q.pt --out " + dir + "/q.obnn");
+  EXPECT_NE(w.status, 0);
+  EXPECT_NE(w.out.find("head_dense.weight: model [100, 512], file [10, 512]"), std::string::npos)
+      << w.out;
+  auto ok = run_tool("bench --model quicknet-small --input-shape 3,32,32 --classes 10 --weights " +
+                     dir + "/q.pt --thread-counts 1 --no-baseline --min-seconds 0.01 --json");
+  EXPECT_EQ(ok.status, 0) << ok.out;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace onebit
