@@ -149,9 +149,10 @@ std::vector<float> layer_bias(const Kernel& k, const at::Tensor& bias) {
 }
 
 // Output channels, kernel, stride, dilation and groups of a torch or onebit Conv2d's options.
+// `out_channels` and `groups` are given because depthwise options name them differently.
 template <typename Options>
-rt::Conv2dParams conv_params(const Options& o) {
-  rt::Conv2dParams p(o.out_channels(), 1);
+rt::Conv2dParams conv_params(const Options& o, int64_t out_channels, int64_t groups) {
+  rt::Conv2dParams p(out_channels, 1);
   const auto ks = pair_of(o.kernel_size()), st = pair_of(o.stride()), di = pair_of(o.dilation());
   p.kernel_h = ks[0];
   p.kernel_w = ks[1];
@@ -159,8 +160,13 @@ rt::Conv2dParams conv_params(const Options& o) {
   p.stride_w = st[1];
   p.dilation_h = di[0];
   p.dilation_w = di[1];
-  p.groups = o.groups();
+  p.groups = groups;
   return p;
+}
+
+template <typename Options>
+rt::Conv2dParams conv_params(const Options& o) {
+  return conv_params(o, o.out_channels(), o.groups());
 }
 
 rt::Pool2dParams pool_params(const torch::ExpandingArray<2>& kernel,
@@ -310,15 +316,8 @@ Lowered quant_conv2d(Lowering& l, const torch::nn::Module& m) {
 Lowered quant_depthwise_conv2d(Lowering& l, const torch::nn::Module& m) {
   const auto& conv = as<nn::QuantDepthwiseConv2dImpl>(m);
   const auto& o = conv.options;
-  rt::Conv2dParams p(o.in_channels() * o.depth_multiplier(), 1);
-  const auto ks = pair_of(o.kernel_size()), st = pair_of(o.stride()), di = pair_of(o.dilation());
-  p.kernel_h = ks[0];
-  p.kernel_w = ks[1];
-  p.stride_h = st[0];
-  p.stride_w = st[1];
-  p.dilation_h = di[0];
-  p.dilation_w = di[1];
-  p.groups = o.in_channels();
+  const rt::Conv2dParams p =
+      conv_params(o, o.in_channels() * o.depth_multiplier(), o.in_channels());
   return lower_quant_conv(l, p, o, o.depthwise_quantizer().get(), conv.weight, conv.bias,
                           o.in_channels());
 }
