@@ -49,14 +49,15 @@ struct Kernel {
   std::vector<float> scale;
 };
 
-Kernel kernel_of(const at::Tensor& latent, const quantizers::QuantizerPtr& q) {
+Kernel kernel_of(const at::Tensor& latent, const quantizers::QuantizerPtr& q,
+                 const quantizers::TensorRole& role = quantizers::TensorRole::kernel()) {
   at::NoGradGuard no_grad;
   Kernel k;
   if (!q) {
     k.values = to_floats(latent);
     return k;
   }
-  const at::Tensor scale = q->sign_scale(latent);
+  const at::Tensor scale = q->sign_scale_as(latent, role);
   if (scale.defined()) {
     // scale * sign(w): +-1 bits, and the scale (one value or one per output channel) after the
     // layer.
@@ -71,13 +72,13 @@ Kernel kernel_of(const at::Tensor& latent, const quantizers::QuantizerPtr& q) {
     }
     k.scale = to_floats(flat);
     const at::Tensor check = scale * latent.ge(0).to(scale.scalar_type()).mul(2.0).sub(1.0);
-    if (!at::allclose(check, q->quantize(latent))) {
+    if (!at::allclose(check, q->quantize_as(latent, role))) {
       fail("kernel quantizer \"" + q->id() +
            "\" declares sign_scale() but its forward is not scale * sign(w)");
     }
     return k;
   }
-  k.values = to_floats(q->quantize(latent));
+  k.values = to_floats(q->quantize_as(latent, role));
   k.binary = q->precision() == 1;
   for (float v : k.values) k.binary = k.binary && (v == 1.0f || v == -1.0f);
   return k;
@@ -280,9 +281,10 @@ namespace {
 template <typename Options>
 Lowered lower_quant_conv(Lowering& l, rt::Conv2dParams p, const Options& o,
                          const quantizers::QuantizerPtr& kernel_quantizer, const at::Tensor& latent,
-                         const at::Tensor& bias, int64_t in_channels) {
+                         const at::Tensor& bias, int64_t in_channels,
+                         const quantizers::TensorRole& role = quantizers::TensorRole::kernel()) {
   const rt::ValueRef x = l.quantize_input(l.input(), o.input_quantizer().get());
-  const Kernel k = kernel_of(latent, kernel_quantizer);
+  const Kernel k = kernel_of(latent, kernel_quantizer, role);
   if (o.pad_values() != 0.0 && o.pad_values() != 1.0) {
     std::ostringstream msg;
     msg << "pad_values " << o.pad_values() << " is not supported, expected 0 or 1";
@@ -319,7 +321,7 @@ Lowered quant_depthwise_conv2d(Lowering& l, const torch::nn::Module& m) {
   const rt::Conv2dParams p =
       conv_params(o, o.in_channels() * o.depth_multiplier(), o.in_channels());
   return lower_quant_conv(l, p, o, o.depthwise_quantizer().get(), conv.weight, conv.bias,
-                          o.in_channels());
+                          o.in_channels(), conv.kernel_role());
 }
 
 Lowered blur_pool2d(Lowering& l, const torch::nn::Module& m) {

@@ -16,10 +16,11 @@ namespace {
 
 /// Keeps the quantizer alive inside the autograd graph for the backward pass.
 struct QuantizerHolder : torch::CustomClassHolder {
-  explicit QuantizerHolder(QuantizerPtr owner, const Quantizer* raw)
-      : owner(std::move(owner)), raw(raw) {}
+  explicit QuantizerHolder(QuantizerPtr owner, const Quantizer* raw, TensorRole role)
+      : owner(std::move(owner)), raw(raw), role(role) {}
   QuantizerPtr owner;  // null when the quantizer is not owned by a shared_ptr
   const Quantizer* raw;
+  TensorRole role;
 };
 
 class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
@@ -28,7 +29,7 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
                             const c10::intrusive_ptr<QuantizerHolder>& holder) {
     ctx->save_for_backward({x});
     ctx->saved_data["quantizer"] = c10::IValue::make_capsule(holder);
-    return holder->raw->quantize(x);
+    return holder->raw->quantize_as(x, holder->role);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -36,7 +37,7 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
     auto saved = ctx->get_saved_variables();
     auto capsule = ctx->saved_data["quantizer"].toCapsule();
     const auto* holder = static_cast<const QuantizerHolder*>(capsule.get());
-    return {holder->raw->gradient(saved[0], grads[0]), at::Tensor()};
+    return {holder->raw->gradient_as(saved[0], grads[0], holder->role), at::Tensor()};
   }
 };
 
@@ -74,15 +75,28 @@ void check_clip(const std::optional<double>& clip, const char* who) {
 
 // ---- Quantizer ------------------------------------------------------------------------------
 
-at::Tensor Quantizer::operator()(const at::Tensor& x) const {
-  if (!at::GradMode::is_enabled() || !x.requires_grad()) return quantize(x);
+at::Tensor Quantizer::operator()(const at::Tensor& x, const TensorRole& role) const {
+  if (!at::GradMode::is_enabled() || !x.requires_grad()) return quantize_as(x, role);
   auto owner = weak_from_this().lock();
-  auto holder =
-      c10::make_intrusive<QuantizerHolder>(std::static_pointer_cast<const Quantizer>(owner), this);
+  auto holder = c10::make_intrusive<QuantizerHolder>(
+      std::static_pointer_cast<const Quantizer>(owner), this, role);
   return QuantizeFunction::apply(x, holder);
 }
 
 at::Tensor Quantizer::sign_scale(const at::Tensor&) const { return {}; }
+
+at::Tensor Quantizer::quantize_as(const at::Tensor& x, const TensorRole&) const {
+  return quantize(x);
+}
+
+at::Tensor Quantizer::gradient_as(const at::Tensor& x, const at::Tensor& dy,
+                                  const TensorRole&) const {
+  return gradient(x, dy);
+}
+
+at::Tensor Quantizer::sign_scale_as(const at::Tensor& x, const TensorRole&) const {
+  return sign_scale(x);
+}
 
 Json Quantizer::to_json() const { return {{"class_name", id()}, {"config", config()}}; }
 
@@ -150,12 +164,43 @@ MagnitudeAwareSign::MagnitudeAwareSign(std::optional<double> clip_value) : clip_
   check_clip(clip_value_, "magnitude_aware_sign");
 }
 Json MagnitudeAwareSign::config() const { return {{"clip_value", clip_json(clip_value_)}}; }
-at::Tensor MagnitudeAwareSign::scale(const at::Tensor& x) const { return channel_mean(x.abs()); }
+at::Tensor MagnitudeAwareSign::scale(const at::Tensor& x, const TensorRole& role) const {
+  const at::Tensor a = x.abs();
+  if (x.dim() <= 1) return a;  // Larq reduces over no axis: every value is its own channel
+  if (role.kind == TensorRole::Kind::kActivation) {
+    // [N, C, ...]: one scale per channel, over the batch and the spatial axes.
+    std::vector<int64_t> dims = {0};
+    for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+    return a.mean(dims, /*keepdim=*/true);
+  }
+  const int64_t m = role.depth_multiplier;
+  if (m > 0) {
+    // [C * m, 1, kh, kw], output channel c * m + k: one scale per k, over c, kh and kw.
+    if (x.size(0) % m != 0) {
+      throw std::invalid_argument(
+          "magnitude_aware_sign: a depthwise kernel with " + std::to_string(x.size(0)) +
+          " output channels is not a multiple of its depth multiplier " + std::to_string(m));
+    }
+    const int64_t c = x.size(0) / m;
+    at::Tensor per_k = a.reshape({c, m, -1}).mean(std::vector<int64_t>{0, 2});  // [m]
+    std::vector<int64_t> shape(static_cast<std::size_t>(x.dim()), 1);
+    shape[0] = x.size(0);
+    return per_k.unsqueeze(0).expand({c, m}).reshape(shape);
+  }
+  return channel_mean(a);
+}
 at::Tensor MagnitudeAwareSign::quantize(const at::Tensor& x) const {
-  return scale(x) * sign_pm1(x);
+  return quantize_as(x, TensorRole::kernel());
 }
 at::Tensor MagnitudeAwareSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
-  return scale(x) * ste(x, dy, clip_value_);
+  return gradient_as(x, dy, TensorRole::kernel());
+}
+at::Tensor MagnitudeAwareSign::quantize_as(const at::Tensor& x, const TensorRole& role) const {
+  return scale(x, role) * sign_pm1(x);
+}
+at::Tensor MagnitudeAwareSign::gradient_as(const at::Tensor& x, const at::Tensor& dy,
+                                           const TensorRole& role) const {
+  return scale(x, role) * ste(x, dy, clip_value_);
 }
 
 // ---- XnorWeightScale -----------------------------------------------------------------------
@@ -210,8 +255,12 @@ double SteTern::threshold(const at::Tensor& x) const {
   return 0.7 * x.abs().mean().item<double>();
 }
 at::Tensor SteTern::quantize(const at::Tensor& x) const {
+  // Larq: sign(sign(x + D) + sign(x - D)) with sign(0) = 0, i.e. +1 for x >= D and x > 0, -1 for
+  // x <= -D and x < 0, else 0 (x = 0 gives 0 even when D = 0).
   const double d = threshold(x);
-  return sign_pm1(x) * x.abs().ge(d).to(x.scalar_type());
+  const at::Tensor up = x.ge(d).logical_and(x.gt(0));
+  const at::Tensor down = x.le(-d).logical_and(x.lt(0));
+  return up.to(x.scalar_type()) - down.to(x.scalar_type());
 }
 at::Tensor SteTern::gradient(const at::Tensor& x, const at::Tensor& dy) const {
   return ste(x, dy, clip_value_);
@@ -233,8 +282,9 @@ at::Tensor DoReFa::quantize(const at::Tensor& x) const {
   const double n = std::pow(2.0, k_bit_) - 1.0;
   if (mode_ == "activations") return at::round(x.clamp(0.0, 1.0) * n) / n;
   auto t = at::tanh(x);
-  auto m = t.abs().max().clamp_min(1e-30);
-  auto v = t / (2.0 * m) + 0.5;
+  auto m = t.abs().max();
+  // Larq's divide-no-nan: t / (2 m) is 0 where m is 0 (an all-zero tensor).
+  auto v = at::where(m.eq(0), at::zeros_like(t), t / (2.0 * m)) + 0.5;
   return 2.0 * (at::round(v * n) / n) - 1.0;
 }
 at::Tensor DoReFa::gradient(const at::Tensor& x, const at::Tensor& dy) const {
@@ -242,8 +292,9 @@ at::Tensor DoReFa::gradient(const at::Tensor& x, const at::Tensor& dy) const {
     return dy * (x.ge(0.0) & x.le(1.0)).to(dy.scalar_type());
   }
   auto t = at::tanh(x);
-  auto m = t.abs().max().clamp_min(1e-30);
-  return dy * (1.0 - t * t) / m;
+  auto m = t.abs().max();
+  // d/dx of t / (2 m) (m a constant), times 2; 0 where m is 0, as Larq's divide-no-nan.
+  return at::where(m.eq(0), at::zeros_like(dy), dy * (1.0 - t * t) / m);
 }
 
 // ---- Custom ---------------------------------------------------------------------------------

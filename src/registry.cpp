@@ -412,6 +412,9 @@ void add_onebit_types(std::vector<LayerKind>& r) {
   rules(r, MacRule::kWeights);
   add_quant_transpose<2, nn::QuantConvTranspose2d, nn::QuantConvTranspose2dImpl>(
       r, "QuantConvTranspose2d");
+  // Keras' Conv2DTranspose is a Conv2D, so Larq counts weights x output pixels for it (not the
+  // MACs a transposed convolution performs); Conv3D and its transpose are not counted.
+  rules(r, MacRule::kWeights);
   add_quant_transpose<3, nn::QuantConvTranspose3d, nn::QuantConvTranspose3dImpl>(
       r, "QuantConvTranspose3d");
   add_quant_local<1, nn::QuantLocallyConnected1d, nn::QuantLocallyConnected1dImpl>(

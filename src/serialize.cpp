@@ -235,8 +235,9 @@ void save(const nn::Graph& model, const std::string& path, bool quantized) {
     auto k = kernels.find(value.unsafeGetTensorImpl());
     if (quantized && k != kernels.end()) {
       const auto& q = *k->second.quantizer;
-      auto qv = q.quantize(stored);
-      if (!at::equal(q.quantize(qv), qv)) {
+      const auto& role = k->second.role;
+      auto qv = q.quantize_as(stored, role);
+      if (!at::equal(q.quantize_as(qv, role), qv)) {
         // The loaded model applies the quantizer again: store what reproduces the outputs.
         warn("save(" + path + "): quantizer \"" + q.id() + "\" of \"" + name +
              "\" does not map its own output to itself; storing the latent values");

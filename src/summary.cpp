@@ -110,6 +110,22 @@ LayerSummary profile(const TracedNode& node) {
   return row;
 }
 
+// Adds `row` (the next layer of a nested graph) to the graph's combined row: weights, memory and
+// MACs add up (Larq counts a layer without a MAC rule as 0 inside a nested model), the output
+// shape is the last layer's.
+void merge_into(LayerSummary& combined, const LayerSummary& row) {
+  for (const auto& [bits, n] : row.params_by_bits) combined.params_by_bits[bits] += n;
+  combined.trainable_params += row.trainable_params;
+  combined.non_trainable_params += row.non_trainable_params;
+  combined.memory_bits += row.memory_bits;
+  combined.int8_memory_bits += row.int8_memory_bits;
+  combined.fp32_memory_bits += row.fp32_memory_bits;
+  if (row.macs_by_bits) {
+    for (const auto& [bits, n] : *row.macs_by_bits) (*combined.macs_by_bits)[bits] += n;
+  }
+  combined.output_shape = row.output_shape;
+}
+
 // ---- text tables in the layout of terminaltables' AsciiTable, as Larq prints them -----------
 
 enum class Justify { kLeft, kRight };
@@ -350,6 +366,11 @@ nlohmann::json ModelSummary::to_json() const {
 
 ModelSummary summary(nn::Graph model, const std::vector<int64_t>& input_shape,
                      const std::string& name) {
+  return summary(std::move(model), input_shape, name, SummaryOptions{});
+}
+
+ModelSummary summary(nn::Graph model, const std::vector<int64_t>& input_shape,
+                     const std::string& name, const SummaryOptions& options) {
   ModelSummary out;
   out.name = name;
   ModelTrace t;
@@ -358,7 +379,24 @@ ModelSummary summary(nn::Graph model, const std::vector<int64_t>& input_shape,
   } catch (const std::exception& e) {
     throw_with_prefix(e, "summary: ");
   }
-  for (const auto& node : t.nodes) out.layers.push_back(profile(node));
+  for (std::size_t i = 0; i < t.nodes.size(); ++i) {
+    const TracedNode& node = t.nodes[i];
+    LayerSummary row = profile(node);
+    if (options.combine_nested && node.top_level != node.name) {
+      // The first node of a nested graph opens its combined row; the following ones add to it.
+      const bool first = i == 0 || t.nodes[i - 1].top_level != node.top_level;
+      if (first) {
+        LayerSummary combined;
+        combined.name = node.top_level + ":Graph";
+        combined.input_precision = row.input_precision;
+        combined.macs_by_bits.emplace();
+        out.layers.push_back(std::move(combined));
+      }
+      merge_into(out.layers.back(), row);
+      continue;
+    }
+    out.layers.push_back(std::move(row));
+  }
   for (const auto& l : out.layers) {
     out.trainable_params += l.trainable_params;
     out.non_trainable_params += l.non_trainable_params;

@@ -9,9 +9,17 @@
 namespace onebit {
 namespace {
 
-std::vector<int64_t> shape_of(const at::Tensor& t) {
-  std::vector<int64_t> s(t.sizes().begin(), t.sizes().end());
-  if (!s.empty()) s[0] = -1;
+// The shape of a value traced at batch sizes 1 (`a`) and 2 (`b`): -1 on every axis whose size
+// follows the batch.
+std::vector<int64_t> shape_of(const at::Tensor& a, const at::Tensor& b) {
+  std::vector<int64_t> s(a.sizes().begin(), a.sizes().end());
+  if (a.dim() != b.dim()) {  // the rank depends on the batch: only axis 0 can be the batch
+    if (!s.empty()) s[0] = -1;
+    return s;
+  }
+  for (std::size_t d = 0; d < s.size(); ++d) {
+    if (b.size(static_cast<int64_t>(d)) != s[d]) s[d] = -1;
+  }
   return s;
 }
 
@@ -23,19 +31,22 @@ class Tracer {
 
   /// Traces `graph` whose input is trace value `input` (holding `x`); returns the trace value of
   /// its output.
-  int walk(nn::GraphImpl& graph, const std::string& prefix, int input) {
+  int walk(nn::GraphImpl& graph, const std::string& prefix, int input,
+           const std::string& top_level = "") {
     std::vector<int> map = {input};  // graph value id -> trace value id
     for (auto& node : graph.nodes()) {
       const std::string path = prefix.empty() ? node.name : prefix + "." + node.name;
+      const std::string top = top_level.empty() ? path : top_level;
       std::vector<int> inputs;
       for (int v : node.inputs) inputs.push_back(map[static_cast<std::size_t>(v)]);
       auto module = node.module.ptr();
       if (auto* inner = dynamic_cast<nn::GraphImpl*>(module.get())) {
-        map.push_back(walk(*inner, path, inputs.at(0)));
+        map.push_back(walk(*inner, path, inputs.at(0), top));
         continue;
       }
       TracedNode t;
       t.name = path;
+      t.top_level = top;
       t.module = module;
       t.inputs = inputs;
       t.kind = find_layer_kind(*module, &t.options);
@@ -44,32 +55,37 @@ class Tracer {
         throw std::invalid_argument(unregistered_message(path, *module, "trace"));
       }
       torch::nn::AnyModule callable = node.module;  // shares the module
-      at::Tensor y;
-      try {
-        if (node.multi_input) {
-          std::vector<at::Tensor> xs;
-          for (int v : inputs) xs.push_back(values_[static_cast<std::size_t>(v)]);
-          y = callable.forward<at::Tensor>(std::move(xs));
-        } else {
-          y = callable.forward<at::Tensor>(values_[static_cast<std::size_t>(inputs[0])]);
+      // The node at both batch sizes.
+      auto run = [&](const std::vector<at::Tensor>& values) {
+        try {
+          if (node.multi_input) {
+            std::vector<at::Tensor> xs;
+            for (int v : inputs) xs.push_back(values[static_cast<std::size_t>(v)]);
+            return callable.forward<at::Tensor>(std::move(xs));
+          }
+          return callable.forward<at::Tensor>(values[static_cast<std::size_t>(inputs[0])]);
+        } catch (const std::exception& e) {
+          std::ostringstream msg;
+          msg << "the forward pass fails at node \"" << path << "\" (" << t.type
+              << ") on input(s) of shape";
+          for (int v : inputs) msg << " " << values[static_cast<std::size_t>(v)].sizes();
+          msg << ": " << first_line(e.what());
+          throw std::runtime_error(msg.str());
         }
-      } catch (const std::exception& e) {
-        std::ostringstream msg;
-        msg << "the forward pass fails at node \"" << path << "\" (" << t.type
-            << ") on input(s) of shape";
-        for (int v : inputs) msg << " " << values_[static_cast<std::size_t>(v)].sizes();
-        msg << ": " << first_line(e.what());
-        throw std::runtime_error(msg.str());
-      }
-      t.output_shape = shape_of(y);
+      };
+      const at::Tensor y = run(values_);
+      const at::Tensor y2 = run(values2_);
+      t.output_shape = shape_of(y, y2);
       values_.push_back(y);
+      values2_.push_back(y2);
       out_.nodes.push_back(std::move(t));
       map.push_back(static_cast<int>(out_.nodes.size()));
     }
     return map[static_cast<std::size_t>(graph.output_id())];
   }
 
-  std::vector<at::Tensor> values_;
+  std::vector<at::Tensor> values_;   // at batch size 1
+  std::vector<at::Tensor> values2_;  // at batch size 2
 
  private:
   ModelTrace& out_;
@@ -129,6 +145,8 @@ ModelTrace trace(nn::Graph model, const std::vector<int64_t>& input_shape) {
     auto options = params.empty() ? at::TensorOptions().dtype(at::kFloat) : params[0].options();
     Tracer tracer(out);
     tracer.values_.push_back(at::zeros(shape, options));
+    shape[0] = 2;
+    tracer.values2_.push_back(at::zeros(shape, options));
     out.output = tracer.walk(*model, "", 0);
   } catch (...) {
     model->train(was_training);

@@ -30,6 +30,30 @@ namespace quantizers {
 /// ones; anything else (`kOther`) cannot run on a binary path.
 enum class ForwardKind { kOther, kIdentity, kSign };
 
+/// Where a tensor handed to a quantizer comes from, for quantizers with per-channel statistics
+/// (`magnitude_aware_sign`). Larq works channels-last and reduces over every axis but the last;
+/// in LibTorch's layouts that last axis is axis 0 of a kernel ([out, in, kh, kw], or
+/// [in, out, ...] for a transposed convolution, as in Keras), axis 1 of an activation
+/// ([N, C, ...] or [N, F]), and the depth-multiplier index of a depthwise kernel
+/// ([C * depth_multiplier, 1, kh, kw]). Quantizers without such statistics ignore the role.
+struct TensorRole {
+  /// A layer's kernel or an activation.
+  enum class Kind { kKernel, kActivation };
+  /// What the tensor is.
+  Kind kind = Kind::kKernel;
+  /// For a depthwise kernel, its depth multiplier (> 0); 0 for every other tensor.
+  int64_t depth_multiplier = 0;
+
+  /// A layer's kernel with the channel on axis 0 (the default role).
+  static TensorRole kernel() { return {}; }
+  /// An activation [N, C, ...] (e.g. what an input quantizer sees).
+  static TensorRole activation() { return {Kind::kActivation, 0}; }
+  /// A depthwise kernel [C * depth_multiplier, 1, kh, kw].
+  static TensorRole depthwise_kernel(int64_t depth_multiplier) {
+    return {Kind::kKernel, depth_multiplier};
+  }
+};
+
 /// A quantizer: forward value, pseudo-gradient, precision in bits, string id and config.
 ///
 /// Subclasses implement `quantize` (forward values, no autograd) and `gradient` (pseudo-gradient
@@ -58,9 +82,19 @@ class Quantizer : public std::enable_shared_from_this<Quantizer> {
   /// the scale after the layer (XNOR-Net, Bi-Real Net, DoReFa-Net, ReActNet weights).
   virtual at::Tensor sign_scale(const at::Tensor& x) const;
 
-  /// Applies the quantizer with autograd: forward `quantize(x)`, backward `gradient(x, dy)`.
-  /// Without grad mode or when `x` does not require grad, this is `quantize(x)`.
-  at::Tensor operator()(const at::Tensor& x) const;
+  /// `quantize` for a tensor in `role` (see TensorRole); the default ignores the role.
+  virtual at::Tensor quantize_as(const at::Tensor& x, const TensorRole& role) const;
+  /// `gradient` for a tensor in `role`; the default ignores the role.
+  virtual at::Tensor gradient_as(const at::Tensor& x, const at::Tensor& dy,
+                                 const TensorRole& role) const;
+  /// `sign_scale` for a kernel in `role`, one value or one per output channel; the default
+  /// ignores the role.
+  virtual at::Tensor sign_scale_as(const at::Tensor& x, const TensorRole& role) const;
+
+  /// Applies the quantizer with autograd: forward `quantize_as(x, role)`, backward
+  /// `gradient_as(x, dy, role)`. Without grad mode or when `x` does not require grad, this is
+  /// `quantize_as(x, role)`. Layers pass TensorRole::activation() for their inputs.
+  at::Tensor operator()(const at::Tensor& x, const TensorRole& role = TensorRole::kernel()) const;
 
   /// {"class_name": id(), "config": config()}.
   Json to_json() const;
@@ -144,10 +178,12 @@ class SwishSign : public Quantizer {
   double beta_;
 };
 
-/// a * sign(x) with a = mean |x| per output channel, the scaling of XNOR-Net / Bi-Real Net.
-/// The output channel is axis 0 (LibTorch's weight layout [out, in, ...]); for a 0-d or 1-d
-/// tensor a is the mean over the whole tensor. a is a constant on the backward pass:
-/// gradient a * STE(clip_value).
+/// a * sign(x) with a = mean |x| per channel, the scaling of XNOR-Net / Bi-Real Net, reduced
+/// over the axes Larq reduces over (every axis but Keras' last; see TensorRole): per output
+/// channel (axis 0) of a kernel, per depth-multiplier index of a depthwise kernel (over kh, kw
+/// and input channels), per channel (axis 1, over N, H, W) of an activation, and over no axis
+/// for a 0-d or 1-d tensor (a = |x|). a is a constant on the backward pass:
+/// gradient a * STE(clip_value). The role-free calls treat `x` as a kernel.
 class MagnitudeAwareSign : public Quantizer {
  public:
   explicit MagnitudeAwareSign(std::optional<double> clip_value = 1.0);
@@ -156,9 +192,15 @@ class MagnitudeAwareSign : public Quantizer {
   Json config() const override;
   at::Tensor quantize(const at::Tensor& x) const override;
   at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const override;
-  /// The per-output-channel scale a, shaped to broadcast against x.
-  at::Tensor scale(const at::Tensor& x) const;
+  at::Tensor quantize_as(const at::Tensor& x, const TensorRole& role) const override;
+  at::Tensor gradient_as(const at::Tensor& x, const at::Tensor& dy,
+                         const TensorRole& role) const override;
+  /// The scale a for `x` in `role`, shaped to broadcast against x.
+  at::Tensor scale(const at::Tensor& x, const TensorRole& role = TensorRole::kernel()) const;
   at::Tensor sign_scale(const at::Tensor& x) const override { return scale(x); }
+  at::Tensor sign_scale_as(const at::Tensor& x, const TensorRole& role) const override {
+    return scale(x, role);
+  }
 
  private:
   std::optional<double> clip_value_;
@@ -188,9 +230,11 @@ class MagnitudeAwareSignUnclipped : public Quantizer {
   at::Tensor sign_scale(const at::Tensor& x) const override;
 };
 
-/// Ternarization: +1 for x >= D, -1 for x <= -D, 0 in between (Larq's code maps |x| == D to
-/// sign(x)). D = threshold_value, or 0.7 * mean |x| over the whole tensor when
-/// ternary_weight_networks is true. Gradient: STE(clip_value).
+/// Ternarization as Larq computes it, sign(sign(x + D) + sign(x - D)) with sign(0) = 0: +1 for
+/// x >= D, -1 for x <= -D, 0 in between, and 0 for x = 0 (also -0.0) when D = 0 (so an all-zero
+/// tensor stays all zero, with or without ternary_weight_networks). D = threshold_value, or
+/// 0.7 * mean |x| over the whole tensor when ternary_weight_networks is true. NaN maps to 0.
+/// Gradient: STE(clip_value).
 class SteTern : public Quantizer {
  public:
   explicit SteTern(double threshold_value = 0.05, bool ternary_weight_networks = false,
@@ -213,6 +257,8 @@ class SteTern : public Quantizer {
 /// mode "activations": q(clip(x, 0, 1)), gradient dy * 1{0 <= x <= 1}.
 /// mode "weights": 2 q(tanh(x) / (2 max|tanh(x)|) + 0.5) - 1 with the max a constant; gradient
 /// of that expression with round() replaced by the identity: dy (1 - tanh^2 x) / max|tanh x|.
+/// Divisions by a zero max (an all-zero tensor) give 0, as Larq's divide-no-nan: forward
+/// 2 q(0.5) - 1, gradient 0.
 class DoReFa : public Quantizer {
  public:
   /// `k_bit` in [1, 31]; `mode` is "activations" or "weights".
@@ -307,8 +353,11 @@ class QuantizerSpec {
   QuantizerPtr ptr_;
 };
 
-/// Applies `q` if set, else returns `x` unchanged.
-inline at::Tensor apply(const QuantizerPtr& q, const at::Tensor& x) { return q ? (*q)(x) : x; }
+/// Applies `q` if set (to a tensor in `role`), else returns `x` unchanged.
+inline at::Tensor apply(const QuantizerPtr& q, const at::Tensor& x,
+                        const TensorRole& role = TensorRole::kernel()) {
+  return q ? (*q)(x, role) : x;
+}
 
 /// Bits of values produced by `q`: its precision, or 32 for none.
 inline int precision_of(const QuantizerPtr& q) { return q ? q->precision() : 32; }

@@ -91,6 +91,15 @@ struct ModelSummary {
   nlohmann::json to_json() const;
 };
 
+/// How `summary` presents a model.
+struct SummaryOptions {
+  /// false (default): one row per layer, those inside a nested graph named "outer.inner".
+  /// true: Larq's presentation of a nested model: one row per top-level nested graph with the
+  /// totals of its layers (weights, memory, MACs; a "?" inside counts 0), the input precision of
+  /// its first layer and the output shape of its last. The model totals are the same either way.
+  bool combine_nested = false;
+};
+
 /// Profiles `model` from its trace (`onebit::trace`: one dummy input of shape
 /// [1, input_shape...] in eval mode; the mode is restored). Throws std::invalid_argument for an
 /// empty or non-positive `input_shape` and for a composite module that is not a registered layer
@@ -98,6 +107,10 @@ struct ModelSummary {
 /// std::runtime_error (naming the node) when the forward pass fails.
 ModelSummary summary(nn::Graph model, const std::vector<int64_t>& input_shape,
                      const std::string& name = "sequential");
+
+/// `summary` with presentation options (see SummaryOptions).
+ModelSummary summary(nn::Graph model, const std::vector<int64_t>& input_shape,
+                     const std::string& name, const SummaryOptions& options);
 
 /// Larq's number format: 3 significant figures with " k", " M", " B", " T" suffixes
 /// (93556 -> "93.6 k", 999 -> "999", 0 -> "0"), scientific ("1.00E+15") from 1e15 on.

@@ -36,8 +36,14 @@ struct TracedNode {
   std::shared_ptr<torch::nn::Module> module;
   /// Value ids of the inputs: 0 is the model input, node i produces value i + 1.
   std::vector<int> inputs;
-  /// Output shape with -1 for the batch, e.g. {-1, 32, 26, 26}.
+  /// Output shape with -1 for the batch, e.g. {-1, 32, 26, 26}: every axis whose size follows
+  /// the batch size is -1 (the model is traced at two batch sizes), so a module that returns a
+  /// fixed-size tensor keeps its sizes, e.g. {2} (Larq's "(2,)").
   std::vector<int64_t> output_shape;
+  /// The top-level node this node belongs to: its own name, or for a node inside a nested
+  /// graph the name of the outermost graph node that contains it (e.g. "block2" for
+  /// "block2.conv").
+  std::string top_level;
 };
 
 /// A traced model.
@@ -52,11 +58,12 @@ struct ModelTrace {
   std::vector<int64_t> shape(int value) const;
 };
 
-/// Traces `model` with one dummy input of shape [1, input_shape...] in eval mode (the mode is
-/// restored; no gradients). Throws std::invalid_argument for a bad `input_shape` or for a
-/// composite module (one with children) that is not registered, since its forward pass cannot be
-/// seen: the message names the node and points to `nn::Graph` and `register_layer`. Throws
-/// std::runtime_error naming the node when a forward pass fails (e.g. a shape mismatch).
+/// Traces `model` with dummy inputs of shape [1, input_shape...] and [2, input_shape...] (to tell
+/// the batch axis from fixed ones) in eval mode (the mode is restored; no gradients). Throws
+/// std::invalid_argument for a bad `input_shape` or for a composite module (one with children) that
+/// is not registered, since its forward pass cannot be seen: the message names the node and points
+/// to `nn::Graph` and `register_layer`. Throws std::runtime_error naming the node when a forward
+/// pass fails (e.g. a shape mismatch).
 ModelTrace trace(nn::Graph model, const std::vector<int64_t>& input_shape);
 
 /// The message for a module that a pass (`what`, e.g. "save" or "convert") cannot handle

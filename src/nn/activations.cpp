@@ -38,7 +38,9 @@ QuantizerImpl::QuantizerImpl(quantizers::QuantizerSpec quantizer) : quantizer_(q
   }
 }
 
-at::Tensor QuantizerImpl::forward(const at::Tensor& x) { return (*quantizer_)(x); }
+at::Tensor QuantizerImpl::forward(const at::Tensor& x) {
+  return (*quantizer_)(x, quantizers::TensorRole::activation());
+}
 
 void QuantizerImpl::pretty_print(std::ostream& stream) const {
   stream << "onebit::nn::Quantizer(" << quantizer_->to_json().dump() << ")";

@@ -53,7 +53,8 @@ void QuantConvNdImpl<D, Derived>::reset_parameters() {
 template <size_t D, typename Derived>
 at::Tensor QuantConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
   detail::check_input_shape(input, options.in_channels(), D, [this] { return describe(); });
-  auto x = quantizers::apply(options.input_quantizer().get(), input);
+  auto x = quantizers::apply(options.input_quantizer().get(), input,
+                             quantizers::TensorRole::activation());
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
 
   auto padded =

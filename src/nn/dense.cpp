@@ -24,8 +24,8 @@ QuantDenseImpl::QuantDenseImpl(const QuantDenseOptions& options_) : options(opti
 }
 
 void QuantDenseImpl::reset() {
-  weight = register_parameter("weight",
-                              torch::empty({options.out_features(), options.in_features()}));
+  weight =
+      register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   bias = detail::register_bias(*this, options.bias(), {options.out_features()});
   reset_parameters();
 }
@@ -40,7 +40,8 @@ at::Tensor QuantDenseImpl::forward(const at::Tensor& input) {
         << input.sizes();
     throw std::invalid_argument(msg.str());
   }
-  auto x = quantizers::apply(options.input_quantizer().get(), input);
+  auto x = quantizers::apply(options.input_quantizer().get(), input,
+                             quantizers::TensorRole::activation());
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
   return at::linear(x, w, bias);
 }

@@ -24,7 +24,8 @@ QuantDepthwiseConv2dImpl::QuantDepthwiseConv2dImpl(const QuantDepthwiseConv2dOpt
     detail::check_padding<2>(fail, o.padding(), i);
   }
   detail::check_pad_values(fail, o.pad_values());
-  warn_if_unconstrained(describe(), o.depthwise_quantizer().get(), o.depthwise_constraint().get());
+  warn_if_unconstrained(describe(), o.depthwise_quantizer().get(), o.depthwise_constraint().get(),
+                        "depthwise_quantizer", "depthwise_constraint");
   reset();
 }
 
@@ -49,8 +50,9 @@ at::Tensor QuantDepthwiseConv2dImpl::forward(const at::Tensor& input) {
   if (input.dim() != 4 || input.size(1) != options.in_channels()) {
     detail::throw_input_shape(describe(), options.in_channels(), {"H", "W"}, input.sizes());
   }
-  auto x = quantizers::apply(options.input_quantizer().get(), input);
-  auto w = quantizers::apply(options.depthwise_quantizer().get(), weight);
+  auto x = quantizers::apply(options.input_quantizer().get(), input,
+                             quantizers::TensorRole::activation());
+  auto w = quantizers::apply(options.depthwise_quantizer().get(), weight, kernel_role());
   auto padded =
       pad_input<2>(x, options.padding(), options.kernel_size(), options.stride(),
                    options.dilation(), options.pad_values(), [this] { return this->describe(); });
@@ -60,12 +62,12 @@ at::Tensor QuantDepthwiseConv2dImpl::forward(const at::Tensor& input) {
 
 at::Tensor QuantDepthwiseConv2dImpl::quantized_weight() const {
   at::NoGradGuard no_grad;
-  return quantizers::apply(options.depthwise_quantizer().get(), weight).detach();
+  return quantizers::apply(options.depthwise_quantizer().get(), weight, kernel_role()).detach();
 }
 
 std::vector<QuantizedParameter> QuantDepthwiseConv2dImpl::quantized_parameters() const {
   return {{"weight", weight, options.depthwise_quantizer().get(),
-           options.depthwise_constraint().get()}};
+           options.depthwise_constraint().get(), kernel_role()}};
 }
 
 void QuantDepthwiseConv2dImpl::pretty_print(std::ostream& stream) const {

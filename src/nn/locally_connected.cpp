@@ -85,7 +85,8 @@ at::Tensor QuantLocallyConnectedNdImpl<D, Derived>::forward(const at::Tensor& in
     for (size_t i = 0; i < D; ++i) spatial.push_back(std::to_string((*options.input_size())[i]));
     detail::throw_input_shape(describe(), options.in_channels(), spatial, input.sizes());
   }
-  auto x = quantizers::apply(options.input_quantizer().get(), input);
+  auto x = quantizers::apply(options.input_quantizer().get(), input,
+                             quantizers::TensorRole::activation());
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
   auto padded =
       pad_input<D>(x, options.padding(), options.kernel_size(), options.stride(),

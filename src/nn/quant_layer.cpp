@@ -19,18 +19,24 @@ std::vector<std::pair<std::string, at::Tensor>> QuantLayer::quantized_weights() 
   at::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : quantized_parameters()) {
-    out.emplace_back(p.name, quantizers::apply(p.quantizer, p.latent).detach().clone());
+    out.emplace_back(p.name, quantizers::apply(p.quantizer, p.latent, p.role).detach().clone());
   }
   return out;
 }
 
-void QuantLayer::warn_if_unconstrained(const std::string& layer,
-                                       const quantizers::QuantizerPtr& q,
-                                       const constraints::ConstraintPtr& c) {
-  if (q && q->precision() == 1 && !c) {
-    warn(layer + ": kernel quantizer \"" + q->id() +
-         "\" is binary but the kernel has no constraint; latent weights can grow without bound "
-         "and stop flipping. Consider .kernel_constraint(\"weight_clip\").");
+void QuantLayer::warn_if_unconstrained(const std::string& layer, const quantizers::QuantizerPtr& q,
+                                       const constraints::ConstraintPtr& c,
+                                       const std::string& quantizer_option,
+                                       const std::string& constraint_option) {
+  // Larq's rule: a 1-bit quantizer other than NoOp (a NoOp only tags a weight as binary, e.g.
+  // for Bop, which keeps it at +-1 itself).
+  const bool binary = q && q->precision() == 1 && !dynamic_cast<const quantizers::NoOp*>(q.get());
+  if (binary && !c) {
+    warn(layer + ": " + quantizer_option + " \"" + q->id() + "\" is binary but `" +
+         constraint_option +
+         "` is not set (the kernel has no constraint); latent weights can grow without bound and "
+         "stop flipping. Consider ." +
+         constraint_option + "(\"weight_clip\").");
   }
 }
 
@@ -42,7 +48,7 @@ torch::OrderedDict<std::string, at::Tensor> quantized_state_dict(const torch::nn
     if (const auto* layer = dynamic_cast<const QuantLayer*>(module.get())) {
       for (const auto& p : layer->quantized_parameters()) {
         replaced[p.latent.unsafeGetTensorImpl()] =
-            quantizers::apply(p.quantizer, p.latent).detach().clone();
+            quantizers::apply(p.quantizer, p.latent, p.role).detach().clone();
       }
     }
   }

@@ -25,10 +25,10 @@ QuantSeparableConvNdImpl<D, Derived>::QuantSeparableConvNdImpl(
     detail::check_padding<D>(fail, o.padding(), i);
   }
   detail::check_pad_values(fail, o.pad_values());
-  warn_if_unconstrained(describe() + " depthwise", o.depthwise_quantizer().get(),
-                        o.depthwise_constraint().get());
-  warn_if_unconstrained(describe() + " pointwise", o.pointwise_quantizer().get(),
-                        o.pointwise_constraint().get());
+  warn_if_unconstrained(describe(), o.depthwise_quantizer().get(), o.depthwise_constraint().get(),
+                        "depthwise_quantizer", "depthwise_constraint");
+  warn_if_unconstrained(describe(), o.pointwise_quantizer().get(), o.pointwise_constraint().get(),
+                        "pointwise_quantizer", "pointwise_constraint");
   reset();
 }
 
@@ -64,8 +64,11 @@ void QuantSeparableConvNdImpl<D, Derived>::reset_parameters() {
 template <size_t D, typename Derived>
 at::Tensor QuantSeparableConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
   detail::check_input_shape(input, options.in_channels(), D, [this] { return describe(); });
-  auto x = quantizers::apply(options.input_quantizer().get(), input);
-  auto wd = quantizers::apply(options.depthwise_quantizer().get(), depthwise_weight);
+  auto x = quantizers::apply(options.input_quantizer().get(), input,
+                             quantizers::TensorRole::activation());
+  const auto depthwise_role = quantizers::TensorRole::depthwise_kernel(options.depth_multiplier());
+  auto wd =
+      quantizers::apply(options.depthwise_quantizer().get(), depthwise_weight, depthwise_role);
   auto wp = quantizers::apply(options.pointwise_quantizer().get(), pointwise_weight);
   auto padded =
       pad_input<D>(x, options.padding(), options.kernel_size(), options.stride(),
@@ -80,7 +83,8 @@ at::Tensor QuantSeparableConvNdImpl<D, Derived>::forward(const at::Tensor& input
 template <size_t D, typename Derived>
 std::vector<QuantizedParameter> QuantSeparableConvNdImpl<D, Derived>::quantized_parameters() const {
   return {{"depthwise_weight", depthwise_weight, options.depthwise_quantizer().get(),
-           options.depthwise_constraint().get()},
+           options.depthwise_constraint().get(),
+           quantizers::TensorRole::depthwise_kernel(options.depth_multiplier())},
           {"pointwise_weight", pointwise_weight, options.pointwise_quantizer().get(),
            options.pointwise_constraint().get()}};
 }

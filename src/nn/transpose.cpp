@@ -63,7 +63,8 @@ void QuantConvTransposeNdImpl<D, Derived>::reset_parameters() {
 template <size_t D, typename Derived>
 at::Tensor QuantConvTransposeNdImpl<D, Derived>::forward(const at::Tensor& input) {
   detail::check_input_shape(input, options.in_channels(), D, [this] { return describe(); });
-  auto x = quantizers::apply(options.input_quantizer().get(), input);
+  auto x = quantizers::apply(options.input_quantizer().get(), input,
+                             quantizers::TensorRole::activation());
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
   std::vector<int64_t> padding(D), output_padding(D);
   std::vector<int64_t> crop_end(D, 0);  // "same" with an odd total crop: one more at the end

@@ -43,11 +43,14 @@ void check_options(const BopOptions& o) {
 void BopOptions::serialize(torch::serialize::InputArchive& archive) {
   threshold(read_double(archive, "threshold", threshold()));
   gamma(read_double(archive, "gamma", gamma()));
+  c10::IValue v;
+  if (archive.try_read("binarize_at_start", v)) binarize_at_start(v.toBool());
 }
 
 void BopOptions::serialize(torch::serialize::OutputArchive& archive) const {
   archive.write("threshold", c10::IValue(threshold()));
   archive.write("gamma", c10::IValue(gamma()));
+  archive.write("binarize_at_start", c10::IValue(binarize_at_start()));
 }
 
 void BopParamState::serialize(torch::serialize::InputArchive& archive) {
@@ -68,7 +71,7 @@ Bop::Bop(std::vector<torch::optim::OptimizerParamGroup> param_groups, BopOptions
   for (const auto& group : param_groups_) {
     check_options(static_cast<const BopOptions&>(group.options()));
   }
-  binarize_parameters();
+  check_parameters();
 }
 
 Bop::Bop(std::vector<at::Tensor> params, BopOptions defaults)
@@ -76,9 +79,10 @@ Bop::Bop(std::vector<at::Tensor> params, BopOptions defaults)
               std::move(params))},
           std::move(defaults)) {}
 
-void Bop::binarize_parameters() {
+void Bop::check_parameters() {
   at::NoGradGuard no_grad;
   for (auto& group : param_groups_) {
+    const bool binarize = static_cast<const BopOptions&>(group.options()).binarize_at_start();
     for (size_t i = 0; i < group.params().size(); ++i) {
       auto& p = group.params()[i];
       if (!p.defined() || !at::isFloatingType(p.scalar_type())) {
@@ -87,7 +91,7 @@ void Bop::binarize_parameters() {
           << (p.defined() ? std::string(c10::toString(p.scalar_type())) : "an undefined tensor");
         throw std::invalid_argument(s.str());
       }
-      p.copy_(at::where(p >= 0, at::ones_like(p), at::full_like(p, -1)));
+      if (binarize) p.copy_(at::where(p >= 0, at::ones_like(p), at::full_like(p, -1)));
     }
   }
 }
@@ -114,9 +118,11 @@ at::Tensor Bop::step(LossClosure closure) {
       }
       auto& s = static_cast<BopParamState&>(*it->second);
       auto& m = s.m();
-      m.add_(g - m, options.gamma());               // m <- m + gamma (g - m)
-      auto flip = (p * m).gt(options.threshold());  // w * m > threshold
-      p.copy_(at::where(flip, p.neg(), p));         // w <- -w there
+      m.add_(g - m, options.gamma());  // m <- m + gamma (g - m)
+      // Larq: w <- sign(-sign(w m - threshold) w), sign(0) = 0 inside and +1 outside. NaN stays
+      // NaN, so that a diverged run is visible rather than silently binarized.
+      const at::Tensor v = at::sign(p * m - options.threshold()).neg_().mul_(p);
+      p.copy_(at::where(v.ge(0), at::ones_like(p), at::where(v.lt(0), at::full_like(p, -1), v)));
       s.step(s.step() + 1);
     }
   }

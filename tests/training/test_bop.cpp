@@ -47,7 +47,8 @@ TEST(Bop, FlipsExactlyWhereWeightTimesAverageExceedsThreshold) {
   step_with(bop, w, t({1, 1, 0.1f, -0.1f, -1, -1, 0.4f}));
   EXPECT_EQ(values(bop.moving_average(w)),
             std::vector<float>({0.5f, 0.5f, 0.05f, -0.05f, -0.5f, -0.5f, 0.2f}));
-  // Index 0 and 5 exceed the threshold; index 6 equals it and does not flip.
+  // Index 0 and 5 exceed the threshold; index 6 equals it and becomes +1 (it was +1 already;
+  // LarqParity.BopDecidesOnRealStartingWeightsAndTiesGivePlusOne flips a -1 on a tie).
   EXPECT_EQ(values(w), std::vector<float>({-1, -1, 1, -1, 1, 1, 1}));
 }
 
@@ -66,10 +67,13 @@ TEST(Bop, MovingAverageAfterSeveralSteps) {
   EXPECT_EQ(values(w), std::vector<float>({1, -1, 1}));  // threshold never reached
 }
 
-TEST(Bop, InitializesParametersAsSignsAndKeepsThemBinary) {
+TEST(Bop, LeavesStartingWeightsAloneAndKeepsThemBinaryFromTheFirstStep) {
   auto w = t({0.3f, -0.2f, 0.0f, -0.0f, 5.0f}).requires_grad_(true);
   Bop bop({w}, BopOptions(0.0, 0.3));
-  EXPECT_EQ(values(w), std::vector<float>({1, -1, 1, 1, 1}));
+  EXPECT_EQ(values(w), std::vector<float>({0.3f, -0.2f, 0.0f, -0.0f, 5.0f}));  // as Larq
+  auto b = t({0.3f, -0.2f, 0.0f, -0.0f, 5.0f}).requires_grad_(true);
+  Bop binarizing({b}, BopOptions(0.0, 0.3).binarize_at_start(true));
+  EXPECT_EQ(values(b), std::vector<float>({1, -1, 1, 1, 1}));
   auto gen = at::detail::createCPUGenerator(3);
   for (int s = 0; s < 20; ++s) {
     step_with(bop, w, at::randn({5}, gen));

@@ -63,7 +63,8 @@ TEST(QuantConvTranspose2d, BinaryForwardAndSteGradient) {
   EXPECT_GT(mask.sum().item<float>(), 0);
   EXPECT_LT(mask.sum().item<float>(), mask.numel());
   EXPECT_TRUE(torch::allclose(q->weight.grad(), wq.grad() * mask, 1e-5, 1e-6));
-  EXPECT_EQ(onebit::find_layer_kind(*q)->macs, onebit::MacRule::kUnknown);
+  // Keras' Conv2DTranspose is a Conv2D: Larq counts its MACs (weights x output pixels).
+  EXPECT_EQ(onebit::find_layer_kind(*q)->macs, onebit::MacRule::kWeights);
 }
 
 // Keras "same": output = input * stride, cropped from the full ("valid") output starting at

@@ -18,7 +18,7 @@ void add_summary(CLI::App& app) {
   struct Args {
     std::string model = "larq-mnist", input_shape, checkpoint;
     int64_t num_classes = 0;
-    bool json = false, float_model = false, no_macs = false;
+    bool json = false, float_model = false, no_macs = false, combine_nested = false;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand(
@@ -34,6 +34,9 @@ void add_summary(CLI::App& app) {
   cmd->add_flag("--float", a->float_model,
                 "Summarize the float copy of the model (all quantizers off)");
   cmd->add_flag("--no-macs", a->no_macs, "Leave out the MAC columns and lines");
+  cmd->add_flag("--combine-nested", a->combine_nested,
+                "One row per nested graph (block) with its layers' totals, as Larq shows a "
+                "nested model (the totals do not change)");
   cmd->add_flag("--json", a->json, "Print the numbers as one JSON object");
   cmd->callback([a] {
     nn::Graph model(nullptr);
@@ -57,7 +60,9 @@ void add_summary(CLI::App& app) {
       shape = built.options.input_shape;
       model = built.model;
     }
-    auto s = summary(model, shape, name);
+    SummaryOptions options;
+    options.combine_nested = a->combine_nested;
+    auto s = summary(model, shape, name, options);
     if (a->json) {
       print_json(s.to_json());
     } else {

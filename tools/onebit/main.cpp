@@ -55,6 +55,16 @@ int main(int argc, char** argv) {
   std::stable_sort(commands.begin(), commands.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& command : commands) command.second(app);
+  // A repeated single-value option takes its last value, so that options given after a script's
+  // defaults override them (`scripts/main.sh --epochs 1` passes `--epochs 6 ... --epochs 1`).
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    for (CLI::Option* opt : sub->get_options()) {
+      if (opt->get_items_expected_max() == 1 &&
+          opt->get_multi_option_policy() == CLI::MultiOptionPolicy::Throw) {
+        opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+      }
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -69,6 +69,10 @@ class QuantDepthwiseConv2dImpl : public torch::nn::Cloneable<QuantDepthwiseConv2
   at::Tensor forward(const at::Tensor& input);
   /// The depthwise kernel as the forward pass uses it, detached.
   at::Tensor quantized_weight() const;
+  /// How the depthwise quantizer sees `weight` (per depth-multiplier index, as in Larq).
+  quantizers::TensorRole kernel_role() const {
+    return quantizers::TensorRole::depthwise_kernel(options.depth_multiplier());
+  }
   void pretty_print(std::ostream& stream) const override;
 
   quantizers::QuantizerPtr input_quantizer() const override {

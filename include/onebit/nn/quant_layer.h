@@ -21,10 +21,12 @@ namespace onebit::nn {
 /// A latent (float) weight of a quantized layer, with the quantizer the forward pass applies to
 /// it and the constraint applied after each optimizer step.
 struct QuantizedParameter {
-  std::string name;                         ///< parameter name inside the layer, e.g. "weight"
-  at::Tensor latent;                        ///< the trained float values
-  quantizers::QuantizerPtr quantizer;       ///< null: used as is (32 bits)
-  constraints::ConstraintPtr constraint;    ///< null: none
+  std::string name;                       ///< parameter name inside the layer, e.g. "weight"
+  at::Tensor latent;                      ///< the trained float values
+  quantizers::QuantizerPtr quantizer;     ///< null: used as is (32 bits)
+  constraints::ConstraintPtr constraint;  ///< null: none
+  /// How the quantizer sees the kernel (a depthwise kernel's depth multiplier; see TensorRole).
+  quantizers::TensorRole role = quantizers::TensorRole::kernel();
 };
 
 /// Mixed into every onebit layer module (QuantDense, QuantConv2d, ...).
@@ -42,9 +44,13 @@ class QuantLayer {
   std::vector<std::pair<std::string, at::Tensor>> quantized_weights() const;
 
  protected:
-  /// Warns when a binary kernel quantizer has no constraint (latent weights grow unbounded).
+  /// Warns when a binary kernel quantizer (precision 1, not NoOp) has no constraint (latent
+  /// weights grow unbounded), naming the options as Larq does (`kernel_constraint`,
+  /// `depthwise_constraint`, `pointwise_constraint`).
   static void warn_if_unconstrained(const std::string& layer, const quantizers::QuantizerPtr& q,
-                                    const constraints::ConstraintPtr& c);
+                                    const constraints::ConstraintPtr& c,
+                                    const std::string& quantizer_option = "kernel_quantizer",
+                                    const std::string& constraint_option = "kernel_constraint");
 };
 
 /// All parameters and buffers of `model` with every quantized kernel replaced by its quantized

@@ -88,7 +88,6 @@ class QuantConvTransposeNdImpl : public torch::nn::Cloneable<Derived>, public Qu
     return options.input_quantizer().get();
   }
   std::vector<QuantizedParameter> quantized_parameters() const override;
-  /// False: Larq's summary does not count transposed convolutions.
 
   /// The options the layer was built with.
   QuantConvTransposeOptions<D> options;

@@ -7,13 +7,16 @@
 /// m agrees strongly enough with it:
 ///
 ///     m <- m + gamma * (g - m)          (m starts at 0)
-///     w <- -w   where w * m > threshold, else w is unchanged
+///     w <- sign(-sign(w * m - threshold) * w)
 ///
-/// Bop trains binary weights directly: a parameter given to Bop is set to sign(w) (+1 for
-/// w >= 0, -1 otherwise) when the optimizer is built, and from then on holds exactly +1/-1. The
-/// kernel quantizer of such a weight (e.g. `ste_sign`) is the identity on it in the forward
-/// pass, and a `weight_clip` constraint leaves it unchanged. Real-valued parameters go to another
-/// optimizer through `CaseOptimizer`:
+/// with sign(0) = 0 inside and +1 outside, exactly Larq's rule: w becomes -sign(w) where
+/// w * m > threshold, sign(w) where w * m < threshold, and +1 on the tie w * m == threshold.
+/// After its first update a weight holds exactly +1/-1; real-valued starting weights are decided
+/// on directly, as in Larq (the forward pass sees sign(w) through the kernel quantizer anyway).
+/// `BopOptions::binarize_at_start(true)` instead sets every parameter to sign(w) when the
+/// optimizer is built (onebit's behaviour before it matched Larq). The kernel quantizer of such a
+/// weight (e.g. `ste_sign`) is the identity on +-1, and a `weight_clip` constraint leaves it
+/// unchanged. Real-valued parameters go to another optimizer through `CaseOptimizer`:
 ///
 /// ```
 /// using namespace onebit::optim;
@@ -54,6 +57,9 @@ struct BopOptions : public torch::optim::OptimizerCloneableOptions<BopOptions> {
   TORCH_ARG(double, threshold);
   /// Adaptivity rate of the moving average (plays the role of a learning rate).
   TORCH_ARG(double, gamma);
+  /// true: set every parameter to sign(w) (+1 for w >= 0) when Bop is built. false (default, as
+  /// Larq): leave the starting weights as they are; the first update decides on them directly.
+  TORCH_ARG(bool, binarize_at_start) = false;
 };
 
 /// Per-parameter state of Bop.
@@ -71,9 +77,10 @@ struct BopParamState : public torch::optim::OptimizerCloneableParamState<BopPara
 /// The Bop optimizer. Parameters without a gradient are skipped in a step.
 class Bop : public torch::optim::Optimizer {
  public:
-  /// Builds Bop over parameter groups (groups without options use `defaults`) and sets every
-  /// parameter to sign(w). Throws std::invalid_argument for a negative threshold, a gamma outside
-  /// [0, 1], or a parameter that is not a floating-point leaf tensor.
+  /// Builds Bop over parameter groups (groups without options use `defaults`); with
+  /// `binarize_at_start` it sets every parameter to sign(w). Throws std::invalid_argument for a
+  /// negative threshold, a gamma outside [0, 1], or a parameter that is not a floating-point leaf
+  /// tensor.
   explicit Bop(std::vector<torch::optim::OptimizerParamGroup> param_groups,
                BopOptions defaults = BopOptions());
   /// Builds Bop over one group of parameters.
@@ -93,7 +100,7 @@ class Bop : public torch::optim::Optimizer {
   at::Tensor moving_average(const at::Tensor& param) const;
 
  private:
-  void binarize_parameters();
+  void check_parameters();
 };
 
 /// Whether `param` is a binary parameter of `model`: a `QuantLayer` kernel whose quantizer has
