@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # The test suite: set up, build, run every test with ctest, then install the library and build the
-# consumer example against the installed CMake package.
+# consumer example against the installed CMake package, run the runtime and data-format tests
+# under AddressSanitizer + UndefinedBehaviorSanitizer, and fuzz the readers.
+# `scripts/test.sh --sanitize` then also runs every suite under ASan/UBSan (LibTorch training
+# library included, about 25 more minutes) and the runtime tests under ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+sanitize_all=0
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) sanitize_all=1 ;;
+    *) echo "test.sh: unknown option \"$arg\" (known: --sanitize)" >&2; exit 2 ;;
+  esac
+done
 scripts/setup.sh
 scripts/build.sh
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -16,5 +26,12 @@ cmake -S examples/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH="$pref
 cmake --build build/consumer -j"$jobs"
 build/consumer/onebit_consumer
 
-echo "== fuzzing the model loader (60 s, clang libFuzzer + ASan/UBSan)"
-scripts/fuzz.sh 60
+echo "== runtime and data-format tests under ASan/UBSan"
+scripts/sanitize.sh asan-runtime
+
+echo "== fuzzing the model loader and the data readers (60 s each, clang libFuzzer + ASan/UBSan)"
+scripts/fuzz.sh 60 model data
+
+if [ "$sanitize_all" = 1 ]; then
+  scripts/sanitize.sh asan tsan
+fi

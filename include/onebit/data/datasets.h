@@ -13,13 +13,9 @@
 #include <string>
 #include <vector>
 
-namespace onebit::data {
+#include "onebit/data/formats.h"
 
-/// The contents of one IDX file: its shape and its unsigned-byte values.
-struct IdxArray {
-  std::vector<int64_t> shape;  ///< e.g. {60000, 28, 28}
-  std::vector<uint8_t> values;  ///< row-major, product(shape) values
-};
+namespace onebit::data {
 
 /// Reads an IDX file of unsigned bytes (type 0x08), gzip-compressed or raw (detected from the
 /// first bytes). A missing, truncated or corrupt file, or another element type, throws
@@ -31,8 +27,8 @@ enum class Split { kTrain, kTest };
 
 /// Images and labels of a data set split.
 struct Dataset {
-  at::Tensor images;  ///< float32 [N, C, H, W], scaled to [-1, 1]
-  at::Tensor labels;  ///< int64 [N], class indices
+  at::Tensor images;         ///< float32 [N, C, H, W], scaled to [-1, 1]
+  at::Tensor labels;         ///< int64 [N], class indices
   int64_t num_classes = 10;  ///< number of classes
 
   /// Number of examples.
