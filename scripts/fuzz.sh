@@ -37,5 +37,5 @@ for t in "${targets[@]}"; do
     echo "fuzz.sh: $fuzzer found a problem (log: $log; input: $build/crash-*)" >&2
     exit 1
   fi
-  grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)" "$log" || tail -n 5 "$log"
+  grep -E "^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)" "$log" || tail -n 5 "$log"
 done
