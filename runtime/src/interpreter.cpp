@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <mutex>
 #include <stdexcept>
 
+#include "onebit/runtime/memory_plan.h"
 #include "op_table.h"
 #include "ops.h"
 
@@ -15,6 +18,7 @@ using detail::ValueInfo;
 namespace {
 
 constexpr std::int64_t kMaxValueElements = std::int64_t{1} << 24;
+constexpr std::size_t kArenaAlignment = 64;  // bytes: each value starts on a cache line
 
 ValueInfo input_info(const Model& model) {
   const auto& s = model.input_shape;
@@ -32,12 +36,24 @@ struct Interpreter::Impl {
   std::atomic<int> threads{1};
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
-  // Memory plan, from the same liveness `run` uses: after op i, free_after[i] lists the values
-  // whose last consumer is op i (and op i's own value when nothing consumes it). A value with
-  // several consumers lives until the last of them; the model output is never freed.
-  std::vector<std::vector<std::int32_t>> free_after;
-  std::size_t last_op = 0;           // ops after the one producing the output are not run
-  std::size_t peak_image_words = 0;  // most words live at once, per image
+  std::size_t last_op = 0;  // ops after the one producing the output are not run
+  // Lifetime of every value in steps (step 0: the input transpose, step i + 1: op i, then one
+  // step for the output transpose), with the bytes of one image; `lifetimes_for` scales them by the
+  // batch.
+  std::vector<ValueLifetime> lifetimes;
+
+  // What one run needs besides the model: the arena planned for `batch` images and a Buffer
+  // view per value into it. Runs take a state from `idle` (or make one) and give it back, so
+  // steady-state runs allocate nothing and concurrent runs never share a state.
+  struct RunState {
+    std::size_t batch = 0;
+    std::unique_ptr<std::uint64_t[]> storage;
+    std::size_t storage_words = 0;
+    std::vector<Buffer> buffers;
+    std::vector<std::vector<const Buffer*>> inputs;  // per op, pointers into `buffers`
+  };
+  mutable std::mutex idle_mutex;
+  mutable std::vector<std::unique_ptr<RunState>> idle;
 
   void prepare() {
     values.push_back(input_info(model));
@@ -70,29 +86,73 @@ struct Interpreter::Impl {
   void plan_memory() {
     const auto output = static_cast<std::size_t>(model.output);
     last_op = output == 0 ? 0 : output - 1;
-    // Last consumer of each value among the ops that run; -1: none.
-    std::vector<std::int64_t> last_use(values.size(), -1);
-    for (std::size_t i = 0; i < model.ops.size() && output > 0 && i <= last_op; ++i) {
-      for (std::int32_t v : model.ops[i].inputs) last_use[v] = static_cast<std::int64_t>(i);
+    const std::size_t steps_run = output == 0 ? 0 : last_op + 1;
+    lifetimes.assign(values.size(), ValueLifetime{});
+    for (std::size_t v = 0; v <= steps_run; ++v) {  // the input and every value of an op that runs
+      lifetimes[v] = ValueLifetime{values[v].image_words() * sizeof(std::uint64_t),
+                                   static_cast<std::int64_t>(v), static_cast<std::int64_t>(v)};
     }
-    free_after.assign(model.ops.size(), {});
-    std::size_t live = values[0].image_words();
-    peak_image_words = live;
-    if (output == 0) return;
-    for (std::size_t i = 0; i <= last_op; ++i) {
-      live += values[i + 1].image_words();
-      peak_image_words = std::max(peak_image_words, live);
-      std::vector<std::int32_t>& frees = free_after[i];
+    for (std::size_t i = 0; i < steps_run; ++i) {
       for (std::int32_t v : model.ops[i].inputs) {
-        const bool last = last_use[v] == static_cast<std::int64_t>(i);
-        if (last && static_cast<std::size_t>(v) != output &&
-            std::find(frees.begin(), frees.end(), v) == frees.end()) {
-          frees.push_back(v);
+        ValueLifetime& l = lifetimes[static_cast<std::size_t>(v)];
+        l.last = std::max(l.last, static_cast<std::int64_t>(i + 1));
+      }
+    }
+    lifetimes[output].last = static_cast<std::int64_t>(steps_run + 1);  // read by the transpose
+  }
+
+  std::vector<ValueLifetime> lifetimes_for(std::size_t batch) const {
+    std::vector<ValueLifetime> l = lifetimes;
+    for (ValueLifetime& v : l) v.bytes *= batch;
+    return l;
+  }
+
+  std::unique_ptr<RunState> acquire(std::size_t batch) const {
+    std::unique_ptr<RunState> state;
+    {
+      std::lock_guard<std::mutex> lock(idle_mutex);
+      if (!idle.empty()) {
+        // Prefer a state already planned for this batch.
+        auto it = std::find_if(idle.begin(), idle.end(),
+                               [&](const auto& st) { return st->batch == batch; });
+        if (it == idle.end()) it = idle.end() - 1;
+        state = std::move(*it);
+        idle.erase(it);
+      }
+    }
+    if (!state) {
+      state = std::make_unique<RunState>();
+      state->buffers.resize(values.size());
+      state->inputs.resize(model.ops.size());
+      for (std::size_t i = 0; i < model.ops.size(); ++i) {
+        for (std::int32_t v : model.ops[i].inputs) {
+          state->inputs[i].push_back(&state->buffers[static_cast<std::size_t>(v)]);
         }
       }
-      if (last_use[i + 1] < 0 && i + 1 != output) frees.push_back(static_cast<std::int32_t>(i + 1));
-      for (std::int32_t v : frees) live -= values[static_cast<std::size_t>(v)].image_words();
     }
+    if (state->batch != batch) {
+      const std::vector<ValueLifetime> l = lifetimes_for(batch);
+      const ArenaPlan plan = plan_arena(l, kArenaAlignment);
+      const std::size_t words = plan.bytes / sizeof(std::uint64_t) + kArenaAlignment / 8;
+      if (state->storage_words < words) {
+        state->storage.reset(new std::uint64_t[words]);
+        state->storage_words = words;
+      }
+      const auto addr = reinterpret_cast<std::uintptr_t>(state->storage.get());
+      std::uint64_t* base =
+          state->storage.get() + ((kArenaAlignment - addr % kArenaAlignment) % kArenaAlignment) / 8;
+      for (std::size_t v = 0; v < values.size(); ++v) {
+        state->buffers[v].data = l[v].bytes != 0 ? base + plan.offsets[v] / 8 : nullptr;
+        state->buffers[v].size = l[v].bytes / sizeof(std::uint64_t);
+      }
+      state->batch = batch;
+    }
+    return state;
+  }
+
+  void release(std::unique_ptr<RunState> state) const {
+    std::lock_guard<std::mutex> lock(idle_mutex);
+    idle.push_back(std::move(state));
   }
 
   // One run. With kProfile the op loop also reads the clock and fills `timings`; the two
@@ -109,12 +169,18 @@ struct Interpreter::Impl {
                                   std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) +
                                   "," + std::to_string(in.h) + "," + std::to_string(in.w) + ")");
     }
-    std::vector<Buffer> buffers(values.size());
-    buffers[0].words.assign(batch * in.image_words(), 0);
-    for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
-      for (std::size_t ch = 0; ch < c; ++ch) {
-        for (std::size_t p = 0; p < hw; ++p) {
-          buffers[0].f()[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
+    std::unique_ptr<RunState> state = acquire(batch);
+    std::vector<Buffer>& buffers = state->buffers;
+    Buffer& first = buffers[0];
+    first.data[first.size - 1] = 0;  // the padding half of an odd number of floats
+    if (c == 1 || hw == 1) {         // NCHW and NHWC are the same layout
+      std::memcpy(first.f(), input, size * sizeof(float));
+    } else {
+      for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
+        for (std::size_t ch = 0; ch < c; ++ch) {
+          for (std::size_t p = 0; p < hw; ++p) {
+            first.f()[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
+          }
         }
       }
     }
@@ -125,11 +191,9 @@ struct Interpreter::Impl {
       using Clock = std::chrono::steady_clock;
       [[maybe_unused]] Clock::time_point start;
       if constexpr (kProfile) start = Clock::now();
-      std::vector<const Buffer*> inputs;
-      for (std::int32_t v : model.ops[i].inputs) inputs.push_back(&buffers[v]);
-      buffers[i + 1].words.assign(batch * values[i + 1].image_words(), 0);
-      ops[i]->run(ctx, inputs, buffers[i + 1], batch);
-      for (std::int32_t v : free_after[i]) std::vector<std::uint64_t>().swap(buffers[v].words);
+      Buffer& out = buffers[i + 1];
+      std::memset(out.data, 0, out.size * sizeof(std::uint64_t));
+      ops[i]->run(ctx, state->inputs[i], out, batch);
       if constexpr (kProfile) {
         const std::chrono::duration<double> elapsed = Clock::now() - start;
         timings->push_back(timing(i, batch, elapsed.count()));
@@ -149,6 +213,7 @@ struct Interpreter::Impl {
         }
       }
     }
+    release(std::move(state));
     return result;
   }
 
@@ -227,7 +292,11 @@ std::int64_t Interpreter::binary_macs_per_image() const {
 }
 
 std::size_t Interpreter::activation_bytes(std::size_t batch) const {
-  return impl_->peak_image_words * batch * sizeof(std::uint64_t);
+  return plan_arena(impl_->lifetimes_for(batch), kArenaAlignment).bytes;
+}
+
+std::size_t Interpreter::live_activation_bytes(std::size_t batch) const {
+  return largest_live_bytes(impl_->lifetimes_for(batch));
 }
 
 const Model& Interpreter::model() const { return impl_->model; }

@@ -22,8 +22,9 @@ namespace onebit::runtime {
 
 /// Options of an `Interpreter`.
 struct InterpreterOptions {
-  /// Threads per `run` call (the calling thread included); work is split over images and
-  /// output rows. 1 runs everything on the caller's thread.
+  /// Threads per `run` call (the calling thread included), taken from the process-wide
+  /// persistent pool; conv and dense work is split over images, output rows and output
+  /// channels. 1 runs everything on the caller's thread. Results do not depend on it.
   int threads = 1;
   /// Kernel table; nullptr uses `active_kernels()` (CPUID or `ONEBIT_ISA`).
   const KernelTable* kernels = nullptr;
@@ -41,8 +42,10 @@ struct OpTiming {
 };
 
 /// A prepared model. Construction validates every op (shapes, attributes, tensor roles) and
-/// lays weights out for the kernels; `run` is const and keeps all scratch per call, so one
-/// Interpreter may be used from several threads at once.
+/// lays weights out for the kernels; `run` is const and takes its activation arena from a small
+/// set kept by the Interpreter (one per concurrent call, reused by later calls), so one
+/// Interpreter may be used from several threads at once and a steady stream of runs allocates
+/// no activation memory. Threads come from one persistent pool shared by the process.
 class Interpreter {
  public:
   /// Prepares `model`; throws `ModelError` if it is inconsistent.
@@ -68,8 +71,8 @@ class Interpreter {
   /// Runs like `run` and also reports the wall time of every op, in execution order.
   /// The output is identical to `run`'s (same kernels, same threads); `timings` is replaced by
   /// one entry per op that runs (every op up to the one producing the model output). An op's
-  /// time covers allocating its output, the op itself and freeing the values it read last; the
-  /// input/output transposes are not in any entry. `run` itself reads no clock.
+  /// time covers zero-filling its output in the arena and the op itself; the input/output
+  /// transposes are not in any entry. `run` itself reads no clock.
   /// Example:
   /// \code
   ///   std::vector<OpTiming> t;
@@ -86,11 +89,16 @@ class Interpreter {
   std::vector<std::int64_t> output_shape() const;
   /// Floats per image in the output.
   std::size_t output_size() const;
-  /// Peak bytes of activation buffers that one `run` of `batch` images holds at once (input,
-  /// op outputs and the output; not per-op scratch). Each value lives from the op that produces
-  /// it to its last consumer, however many consumers it has; values nothing consumes are freed
-  /// right after they are produced. Example: `net.activation_bytes(64)`.
+  /// Bytes of the activation arena of one `run` of `batch` images (input, op outputs and the
+  /// output; not per-op scratch): every value gets an offset in one block, planned from the
+  /// values' lifetimes (`plan_arena`). A value lives from the op that produces it to its last
+  /// consumer, however many consumers it has; a value nothing consumes only while it is
+  /// produced. Each concurrent `run` holds one arena; the Interpreter keeps them for later runs.
+  /// Example: `net.activation_bytes(64)`.
   std::size_t activation_bytes(std::size_t batch) const;
+  /// The largest total size of the values alive at once in a run of `batch` images: the least
+  /// memory any arena plan could use (`activation_bytes` is at least this).
+  std::size_t live_activation_bytes(std::size_t batch) const;
   /// Binary multiply-accumulates per image of the ops that run (for throughput reports); ops
   /// after the one producing the output are not run and not counted.
   std::int64_t binary_macs_per_image() const;
