@@ -19,6 +19,9 @@ namespace {
 
 constexpr std::int64_t kMaxValueElements = std::int64_t{1} << 24;
 constexpr std::size_t kArenaAlignment = 64;  // bytes: each value starts on a cache line
+// Arena bytes of one pass over the ops: about the L2 cache of one core, so that an op reads
+// what the op before it wrote from cache instead of memory.
+constexpr std::size_t kPassBytes = std::size_t{512} << 10;
 
 ValueInfo input_info(const Model& model) {
   const auto& s = model.input_shape;
@@ -36,7 +39,8 @@ struct Interpreter::Impl {
   std::atomic<int> threads{1};
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
-  std::size_t last_op = 0;  // ops after the one producing the output are not run
+  std::size_t last_op = 0;          // ops after the one producing the output are not run
+  std::size_t images_per_pass = 1;  // see plan_memory
   // Lifetime of every value in steps (step 0: the input transpose, step i + 1: op i, then one
   // step for the output transpose), with the bytes of one image; `lifetimes_for` scales them by the
   // batch.
@@ -99,6 +103,10 @@ struct Interpreter::Impl {
       }
     }
     lifetimes[output].last = static_cast<std::int64_t>(steps_run + 1);  // read by the transpose
+    // A batch goes through the ops in passes of as many images as fit in kPassBytes of arena.
+    const std::size_t image_arena =
+        std::max<std::size_t>(1, plan_arena(lifetimes, kArenaAlignment).bytes);
+    images_per_pass = std::max<std::size_t>(1, kPassBytes / image_arena);
   }
 
   std::vector<ValueLifetime> lifetimes_for(std::size_t batch) const {
@@ -137,6 +145,9 @@ struct Interpreter::Impl {
       if (state->storage_words < words) {
         state->storage.reset(new std::uint64_t[words]);
         state->storage_words = words;
+        // Not zero: an op that claims to write its whole output but leaves something unwritten
+        // shows up in tests as garbage instead of passing by chance on fresh zero pages.
+        std::memset(state->storage.get(), 0xA5, words * sizeof(std::uint64_t));
       }
       const auto addr = reinterpret_cast<std::uintptr_t>(state->storage.get());
       std::uint64_t* base =
@@ -169,22 +180,44 @@ struct Interpreter::Impl {
                                   std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) +
                                   "," + std::to_string(in.h) + "," + std::to_string(in.w) + ")");
     }
-    std::unique_ptr<RunState> state = acquire(batch);
-    std::vector<Buffer>& buffers = state->buffers;
-    Buffer& first = buffers[0];
-    first.data[first.size - 1] = 0;  // the padding half of an odd number of floats
-    if (c == 1 || hw == 1) {         // NCHW and NHWC are the same layout
-      std::memcpy(first.f(), input, size * sizeof(float));
+    const ValueInfo& out = values[static_cast<std::size_t>(model.output)];
+    const auto out_image = static_cast<std::size_t>(out.c * out.h * out.w);
+    std::vector<float> result(batch * out_image);
+    if constexpr (kProfile) timings->clear();
+    // Passes of at most images_per_pass images through all ops: no op mixes images, so the
+    // result is the same as one pass, and a pass's activations stay in cache.
+    const std::size_t pass = std::min(batch, images_per_pass);
+    std::unique_ptr<RunState> state = acquire(pass);
+    for (std::size_t first = 0; first < batch; first += pass) {
+      const std::size_t n = std::min(pass, batch - first);
+      run_pass<kProfile>(*state, input + first * c * hw, n, result.data() + first * out_image,
+                         timings, first == 0);
+    }
+    release(std::move(state));
+    return result;
+  }
+
+  // One pass of `batch` images (at most the batch `state` is planned for): input transpose,
+  // every op, output transpose into `result`. With kProfile, op times are appended (`first`
+  // pass) or added to the entries of the earlier passes.
+  template <bool kProfile>
+  void run_pass(RunState& state, const float* input, std::size_t batch, float* result,
+                std::vector<OpTiming>* timings, bool first_pass) const {
+    const ValueInfo& in = values[0];
+    const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
+    std::vector<Buffer>& buffers = state.buffers;
+    float* x = buffers[0].f();
+    buffers[0].data[(batch * c * hw - 1) / 2] = 0;  // the padding half of an odd float count
+    if (c == 1 || hw == 1) {                        // NCHW and NHWC are the same layout
+      std::memcpy(x, input, batch * c * hw * sizeof(float));
     } else {
       for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
         for (std::size_t ch = 0; ch < c; ++ch) {
-          for (std::size_t p = 0; p < hw; ++p) {
-            first.f()[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
-          }
+          for (std::size_t p = 0; p < hw; ++p)
+            x[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
         }
       }
     }
-    if constexpr (kProfile) timings->clear();
     const detail::RunContext ctx{kernels, threads.load()};
     const auto output = static_cast<std::size_t>(model.output);
     for (std::size_t i = 0; output > 0 && i <= last_op; ++i) {
@@ -192,17 +225,30 @@ struct Interpreter::Impl {
       [[maybe_unused]] Clock::time_point start;
       if constexpr (kProfile) start = Clock::now();
       Buffer& out = buffers[i + 1];
-      std::memset(out.data, 0, out.size * sizeof(std::uint64_t));
-      ops[i]->run(ctx, state->inputs[i], out, batch);
+      if (!ops[i]->writes_whole_output()) {
+        std::memset(out.data, 0, batch * values[i + 1].image_words() * sizeof(std::uint64_t));
+      }
+      ops[i]->run(ctx, state.inputs[i], out, batch);
       if constexpr (kProfile) {
         const std::chrono::duration<double> elapsed = Clock::now() - start;
-        timings->push_back(timing(i, batch, elapsed.count()));
+        const OpTiming t = timing(i, batch, elapsed.count());
+        if (first_pass) {
+          timings->push_back(t);
+        } else {
+          OpTiming& total = (*timings)[i];
+          total.seconds += t.seconds;
+          total.binary_macs += t.binary_macs;
+          total.float_macs += t.float_macs;
+        }
       }
     }
     const ValueInfo& out = values[output];
     const auto oc = static_cast<std::size_t>(out.c), ohw = static_cast<std::size_t>(out.h * out.w);
-    std::vector<float> result(batch * oc * ohw);
     const Buffer& ob = buffers[output];
+    if (out.dtype != DType::kBits && (oc == 1 || ohw == 1)) {  // the same layout
+      std::memcpy(result, ob.f(), batch * oc * ohw * sizeof(float));
+      return;
+    }
     for (std::size_t n = 0; n < batch; ++n) {  // NHWC -> NCHW
       for (std::size_t p = 0; p < ohw; ++p) {
         for (std::size_t ch = 0; ch < oc; ++ch) {
@@ -213,8 +259,6 @@ struct Interpreter::Impl {
         }
       }
     }
-    release(std::move(state));
-    return result;
   }
 
   OpTiming timing(std::size_t i, std::size_t batch, double seconds) const {
@@ -292,12 +336,15 @@ std::int64_t Interpreter::binary_macs_per_image() const {
 }
 
 std::size_t Interpreter::activation_bytes(std::size_t batch) const {
-  return plan_arena(impl_->lifetimes_for(batch), kArenaAlignment).bytes;
+  return plan_arena(impl_->lifetimes_for(std::min(batch, impl_->images_per_pass)), kArenaAlignment)
+      .bytes;
 }
 
 std::size_t Interpreter::live_activation_bytes(std::size_t batch) const {
-  return largest_live_bytes(impl_->lifetimes_for(batch));
+  return largest_live_bytes(impl_->lifetimes_for(std::min(batch, impl_->images_per_pass)));
 }
+
+std::size_t Interpreter::images_per_pass() const { return impl_->images_per_pass; }
 
 const Model& Interpreter::model() const { return impl_->model; }
 

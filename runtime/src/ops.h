@@ -48,9 +48,14 @@ struct RunContext {
 class PreparedOp {
  public:
   virtual ~PreparedOp() = default;
-  /// Computes `out` (already sized, zero-filled) from `in` for `batch` images.
+  /// Computes `out` (already sized; zero-filled unless `writes_whole_output`) from `in` for
+  /// `batch` images.
   virtual void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
                    std::size_t batch) const = 0;
+  /// True when `run` writes every element of its output (every float, or every word of packed
+  /// rows), so the interpreter need not zero-fill the output first; false (the default) when
+  /// the op relies on the zero fill (accumulation, bit copies that leave padding bits).
+  virtual bool writes_whole_output() const { return false; }
   /// Binary multiply-accumulates per image (0 for non-binary ops).
   virtual std::int64_t binary_macs() const { return 0; }
   /// Float multiply-accumulates per image of float conv2d / dense (weights x output pixels);

@@ -58,6 +58,7 @@ inline void copy_words(const BitWord* src, std::size_t n, BitWord* dst) {
 class Quantize final : public PreparedOp {
  public:
   explicit Quantize(const ValueInfo& in) : in_(in) {}
+  bool writes_whole_output() const override { return true; }  // whole words per pixel
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
@@ -88,6 +89,11 @@ class BinaryConv final : public PreparedOp {
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override;
   std::int64_t binary_macs() const override { return win_.out_h * win_.out_w * c_out_ * k_bits_; }
+  // Float: every channel of every pixel. Bits: whole bytes of 8 channels, so whole words only
+  // when one group covers multiples of 64 channels.
+  bool writes_whole_output() const override {
+    return !output_bits_ || (groups_ == 1 && c_out_ % 64 == 0);
+  }
 
  private:
   void read_weights(const Tensor& w, std::vector<BitWord>& rows) const;
@@ -271,8 +277,18 @@ void BinaryConv::im2col(const BitWord* image, std::int64_t g, std::size_t p0, st
     const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
     const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
     BitWord* dst = col + (p - p0) * k_words_;
+    // With one group and no horizontal dilation, a kernel row inside the image is one run of
+    // kw pixels of packed words in NHWC: one copy.
+    const std::int64_t ix0 = win_.in_x(ox, 0);
+    const bool row_inside = groups_ == 1 && win_.dw == 1 && ix0 >= 0 && ix0 + win_.kw <= win_.in_w;
     for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
       const std::int64_t iy = win_.in_y(oy, ky);
+      if (row_inside && iy >= 0 && iy < win_.in_h) {
+        copy_words(image + static_cast<std::size_t>(iy * win_.in_w + ix0) * cw_in_,
+                   static_cast<std::size_t>(win_.kw) * cwg_, dst);
+        dst += static_cast<std::size_t>(win_.kw) * cwg_;
+        continue;
+      }
       for (std::int64_t kx = 0; kx < win_.kw; ++kx, dst += cwg_) {
         const std::int64_t ix = win_.in_x(ox, kx);
         if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
@@ -378,6 +394,7 @@ void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in
 
 class BinaryMaxPool final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }  // every word of every pixel
   BinaryMaxPool(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
                 const std::string& where) {
     win_ = read_window(op, in, where, true);

@@ -24,6 +24,7 @@ namespace {
 /// chunk and runs the GEMM on them.
 class FloatConv final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   FloatConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
             const std::string& where, bool dense);
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
@@ -384,6 +385,7 @@ void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in,
 template <typename Fn>
 class PerChannel final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   PerChannel(const ValueInfo& in, Fn fn) : in_(in), fn_(std::move(fn)) {}
 
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
@@ -420,6 +422,7 @@ std::unique_ptr<PreparedOp> per_channel(const ValueInfo& in, Fn fn) {
 /// a + b elementwise; either input may be bits (read as +-1), the output is float.
 class Add final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   Add(const ValueInfo& a, const ValueInfo& b) : a_(a), b_(b) {}
 
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
@@ -453,6 +456,7 @@ class Add final : public PreparedOp {
 /// pixels of its image); either input may be bits (read as +-1), the output is float.
 class Mul final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   Mul(const ValueInfo& a, const ValueInfo& b)
       : a_(a), b_(b), per_channel_(b.h * b.w == 1 && a.h * a.w != 1) {}
 
@@ -489,6 +493,7 @@ class Mul final : public PreparedOp {
 /// and counted by average pooling only with count_include_pad.
 class Pool final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   Pool(const Op& op, const ValueInfo& in, ValueInfo& out, const std::string& where)
       : max_(op.type == OpType::kMaxPool2d), in_(in), c_(static_cast<std::size_t>(in.c)) {
     win_ = read_window(op, in, where, true);
@@ -600,6 +605,7 @@ class GlobalAvgPool final : public PreparedOp {
 
 class Softmax final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   explicit Softmax(const ValueInfo& in) : in_(in) {}
   void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {

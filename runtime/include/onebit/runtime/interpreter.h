@@ -93,12 +93,18 @@ class Interpreter {
   /// output; not per-op scratch): every value gets an offset in one block, planned from the
   /// values' lifetimes (`plan_arena`). A value lives from the op that produces it to its last
   /// consumer, however many consumers it has; a value nothing consumes only while it is
-  /// produced. Each concurrent `run` holds one arena; the Interpreter keeps them for later runs.
+  /// produced. A run holds min(batch, `images_per_pass()`) images at once. Each concurrent
+  /// `run` holds one arena; the Interpreter keeps them for later runs.
   /// Example: `net.activation_bytes(64)`.
   std::size_t activation_bytes(std::size_t batch) const;
-  /// The largest total size of the values alive at once in a run of `batch` images: the least
-  /// memory any arena plan could use (`activation_bytes` is at least this).
+  /// The largest total size of the values alive at once in a run of `batch` images (again
+  /// min(batch, `images_per_pass()`) at once): the least memory any arena plan could use
+  /// (`activation_bytes` is at least this).
   std::size_t live_activation_bytes(std::size_t batch) const;
+  /// Images that go through all ops together: a larger batch runs in passes of this many
+  /// images, so that the activations of a pass (about 512 KiB) stay in cache between ops. No op
+  /// mixes images, so results do not depend on it. At least 1.
+  std::size_t images_per_pass() const;
   /// Binary multiply-accumulates per image of the ops that run (for throughput reports); ops
   /// after the one producing the output are not run and not counted.
   std::int64_t binary_macs_per_image() const;
