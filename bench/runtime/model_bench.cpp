@@ -57,9 +57,9 @@ void BM_LarqMnistShaped(benchmark::State& state) {
   for (float& v : images) v = u(rng);
   net.run(images, batch);  // warm-up: arena, caches, thread pool
   for (auto _ : state) benchmark::DoNotOptimize(net.run(images, batch));
-  state.counters["images_per_s"] = benchmark::Counter(
-      static_cast<double>(batch) * static_cast<double>(state.iterations()),
-      benchmark::Counter::kIsRate);
+  state.counters["images_per_s"] =
+      benchmark::Counter(static_cast<double>(batch) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_LarqMnistShaped)
     ->Args({1, 1})

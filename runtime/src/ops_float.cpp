@@ -514,14 +514,10 @@ class Pool final : public PreparedOp {
     if (in_.dtype != DType::kBits) {  // output pixels in ranges over the threads
       const std::size_t work = c_ * static_cast<std::size_t>(win_.kh * win_.kw);
       parallel_rows(batch * out_pixels, work, ctx.threads, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-          const std::size_t n = r / out_pixels, p = r % out_pixels;
-          const float* image = in[0]->f() + n * in_pixels * c_;
-          if (max_) {
-            pool_pixel<true>(image, static_cast<std::int64_t>(p), out.f() + r * c_);
-          } else {
-            pool_pixel<false>(image, static_cast<std::int64_t>(p), out.f() + r * c_);
-          }
+        if (max_) {
+          pool_range<true>(in[0]->f(), in_pixels, out_pixels, r0, r1, out.f());
+        } else {
+          pool_range<false>(in[0]->f(), in_pixels, out_pixels, r0, r1, out.f());
         }
       });
       return;
@@ -534,24 +530,38 @@ class Pool final : public PreparedOp {
                        unpacked + p * c_);
         }
       }
-      const float* image = unpacked;
-      for (std::size_t p = 0; p < out_pixels; ++p) {
-        float* dst = out.f() + (n * out_pixels + p) * c_;
-        if (max_) {
-          pool_pixel<true>(image, static_cast<std::int64_t>(p), dst);
-        } else {
-          pool_pixel<false>(image, static_cast<std::int64_t>(p), dst);
-        }
+      float* dst = out.f() + n * out_pixels * c_;
+      if (max_) {
+        pool_range<true>(unpacked, in_pixels, out_pixels, 0, out_pixels, dst);
+      } else {
+        pool_range<false>(unpacked, in_pixels, out_pixels, 0, out_pixels, dst);
       }
     }
   }
 
  private:
+  // Output pixels [r0, r1) of images of in_pixels / out_pixels pixels (pixel r of the range
+  // is pixel r % out_pixels of image r / out_pixels), written to out + r * c_; the coordinates
+  // advance pixel by pixel (one division per range, not per pixel).
+  template <bool kMax>
+  void pool_range(const float* in, std::size_t in_pixels, std::size_t out_pixels, std::size_t r0,
+                  std::size_t r1, float* out) const {
+    std::size_t n = r0 / out_pixels;
+    auto oy = static_cast<std::int64_t>((r0 % out_pixels) / static_cast<std::size_t>(win_.out_w));
+    auto ox = static_cast<std::int64_t>((r0 % out_pixels) % static_cast<std::size_t>(win_.out_w));
+    for (std::size_t r = r0; r < r1; ++r) {
+      pool_pixel<kMax>(in + n * in_pixels * c_, oy, ox, out + r * c_);
+      if (++ox == win_.out_w) {
+        ox = 0;
+        if (++oy == win_.out_h) oy = 0, ++n;
+      }
+    }
+  }
+
   // One output pixel: the taps inside the image in (ky, kx) order (as the references combine
   // them), each folded into the whole output row of channels by a loop the compiler vectorizes.
   template <bool kMax>
-  void pool_pixel(const float* image, std::int64_t p, float* dst) const {
-    const std::int64_t oy = p / win_.out_w, ox = p % win_.out_w;
+  void pool_pixel(const float* image, std::int64_t oy, std::int64_t ox, float* dst) const {
     const std::int64_t iy0 = win_.in_y(oy, 0), ix0 = win_.in_x(ox, 0);
     const std::int64_t ky0 = std::max<std::int64_t>(0, -iy0);
     const std::int64_t ky1 = std::max(ky0, std::min(win_.kh, win_.in_h - iy0));

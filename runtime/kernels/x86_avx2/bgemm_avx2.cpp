@@ -40,7 +40,7 @@ struct Popcounter {
 // exact int -> float conversion (|dot| < 2^24) and multiplier * dot + bias as two roundings,
 // like the reference.
 [[gnu::always_inline]] inline void store_panel(const BgemmArgs& g, std::size_t r, std::size_t o,
-                                                __m256i lo, __m256i hi) {
+                                               __m256i lo, __m256i hi) {
   const BgemmEpilogue& e = g.epilogue;
   const __m256i k_bits = _mm256_set1_epi64x(g.k_bits);
   __m256i dot_lo = _mm256_sub_epi64(k_bits, _mm256_slli_epi64(lo, 1));
