@@ -186,23 +186,51 @@ struct Interpreter::Impl {
     if constexpr (kProfile) timings->clear();
     // Passes of at most images_per_pass images through all ops: no op mixes images, so the
     // result is the same as one pass, and a pass's activations stay in cache.
-    const std::size_t pass = std::min(batch, images_per_pass);
+    std::size_t pass = std::min(batch, images_per_pass);
+    const int threads_now = threads.load();
+    const auto t = static_cast<std::size_t>(std::max(threads_now, 1));
+    if (!kProfile && t > 1 && (batch % t == 0 || batch >= 4 * t)) {
+      // Enough images for every thread: passes of equal size run in parallel, each on one
+      // thread with its own arena, so no op waits for the others (small ops would spend more
+      // time synchronizing than computing if each were split over the threads).
+      const std::size_t passes = t * (((batch + pass - 1) / pass + t - 1) / t);
+      pass = (batch + passes - 1) / passes;
+      struct Pass {
+        const Impl* self;
+        const float* input;
+        float* result;
+        std::size_t batch, pass, in_image, out_image;
+      } job{this, input, result.data(), batch, pass, c * hw, out_image};
+      const std::size_t count = (batch + pass - 1) / pass;
+      detail::run_tasks(
+          count, threads_now,
+          [](void* context, std::size_t i) {
+            const Pass& j = *static_cast<const Pass*>(context);
+            const std::size_t first = i * j.pass, n = std::min(j.pass, j.batch - first);
+            std::unique_ptr<RunState> state = j.self->acquire(j.pass);
+            j.self->template run_pass<false>(*state, j.input + first * j.in_image, n,
+                                             j.result + first * j.out_image, nullptr, true, 1);
+            j.self->release(std::move(state));
+          },
+          &job);
+      return result;
+    }
     std::unique_ptr<RunState> state = acquire(pass);
     for (std::size_t first = 0; first < batch; first += pass) {
       const std::size_t n = std::min(pass, batch - first);
       run_pass<kProfile>(*state, input + first * c * hw, n, result.data() + first * out_image,
-                         timings, first == 0);
+                         timings, first == 0, threads_now);
     }
     release(std::move(state));
     return result;
   }
 
-  // One pass of `batch` images (at most the batch `state` is planned for): input transpose,
-  // every op, output transpose into `result`. With kProfile, op times are appended (`first`
-  // pass) or added to the entries of the earlier passes.
+  // One pass of `batch` images (at most the batch `state` is planned for) on `op_threads`
+  // threads: input transpose, every op, output transpose into `result`. With kProfile, op times
+  // are appended (`first_pass`) or added to the entries of the earlier passes.
   template <bool kProfile>
   void run_pass(RunState& state, const float* input, std::size_t batch, float* result,
-                std::vector<OpTiming>* timings, bool first_pass) const {
+                std::vector<OpTiming>* timings, bool first_pass, int op_threads) const {
     const ValueInfo& in = values[0];
     const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
     std::vector<Buffer>& buffers = state.buffers;
@@ -218,7 +246,7 @@ struct Interpreter::Impl {
         }
       }
     }
-    const detail::RunContext ctx{kernels, threads.load()};
+    const detail::RunContext ctx{kernels, op_threads};
     const auto output = static_cast<std::size_t>(model.output);
     for (std::size_t i = 0; output > 0 && i <= last_op; ++i) {
       using Clock = std::chrono::steady_clock;

@@ -168,10 +168,12 @@ TEST(InterpreterArena, ChangingBatchSizesAndThreadsGiveFreshResults) {
   b.output(b.relu(b.add(u, y)));
   const Model m = b.build();
   Interpreter net(m, {1});
-  for (std::size_t batch : {3u, 1u, 5u, 3u, 1u}) {
+  // Batches of 8 and 12 (and 3 on 3 threads) run their passes in parallel, the others split
+  // each op.
+  for (std::size_t batch : {3u, 1u, 5u, 8u, 3u, 12u, 1u}) {
     const auto in = testing::random_normal(batch * 20 * 81, rng);
     const std::vector<float> expected = Interpreter(m, {1}).run(in, batch);
-    for (int threads = 1; threads <= 3; ++threads) {
+    for (int threads = 1; threads <= 4; ++threads) {
       net.set_threads(threads);
       EXPECT_EQ(net.run(in, batch), expected) << "batch " << batch << ", " << threads << " threads";
     }

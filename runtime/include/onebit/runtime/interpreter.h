@@ -23,8 +23,10 @@ namespace onebit::runtime {
 /// Options of an `Interpreter`.
 struct InterpreterOptions {
   /// Threads per `run` call (the calling thread included), taken from the process-wide
-  /// persistent pool; conv and dense work is split over images, output rows and output
-  /// channels. 1 runs everything on the caller's thread. Results do not depend on it.
+  /// persistent pool. A batch of a multiple of `threads` images, or of at least 4 per thread,
+  /// runs equal groups of images in parallel; otherwise each op splits its work (convs and
+  /// dense over output rows and output channels, element-wise ops over pixels). 1 runs
+  /// everything on the caller's thread. Results do not depend on it.
   int threads = 1;
   /// Kernel table; nullptr uses `active_kernels()` (CPUID or `ONEBIT_ISA`).
   const KernelTable* kernels = nullptr;
