@@ -71,7 +71,9 @@ class Interpreter {
   /// Same as above on a raw buffer of `size` floats.
   std::vector<float> run(const float* input, std::size_t size, std::size_t batch) const;
   /// Runs like `run` and also reports the wall time of every op, in execution order.
-  /// The output is identical to `run`'s (same kernels, same threads); `timings` is replaced by
+  /// The output is identical to `run`'s (same kernels, same threads; a profiled run always
+  /// splits each op over the threads rather than running groups of images in parallel, so
+  /// that every entry times one op); `timings` is replaced by
   /// one entry per op that runs (every op up to the one producing the model output). An op's
   /// time covers zero-filling its output in the arena and the op itself; the input/output
   /// transposes are not in any entry. `run` itself reads no clock.
