@@ -17,6 +17,10 @@ void pack_sign_rows_reference(const float* x, std::size_t rows, std::size_t n, s
 void sgemm_f32_reference(const SgemmArgs& args);
 void dwconv_f32_reference(const DwconvArgs& args);
 
+PeakLoopResult binary_peak_loop_reference(std::uint64_t blocks, BitWord seed);
+PeakLoopResult binary_peak_loop_avx2(std::uint64_t blocks, BitWord seed);
+PeakLoopResult binary_peak_loop_avx512(std::uint64_t blocks, BitWord seed);
+
 void bgemm_b1_8x4_avx2(const BgemmArgs& args);
 void pack_sign_rows_avx2(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,
                          BitWord* out, std::size_t ld_out);
@@ -40,9 +44,20 @@ static inline std::int64_t bgemm_dot(const BgemmArgs& g, std::size_t row, std::s
                                      std::int64_t popcount) {
   std::int64_t dot = g.k_bits - 2 * popcount;
   if (g.epilogue.correction_table != nullptr) {
-    dot -= g.epilogue.correction_table[g.epilogue.correction_row[row] * bgemm_padded_n(g.n) + o];
+    dot -= g.epilogue.correction_table[g.epilogue.correction_row[row] *
+                                           bgemm_correction_ld(g.epilogue, g.n) +
+                                       o];
   }
   return dot;
+}
+
+// Word `index` of a peak loop's data (splitmix64 of seed + index): every ISA derives its
+// registers' contents the same way (internal linkage, like bgemm_dot).
+static inline BitWord peak_word(BitWord seed, std::uint64_t index) {
+  BitWord z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
 }
 
 // Taps [*first, *last) of one window axis whose input coordinate `start + t * dilation` lies in

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <map>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 
@@ -22,6 +25,7 @@ struct BinaryConvBench::Impl {
   BinaryConvShape shape;
   Model model;
   std::unique_ptr<detail::PreparedOp> op;
+  std::vector<std::uint64_t> in_words, out_words;
   detail::Buffer in, out;
   detail::RunContext ctx;
 };
@@ -51,14 +55,16 @@ BinaryConvBench::BinaryConvBench(const BinaryConvShape& shape, int threads,
   detail::ValueInfo out_info;
   m.op = detail::prepare_op(m.model, m.model.ops.at(1), {in_info}, out_info, "bench conv");
   const auto batch = static_cast<std::size_t>(shape.batch);
-  m.in.words.resize(batch * in_info.image_words());
+  m.in_words.resize(batch * in_info.image_words());
   std::mt19937_64 bits(7);
   const std::size_t cw = words_for_bits(static_cast<std::size_t>(c));
   const BitWord tail = c % 64 == 0 ? ~BitWord{0} : (BitWord{1} << (c % 64)) - 1;
-  for (std::size_t i = 0; i < m.in.words.size(); ++i) {
-    m.in.words[i] = bits() & (i % cw + 1 == cw ? tail : ~BitWord{0});
+  for (std::size_t i = 0; i < m.in_words.size(); ++i) {
+    m.in_words[i] = bits() & (i % cw + 1 == cw ? tail : ~BitWord{0});
   }
-  m.out.words.assign(batch * out_info.image_words(), 0);
+  m.out_words.assign(batch * out_info.image_words(), 0);
+  m.in = detail::Buffer{m.in_words.data(), m.in_words.size()};
+  m.out = detail::Buffer{m.out_words.data(), m.out_words.size()};
   m.ctx.kernels = kernels != nullptr ? kernels : &active_kernels();
   m.ctx.threads = threads;
 }
@@ -75,8 +81,10 @@ const BinaryConvShape& BinaryConvBench::shape() const { return impl_->shape; }
 struct OpBench::Impl {
   Model model;
   std::unique_ptr<detail::PreparedOp> op;
+  std::vector<std::vector<std::uint64_t>> in_words;
   std::vector<detail::Buffer> in;
   std::vector<const detail::Buffer*> in_ptrs;
+  std::vector<std::uint64_t> out_words;
   detail::Buffer out;
   detail::ValueInfo out_info;
   detail::RunContext ctx;
@@ -112,15 +120,17 @@ OpBench::OpBench(const Model& model, std::size_t op_index, std::int64_t batch, i
   std::normal_distribution<float> normal;
   const Op& op = m.model.ops[op_index];
   m.in.resize(op.inputs.size());
+  m.in_words.resize(op.inputs.size());
   for (std::size_t k = 0; k < op.inputs.size(); ++k) {
     const detail::ValueInfo& v = values[static_cast<std::size_t>(op.inputs[k])];
+    m.in_words[k].resize(m.batch * v.image_words());
     detail::Buffer& b = m.in[k];
-    b.words.resize(m.batch * v.image_words());
+    b = detail::Buffer{m.in_words[k].data(), m.in_words[k].size()};
     if (v.dtype == DType::kBits) {
       const std::size_t cw = words_for_bits(static_cast<std::size_t>(v.c));
       const BitWord tail = v.c % 64 == 0 ? ~BitWord{0} : (BitWord{1} << (v.c % 64)) - 1;
-      for (std::size_t i = 0; i < b.words.size(); ++i) {
-        b.words[i] = rng() & (i % cw + 1 == cw ? tail : ~BitWord{0});
+      for (std::size_t i = 0; i < b.size; ++i) {
+        b.data[i] = rng() & (i % cw + 1 == cw ? tail : ~BitWord{0});
       }
     } else {
       const std::size_t n = m.batch * static_cast<std::size_t>(v.c * v.h * v.w);
@@ -128,7 +138,8 @@ OpBench::OpBench(const Model& model, std::size_t op_index, std::int64_t batch, i
     }
   }
   for (const detail::Buffer& b : m.in) m.in_ptrs.push_back(&b);
-  m.out.words.assign(m.batch * m.out_info.image_words(), 0);
+  m.out_words.assign(m.batch * m.out_info.image_words(), 0);
+  m.out = detail::Buffer{m.out_words.data(), m.out_words.size()};
   m.ctx.kernels = kernels != nullptr ? kernels : &active_kernels();
   m.ctx.threads = threads;
 }
@@ -170,14 +181,83 @@ double measure_core_clock_hz() {
   return best;
 }
 
+BinaryPeak measure_binary_peak(const KernelTable* kernels, int trials, double seconds_per_trial) {
+  if (trials < 1 || !(seconds_per_trial > 0)) {
+    throw std::invalid_argument("measure_binary_peak: trials = " + std::to_string(trials) +
+                                ", seconds_per_trial = " + std::to_string(seconds_per_trial) +
+                                ", expected at least 1 trial of more than 0 seconds");
+  }
+  const KernelTable& k = kernels != nullptr ? *kernels : active_kernels();
+  using Clock = std::chrono::steady_clock;
+  const auto time_blocks = [&](std::uint64_t blocks, PeakLoopResult& out) {
+    const auto t0 = Clock::now();
+    out = k.binary_peak_loop(blocks, 0x0123456789ABCDEFull);
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  // Calibration: grow the block count until one call takes at least 1 ms.
+  PeakLoopResult r;
+  std::uint64_t blocks = 64;
+  double s = time_blocks(blocks, r);
+  while (s < 1e-3 && blocks < (std::uint64_t{1} << 40)) s = time_blocks(blocks *= 4, r);
+  blocks = std::max<std::uint64_t>(
+      1, static_cast<std::uint64_t>(static_cast<double>(blocks) * seconds_per_trial / s));
+  BinaryPeak p;
+  p.isa = k.isa;
+  p.cpu = cpu_model_name();
+  p.trials = trials;
+  for (int t = 0; t < trials; ++t) {
+    s = time_blocks(blocks, r);
+    p.binary_macs = r.binary_macs;
+    p.binary_macs_per_s = std::max(p.binary_macs_per_s, static_cast<double>(r.binary_macs) / s);
+  }
+  p.clock_hz = measure_core_clock_hz();
+  p.binary_macs_per_cycle = p.binary_macs_per_s / p.clock_hz;
+  return p;
+}
+
+const BinaryPeak& binary_peak(Isa isa) {
+  static std::mutex mutex;
+  static std::map<Isa, BinaryPeak> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(isa);
+  if (it == cache.end()) it = cache.emplace(isa, measure_binary_peak(&kernels_for(isa))).first;
+  return it->second;
+}
+
+std::string cpu_model_name() {
+  std::ifstream info("/proc/cpuinfo");
+  std::string line, name, family, model;
+  const auto value = [](const std::string& l) {
+    const auto colon = l.find(':');
+    if (colon == std::string::npos) return std::string();
+    const auto start = l.find_first_not_of(" \t", colon + 1);
+    return start == std::string::npos ? std::string() : l.substr(start);
+  };
+  while (std::getline(info, line) && (name.empty() || family.empty() || model.empty())) {
+    if (line.rfind("model name", 0) == 0 && name.empty()) {
+      name = value(line);
+    } else if (line.rfind("cpu family", 0) == 0 && family.empty()) {
+      family = value(line);
+    } else if (line.rfind("model", 0) == 0 && line.rfind("model name", 0) != 0 && model.empty()) {
+      model = value(line);
+    }
+  }
+  if (name.empty()) return "unknown CPU";
+  if (!family.empty() && !model.empty()) name += " (family " + family + " model " + model + ")";
+  return name;
+}
+
 BenchResult bench_binary_conv(const BinaryConvShape& shape, int threads, double min_seconds,
                               const KernelTable* kernels) {
-  BinaryConvBench bench(shape, threads, kernels);
-  bench.run();  // warm-up: caches, page faults
+  const KernelTable& table = kernels != nullptr ? *kernels : active_kernels();
+  const BinaryPeak& peak = binary_peak(table.isa);
+  BinaryConvBench bench(shape, threads, &table);
+  bench.run();  // warm-up: caches, page faults, the thread pool
   BenchResult r;
   r.shape = shape.name();
-  r.isa = isa_name((kernels != nullptr ? kernels : &active_kernels())->isa);
+  r.isa = isa_name(table.isa);
   r.threads = threads;
+  r.peak_binary_macs_per_cycle = peak.binary_macs_per_cycle;
   r.clock_hz = measure_core_clock_hz();
   const auto t0 = std::chrono::steady_clock::now();
   double elapsed = 0.0;
@@ -188,8 +268,8 @@ BenchResult bench_binary_conv(const BinaryConvShape& shape, int threads, double 
   } while (elapsed < min_seconds);
   r.seconds_per_run = elapsed / static_cast<double>(r.iterations);
   r.binary_macs_per_s = static_cast<double>(shape.binary_macs()) / r.seconds_per_run;
-  r.percent_of_peak =
-      100.0 * r.binary_macs_per_s / (r.clock_hz * kPeakBinaryMacsPerCycle * std::max(threads, 1));
+  r.percent_of_peak = 100.0 * (r.binary_macs_per_s / r.clock_hz) /
+                      (peak.binary_macs_per_cycle * std::max(threads, 1));
   return r;
 }
 

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <mutex>
 #include <stdexcept>
 
+#include "onebit/runtime/memory_plan.h"
 #include "op_table.h"
 #include "ops.h"
 
@@ -15,6 +18,10 @@ using detail::ValueInfo;
 namespace {
 
 constexpr std::int64_t kMaxValueElements = std::int64_t{1} << 24;
+constexpr std::size_t kArenaAlignment = 64;  // bytes: each value starts on a cache line
+// Arena bytes of one pass over the ops: about the L2 cache of one core, so that an op reads
+// what the op before it wrote from cache instead of memory.
+constexpr std::size_t kPassBytes = std::size_t{512} << 10;
 
 ValueInfo input_info(const Model& model) {
   const auto& s = model.input_shape;
@@ -32,12 +39,25 @@ struct Interpreter::Impl {
   std::atomic<int> threads{1};
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
-  // Memory plan, from the same liveness `run` uses: after op i, free_after[i] lists the values
-  // whose last consumer is op i (and op i's own value when nothing consumes it). A value with
-  // several consumers lives until the last of them; the model output is never freed.
-  std::vector<std::vector<std::int32_t>> free_after;
-  std::size_t last_op = 0;           // ops after the one producing the output are not run
-  std::size_t peak_image_words = 0;  // most words live at once, per image
+  std::size_t last_op = 0;          // ops after the one producing the output are not run
+  std::size_t images_per_pass = 1;  // see plan_memory
+  // Lifetime of every value in steps (step 0: the input transpose, step i + 1: op i, then one
+  // step for the output transpose), with the bytes of one image; `lifetimes_for` scales them by the
+  // batch.
+  std::vector<ValueLifetime> lifetimes;
+
+  // What one run needs besides the model: the arena planned for `batch` images and a Buffer
+  // view per value into it. Runs take a state from `idle` (or make one) and give it back, so
+  // steady-state runs allocate nothing and concurrent runs never share a state.
+  struct RunState {
+    std::size_t batch = 0;
+    std::unique_ptr<std::uint64_t[]> storage;
+    std::size_t storage_words = 0;
+    std::vector<Buffer> buffers;
+    std::vector<std::vector<const Buffer*>> inputs;  // per op, pointers into `buffers`
+  };
+  mutable std::mutex idle_mutex;
+  mutable std::vector<std::unique_ptr<RunState>> idle;
 
   void prepare() {
     values.push_back(input_info(model));
@@ -70,29 +90,80 @@ struct Interpreter::Impl {
   void plan_memory() {
     const auto output = static_cast<std::size_t>(model.output);
     last_op = output == 0 ? 0 : output - 1;
-    // Last consumer of each value among the ops that run; -1: none.
-    std::vector<std::int64_t> last_use(values.size(), -1);
-    for (std::size_t i = 0; i < model.ops.size() && output > 0 && i <= last_op; ++i) {
-      for (std::int32_t v : model.ops[i].inputs) last_use[v] = static_cast<std::int64_t>(i);
+    const std::size_t steps_run = output == 0 ? 0 : last_op + 1;
+    lifetimes.assign(values.size(), ValueLifetime{});
+    for (std::size_t v = 0; v <= steps_run; ++v) {  // the input and every value of an op that runs
+      lifetimes[v] = ValueLifetime{values[v].image_words() * sizeof(std::uint64_t),
+                                   static_cast<std::int64_t>(v), static_cast<std::int64_t>(v)};
     }
-    free_after.assign(model.ops.size(), {});
-    std::size_t live = values[0].image_words();
-    peak_image_words = live;
-    if (output == 0) return;
-    for (std::size_t i = 0; i <= last_op; ++i) {
-      live += values[i + 1].image_words();
-      peak_image_words = std::max(peak_image_words, live);
-      std::vector<std::int32_t>& frees = free_after[i];
+    for (std::size_t i = 0; i < steps_run; ++i) {
       for (std::int32_t v : model.ops[i].inputs) {
-        const bool last = last_use[v] == static_cast<std::int64_t>(i);
-        if (last && static_cast<std::size_t>(v) != output &&
-            std::find(frees.begin(), frees.end(), v) == frees.end()) {
-          frees.push_back(v);
+        ValueLifetime& l = lifetimes[static_cast<std::size_t>(v)];
+        l.last = std::max(l.last, static_cast<std::int64_t>(i + 1));
+      }
+    }
+    lifetimes[output].last = static_cast<std::int64_t>(steps_run + 1);  // read by the transpose
+    // A batch goes through the ops in passes of as many images as fit in kPassBytes of arena.
+    const std::size_t image_arena =
+        std::max<std::size_t>(1, plan_arena(lifetimes, kArenaAlignment).bytes);
+    images_per_pass = std::max<std::size_t>(1, kPassBytes / image_arena);
+  }
+
+  std::vector<ValueLifetime> lifetimes_for(std::size_t batch) const {
+    std::vector<ValueLifetime> l = lifetimes;
+    for (ValueLifetime& v : l) v.bytes *= batch;
+    return l;
+  }
+
+  std::unique_ptr<RunState> acquire(std::size_t batch) const {
+    std::unique_ptr<RunState> state;
+    {
+      std::lock_guard<std::mutex> lock(idle_mutex);
+      if (!idle.empty()) {
+        // Prefer a state already planned for this batch.
+        auto it = std::find_if(idle.begin(), idle.end(),
+                               [&](const auto& st) { return st->batch == batch; });
+        if (it == idle.end()) it = idle.end() - 1;
+        state = std::move(*it);
+        idle.erase(it);
+      }
+    }
+    if (!state) {
+      state = std::make_unique<RunState>();
+      state->buffers.resize(values.size());
+      state->inputs.resize(model.ops.size());
+      for (std::size_t i = 0; i < model.ops.size(); ++i) {
+        for (std::int32_t v : model.ops[i].inputs) {
+          state->inputs[i].push_back(&state->buffers[static_cast<std::size_t>(v)]);
         }
       }
-      if (last_use[i + 1] < 0 && i + 1 != output) frees.push_back(static_cast<std::int32_t>(i + 1));
-      for (std::int32_t v : frees) live -= values[static_cast<std::size_t>(v)].image_words();
     }
+    if (state->batch != batch) {
+      const std::vector<ValueLifetime> l = lifetimes_for(batch);
+      const ArenaPlan plan = plan_arena(l, kArenaAlignment);
+      const std::size_t words = plan.bytes / sizeof(std::uint64_t) + kArenaAlignment / 8;
+      if (state->storage_words < words) {
+        state->storage.reset(new std::uint64_t[words]);
+        state->storage_words = words;
+        // Not zero: an op that claims to write its whole output but leaves something unwritten
+        // shows up in tests as garbage instead of passing by chance on fresh zero pages.
+        std::memset(state->storage.get(), 0xA5, words * sizeof(std::uint64_t));
+      }
+      const auto addr = reinterpret_cast<std::uintptr_t>(state->storage.get());
+      std::uint64_t* base =
+          state->storage.get() + ((kArenaAlignment - addr % kArenaAlignment) % kArenaAlignment) / 8;
+      for (std::size_t v = 0; v < values.size(); ++v) {
+        state->buffers[v].data = l[v].bytes != 0 ? base + plan.offsets[v] / 8 : nullptr;
+        state->buffers[v].size = l[v].bytes / sizeof(std::uint64_t);
+      }
+      state->batch = batch;
+    }
+    return state;
+  }
+
+  void release(std::unique_ptr<RunState> state) const {
+    std::lock_guard<std::mutex> lock(idle_mutex);
+    idle.push_back(std::move(state));
   }
 
   // One run. With kProfile the op loop also reads the clock and fills `timings`; the two
@@ -109,36 +180,103 @@ struct Interpreter::Impl {
                                   std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) +
                                   "," + std::to_string(in.h) + "," + std::to_string(in.w) + ")");
     }
-    std::vector<Buffer> buffers(values.size());
-    buffers[0].words.assign(batch * in.image_words(), 0);
-    for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
-      for (std::size_t ch = 0; ch < c; ++ch) {
-        for (std::size_t p = 0; p < hw; ++p) {
-          buffers[0].f()[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
+    const ValueInfo& out = values[static_cast<std::size_t>(model.output)];
+    const auto out_image = static_cast<std::size_t>(out.c * out.h * out.w);
+    std::vector<float> result(batch * out_image);
+    if constexpr (kProfile) timings->clear();
+    // Passes of at most images_per_pass images through all ops: no op mixes images, so the
+    // result is the same as one pass, and a pass's activations stay in cache.
+    std::size_t pass = std::min(batch, images_per_pass);
+    const int threads_now = threads.load();
+    const auto t = static_cast<std::size_t>(std::max(threads_now, 1));
+    if (!kProfile && t > 1 && (batch % t == 0 || batch >= 4 * t)) {
+      // Enough images for every thread: passes of equal size run in parallel, each on one
+      // thread with its own arena, so no op waits for the others (small ops would spend more
+      // time synchronizing than computing if each were split over the threads).
+      const std::size_t passes = t * (((batch + pass - 1) / pass + t - 1) / t);
+      pass = (batch + passes - 1) / passes;
+      struct Pass {
+        const Impl* self;
+        const float* input;
+        float* result;
+        std::size_t batch, pass, in_image, out_image;
+      } job{this, input, result.data(), batch, pass, c * hw, out_image};
+      const std::size_t count = (batch + pass - 1) / pass;
+      detail::run_tasks(
+          count, threads_now,
+          [](void* context, std::size_t i) {
+            const Pass& j = *static_cast<const Pass*>(context);
+            const std::size_t first = i * j.pass, n = std::min(j.pass, j.batch - first);
+            std::unique_ptr<RunState> state = j.self->acquire(j.pass);
+            j.self->template run_pass<false>(*state, j.input + first * j.in_image, n,
+                                             j.result + first * j.out_image, nullptr, true, 1);
+            j.self->release(std::move(state));
+          },
+          &job);
+      return result;
+    }
+    std::unique_ptr<RunState> state = acquire(pass);
+    for (std::size_t first = 0; first < batch; first += pass) {
+      const std::size_t n = std::min(pass, batch - first);
+      run_pass<kProfile>(*state, input + first * c * hw, n, result.data() + first * out_image,
+                         timings, first == 0, threads_now);
+    }
+    release(std::move(state));
+    return result;
+  }
+
+  // One pass of `batch` images (at most the batch `state` is planned for) on `op_threads`
+  // threads: input transpose, every op, output transpose into `result`. With kProfile, op times
+  // are appended (`first_pass`) or added to the entries of the earlier passes.
+  template <bool kProfile>
+  void run_pass(RunState& state, const float* input, std::size_t batch, float* result,
+                std::vector<OpTiming>* timings, bool first_pass, int op_threads) const {
+    const ValueInfo& in = values[0];
+    const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
+    std::vector<Buffer>& buffers = state.buffers;
+    float* x = buffers[0].f();
+    buffers[0].data[(batch * c * hw - 1) / 2] = 0;  // the padding half of an odd float count
+    if (c == 1 || hw == 1) {                        // NCHW and NHWC are the same layout
+      std::memcpy(x, input, batch * c * hw * sizeof(float));
+    } else {
+      for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
+        for (std::size_t ch = 0; ch < c; ++ch) {
+          for (std::size_t p = 0; p < hw; ++p)
+            x[(n * hw + p) * c + ch] = input[(n * c + ch) * hw + p];
         }
       }
     }
-    if constexpr (kProfile) timings->clear();
-    const detail::RunContext ctx{kernels, threads.load()};
+    const detail::RunContext ctx{kernels, op_threads};
     const auto output = static_cast<std::size_t>(model.output);
     for (std::size_t i = 0; output > 0 && i <= last_op; ++i) {
       using Clock = std::chrono::steady_clock;
       [[maybe_unused]] Clock::time_point start;
       if constexpr (kProfile) start = Clock::now();
-      std::vector<const Buffer*> inputs;
-      for (std::int32_t v : model.ops[i].inputs) inputs.push_back(&buffers[v]);
-      buffers[i + 1].words.assign(batch * values[i + 1].image_words(), 0);
-      ops[i]->run(ctx, inputs, buffers[i + 1], batch);
-      for (std::int32_t v : free_after[i]) std::vector<std::uint64_t>().swap(buffers[v].words);
+      Buffer& out = buffers[i + 1];
+      if (!ops[i]->writes_whole_output()) {
+        std::memset(out.data, 0, batch * values[i + 1].image_words() * sizeof(std::uint64_t));
+      }
+      ops[i]->run(ctx, state.inputs[i], out, batch);
       if constexpr (kProfile) {
         const std::chrono::duration<double> elapsed = Clock::now() - start;
-        timings->push_back(timing(i, batch, elapsed.count()));
+        const OpTiming t = timing(i, batch, elapsed.count());
+        if (first_pass) {
+          timings->push_back(t);
+        } else {
+          OpTiming& total = (*timings)[i];
+          total.seconds += t.seconds;
+          total.binary_macs += t.binary_macs;
+          total.float_macs += t.float_macs;
+        }
       }
     }
     const ValueInfo& out = values[output];
     const auto oc = static_cast<std::size_t>(out.c), ohw = static_cast<std::size_t>(out.h * out.w);
-    std::vector<float> result(batch * oc * ohw);
     const Buffer& ob = buffers[output];
+    if (out.dtype != DType::kBits && (oc == 1 || ohw == 1)) {  // the same layout
+      std::memcpy(result, ob.f(), batch * oc * ohw * sizeof(float));
+      return;
+    }
     for (std::size_t n = 0; n < batch; ++n) {  // NHWC -> NCHW
       for (std::size_t p = 0; p < ohw; ++p) {
         for (std::size_t ch = 0; ch < oc; ++ch) {
@@ -149,7 +287,6 @@ struct Interpreter::Impl {
         }
       }
     }
-    return result;
   }
 
   OpTiming timing(std::size_t i, std::size_t batch, double seconds) const {
@@ -227,8 +364,15 @@ std::int64_t Interpreter::binary_macs_per_image() const {
 }
 
 std::size_t Interpreter::activation_bytes(std::size_t batch) const {
-  return impl_->peak_image_words * batch * sizeof(std::uint64_t);
+  return plan_arena(impl_->lifetimes_for(std::min(batch, impl_->images_per_pass)), kArenaAlignment)
+      .bytes;
 }
+
+std::size_t Interpreter::live_activation_bytes(std::size_t batch) const {
+  return largest_live_bytes(impl_->lifetimes_for(std::min(batch, impl_->images_per_pass)));
+}
+
+std::size_t Interpreter::images_per_pass() const { return impl_->images_per_pass; }
 
 const Model& Interpreter::model() const { return impl_->model; }
 

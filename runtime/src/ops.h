@@ -2,15 +2,18 @@
 // Internal: prepared ops of the interpreter. An op is validated and laid out once (prepare_op),
 // then run any number of times, concurrently, on per-call buffers.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "onebit/runtime/kernels.h"
 #include "onebit/runtime/model.h"
+#include "thread_pool.h"
 
 namespace onebit::runtime::detail {
 
@@ -24,13 +27,15 @@ struct ValueInfo {
   std::size_t image_words() const;
 };
 
-/// Storage of one value for a whole batch.
+/// One value for a whole batch: a view of `size` 8-byte words owned elsewhere (the
+/// interpreter's arena, or a benchmark's vectors).
 struct Buffer {
-  std::vector<std::uint64_t> words;
-  float* f() { return reinterpret_cast<float*>(words.data()); }
-  const float* f() const { return reinterpret_cast<const float*>(words.data()); }
-  BitWord* b() { return words.data(); }
-  const BitWord* b() const { return words.data(); }
+  std::uint64_t* data = nullptr;
+  std::size_t size = 0;
+  float* f() { return reinterpret_cast<float*>(data); }
+  const float* f() const { return reinterpret_cast<const float*>(data); }
+  BitWord* b() { return data; }
+  const BitWord* b() const { return data; }
 };
 
 /// What one run needs besides buffers.
@@ -43,9 +48,14 @@ struct RunContext {
 class PreparedOp {
  public:
   virtual ~PreparedOp() = default;
-  /// Computes `out` (already sized, zero-filled) from `in` for `batch` images.
+  /// Computes `out` (already sized; zero-filled unless `writes_whole_output`) from `in` for
+  /// `batch` images.
   virtual void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
                    std::size_t batch) const = 0;
+  /// True when `run` writes every element of its output (every float, or every word of packed
+  /// rows), so the interpreter need not zero-fill the output first; false (the default) when
+  /// the op relies on the zero fill (accumulation, bit copies that leave padding bits).
+  virtual bool writes_whole_output() const { return false; }
   /// Binary multiply-accumulates per image (0 for non-binary ops).
   virtual std::int64_t binary_macs() const { return 0; }
   /// Float multiply-accumulates per image of float conv2d / dense (weights x output pixels);
@@ -174,7 +184,60 @@ const Tensor& op_tensor(const Model& model, const Op& op, const std::string& rol
 /// True when `op` references a tensor under `role`.
 bool has_tensor(const Op& op, const std::string& role);
 
-/// Runs `fn(i)` for i in [0, n) on up to `threads` threads (the caller's thread included).
-void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn);
+/// Runs `fn(i)` for i in [0, n) on up to `threads` threads of the shared persistent pool (the
+/// caller's thread included; see thread_pool.h). `fn` is called through a plain function
+/// pointer, so nothing is allocated per call. Which thread runs which i varies between calls, so
+/// every fn(i) must compute the same result wherever it runs.
+template <typename Fn>
+void parallel_for(std::size_t n, int threads, Fn&& fn) {
+  using F = std::remove_reference_t<Fn>;
+  if (threads <= 1 || n <= 1) {
+    for (std::size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  run_tasks(
+      n, threads, [](void* f, std::size_t i) { (*static_cast<F*>(f))(i); },
+      const_cast<void*>(static_cast<const void*>(&fn)));
+}
+
+/// Element-wise work below which an op runs on the calling thread: waking workers and sharing
+/// cache lines costs more than it saves for a few microseconds of work.
+inline constexpr std::size_t kMinParallelElements = 32768;
+
+/// Runs `fn(begin, end)` over `rows` rows (pixels) of `row_elements` elements each: on the
+/// calling thread as one range when the total is small or `threads` is 1, else as `threads`
+/// equal ranges on the pool. For ops whose every output row depends only on its own inputs,
+/// so the results do not depend on the split.
+template <typename Fn>
+void parallel_rows(std::size_t rows, std::size_t row_elements, int threads, Fn&& fn) {
+  const auto t = static_cast<std::size_t>(threads < 1 ? 1 : threads);
+  if (t == 1 || rows < 2 || rows * row_elements < kMinParallelElements) {
+    fn(std::size_t{0}, rows);
+    return;
+  }
+  const std::size_t ranges = std::min(rows, t);
+  parallel_for(ranges, threads,
+               [&](std::size_t i) { fn(rows * i / ranges, rows * (i + 1) / ranges); });
+}
+
+/// How a binary conv's GEMM of one image (`rows` output pixels x `panels` panels of 8 output
+/// channels) is cut into tasks: `row_chunks` chunks of `chunk_rows` rows (a multiple of 4, the
+/// last chunk shorter) times `col_blocks` blocks of `block_panels` panels (the last shorter).
+struct ConvSplit {
+  std::size_t chunk_rows = 0, row_chunks = 1, block_panels = 0, col_blocks = 1;
+};
+
+/// Picks the split of `images` GEMMs for `threads` threads: one thread gets chunks of at most
+/// `max_rows` rows and whole columns; more threads get the split with the shortest estimated
+/// time when equal tasks are shared out (output channels are cut only when `split_columns`).
+/// Every split computes each output element the same way.
+ConvSplit plan_conv_split(std::size_t images, std::size_t rows, std::size_t panels,
+                          std::size_t k_words, std::size_t max_rows, int threads,
+                          bool split_columns);
+
+/// A thread's reusable scratch memory: at least `words` 8-byte words, 64-byte aligned, valid
+/// until the same thread asks for the same `slot` again. Ops use it instead of allocating per
+/// run; slot 0 and 1 may be held at the same time.
+std::uint64_t* thread_scratch(std::size_t words, int slot = 0);
 
 }  // namespace onebit::runtime::detail

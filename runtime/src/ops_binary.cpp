@@ -10,6 +10,39 @@
 
 namespace onebit::runtime::detail {
 
+ConvSplit plan_conv_split(std::size_t images, std::size_t rows, std::size_t panels,
+                          std::size_t k_words, std::size_t max_rows, int threads,
+                          bool split_columns) {
+  const auto ceil_div = [](std::size_t a, std::size_t b) { return (a + b - 1) / b; };
+  const std::size_t base_chunks = ceil_div(rows, max_rows);
+  // One thread: chunks of at most max_rows rows (a multiple of 4), as even as possible.
+  const std::size_t base_rows = std::min(rows, ceil_div(ceil_div(rows, base_chunks), 4) * 4);
+  ConvSplit best{base_rows, ceil_div(rows, base_rows), panels, 1};
+  const auto t = static_cast<std::size_t>(std::max(threads, 1));
+  if (t == 1) return best;
+  // Cost of a task in units of one XOR-popcount of 8 channels: the GEMM, its im2col and a fixed
+  // overhead; the makespan of equal tasks handed out to t threads is ceil(tasks / t) tasks.
+  double best_cost = -1;
+  const std::size_t max_blocks = split_columns ? std::min(panels, 2 * t) : 1;
+  for (std::size_t blocks = 1; blocks <= max_blocks; ++blocks) {
+    const std::size_t block_panels = ceil_div(panels, blocks);
+    if (ceil_div(panels, block_panels) != blocks) continue;  // same split as a smaller count
+    for (std::size_t chunks = base_chunks; chunks <= base_chunks + 2 * t; ++chunks) {
+      const std::size_t chunk_rows = std::min(rows, ceil_div(ceil_div(rows, chunks), 4) * 4);
+      const std::size_t real_chunks = ceil_div(rows, chunk_rows);
+      if (real_chunks != chunks) continue;
+      const std::size_t tasks = images * chunks * blocks;
+      const double task = static_cast<double>(chunk_rows * k_words * (block_panels + 1) + 256);
+      const double cost = static_cast<double>(ceil_div(tasks, t)) * task;
+      if (best_cost < 0 || cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = ConvSplit{chunk_rows, chunks, block_panels, blocks};
+      }
+    }
+  }
+  return best;
+}
+
 namespace {
 
 constexpr std::int64_t kMaxKBits = std::int64_t{1} << 24;  // float(dot) stays exact
@@ -25,11 +58,16 @@ inline void copy_words(const BitWord* src, std::size_t n, BitWord* dst) {
 class Quantize final : public PreparedOp {
  public:
   explicit Quantize(const ValueInfo& in) : in_(in) {}
+  bool writes_whole_output() const override { return true; }  // whole words per pixel
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
-    ctx.kernels->pack_sign_rows(in[0]->f(), batch * static_cast<std::size_t>(in_.h * in_.w), c, c,
-                                out.b(), words_for_bits(c));
+    const std::size_t words = words_for_bits(c);
+    parallel_rows(batch * static_cast<std::size_t>(in_.h * in_.w), c, ctx.threads,
+                  [&](std::size_t r0, std::size_t r1) {
+                    ctx.kernels->pack_sign_rows(in[0]->f() + r0 * c, r1 - r0, c, c,
+                                                out.b() + r0 * words, words);
+                  });
   }
 
  private:
@@ -51,6 +89,11 @@ class BinaryConv final : public PreparedOp {
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override;
   std::int64_t binary_macs() const override { return win_.out_h * win_.out_w * c_out_ * k_bits_; }
+  // Float: every channel of every pixel. Bits: whole bytes of 8 channels, so whole words only
+  // when one group covers multiples of 64 channels.
+  bool writes_whole_output() const override {
+    return !output_bits_ || (groups_ == 1 && c_out_ % 64 == 0);
+  }
 
  private:
   void read_weights(const Tensor& w, std::vector<BitWord>& rows) const;
@@ -59,7 +102,7 @@ class BinaryConv final : public PreparedOp {
   void im2col(const BitWord* image, std::int64_t g, std::size_t p0, std::size_t p1,
               BitWord* col) const;
   void run_rows(const RunContext& ctx, const BitWord* image, std::size_t out_row0, std::size_t p0,
-                std::size_t p1, Buffer& out) const;
+                std::size_t p1, std::size_t panel0, std::size_t panel1, Buffer& out) const;
 
   Window win_;
   std::int64_t c_in_ = 0, c_out_ = 0, groups_ = 1, cin_g_ = 0, cout_g_ = 0;
@@ -234,8 +277,18 @@ void BinaryConv::im2col(const BitWord* image, std::int64_t g, std::size_t p0, st
     const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
     const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
     BitWord* dst = col + (p - p0) * k_words_;
+    // With one group and no horizontal dilation, a kernel row inside the image is one run of
+    // kw pixels of packed words in NHWC: one copy.
+    const std::int64_t ix0 = win_.in_x(ox, 0);
+    const bool row_inside = groups_ == 1 && win_.dw == 1 && ix0 >= 0 && ix0 + win_.kw <= win_.in_w;
     for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
       const std::int64_t iy = win_.in_y(oy, ky);
+      if (row_inside && iy >= 0 && iy < win_.in_h) {
+        copy_words(image + static_cast<std::size_t>(iy * win_.in_w + ix0) * cw_in_,
+                   static_cast<std::size_t>(win_.kw) * cwg_, dst);
+        dst += static_cast<std::size_t>(win_.kw) * cwg_;
+        continue;
+      }
       for (std::int64_t kx = 0; kx < win_.kw; ++kx, dst += cwg_) {
         const std::int64_t ix = win_.in_x(ox, kx);
         if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
@@ -255,51 +308,62 @@ void BinaryConv::im2col(const BitWord* image, std::int64_t g, std::size_t p0, st
   }
 }
 
-// Output rows [p0, p1) of one image; out_row0 is the index of the image's first output pixel.
+// Output rows [p0, p1) of one image and output channel panels [panel0, panel1) of each group
+// (all panels unless there is one group); out_row0 is the index of the image's first output
+// pixel. Each output element's arithmetic does not depend on the ranges.
 void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size_t out_row0,
-                          std::size_t p0, std::size_t p1, Buffer& out) const {
+                          std::size_t p0, std::size_t p1, std::size_t panel0, std::size_t panel1,
+                          Buffer& out) const {
   const std::size_t rows = p1 - p0;
-  std::unique_ptr<BitWord[]> col(direct_ ? nullptr : new BitWord[rows * k_words_]);
+  BitWord* col = direct_ ? nullptr : thread_scratch(rows * k_words_, 0);
   const bool aligned_bits = groups_ == 1 || cout_g_ % 8 == 0;
   const std::size_t temp_words = words_for_bits(static_cast<std::size_t>(cout_g_));
-  std::unique_ptr<BitWord[]> temp(output_bits_ && !aligned_bits ? new BitWord[rows * temp_words]()
-                                                                : nullptr);
+  BitWord* temp = nullptr;
+  if (output_bits_ && !aligned_bits) {
+    temp = thread_scratch(rows * temp_words, 1);
+    std::fill(temp, temp + rows * temp_words, BitWord{0});
+  }
+  const std::size_t o0 = panel0 * kBgemmPanel;
+  const std::size_t o1 = std::min(panel1 * kBgemmPanel, static_cast<std::size_t>(cout_g_));
   for (std::int64_t g = 0; g < groups_; ++g) {
     const BinaryGroup& gd = groups_data_[g];
     BgemmArgs args;
     if (direct_) {
       args.a = image + p0 * cw_in_, args.lda = cw_in_;
     } else {
-      im2col(image, g, p0, p1, col.get());
-      args.a = col.get(), args.lda = k_words_;
+      im2col(image, g, p0, p1, col);
+      args.a = col, args.lda = k_words_;
     }
-    args.b = gd.weights.data();
-    args.m = rows, args.n = static_cast<std::size_t>(cout_g_), args.k_words = k_words_;
+    args.b = gd.weights.data() + panel0 * k_words_ * kBgemmPanel;
+    args.m = rows, args.n = o1 - o0, args.k_words = k_words_;
     args.k_bits = k_bits_;
     if (!gd.correction.empty()) {
-      args.epilogue.correction_table = gd.correction.data();
+      args.epilogue.correction_table = gd.correction.data() + o0;
       args.epilogue.correction_row = correction_row_.data() + p0;
+      args.epilogue.correction_ld = bgemm_padded_n(static_cast<std::size_t>(cout_g_));
     }
     const std::size_t row0 = out_row0 + p0;
     if (!output_bits_) {
       args.epilogue.kind = BgemmEpilogue::Kind::kFloat;
-      args.epilogue.multiplier = gd.multiplier.data(), args.epilogue.bias = gd.bias.data();
-      args.out_float = out.f() + row0 * c_out_ + g * cout_g_, args.ldo = c_out_;
+      args.epilogue.multiplier = gd.multiplier.data() + o0;
+      args.epilogue.bias = gd.bias.data() + o0;
+      args.out_float = out.f() + row0 * c_out_ + g * cout_g_ + o0, args.ldo = c_out_;
     } else {
       args.epilogue.kind = BgemmEpilogue::Kind::kBits;
-      args.epilogue.threshold = gd.threshold.data();
+      args.epilogue.threshold = gd.threshold.data() + o0;
       if (aligned_bits) {
-        args.out_bits = reinterpret_cast<std::uint8_t*>(out.b() + row0 * cw_out_) + g * cout_g_ / 8;
+        args.out_bits = reinterpret_cast<std::uint8_t*>(out.b() + row0 * cw_out_) +
+                        (g * cout_g_ + static_cast<std::int64_t>(o0)) / 8;
         args.ldo = cw_out_ * sizeof(BitWord);
       } else {
-        args.out_bits = reinterpret_cast<std::uint8_t*>(temp.get());
+        args.out_bits = reinterpret_cast<std::uint8_t*>(temp);
         args.ldo = temp_words * sizeof(BitWord);
       }
     }
     ctx.kernels->bgemm(args);
     if (output_bits_ && !aligned_bits) {
       for (std::size_t r = 0; r < rows; ++r) {
-        copy_bits(temp.get() + r * temp_words, 0, static_cast<std::size_t>(cout_g_),
+        copy_bits(temp + r * temp_words, 0, static_cast<std::size_t>(cout_g_),
                   out.b() + (row0 + r) * cw_out_, static_cast<std::size_t>(g * cout_g_));
       }
     }
@@ -313,16 +377,24 @@ void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in
   // Direct (1x1, no padding): all images are one matrix of rows.
   const std::size_t images = direct_ ? 1 : batch;
   const std::size_t rows_per_image = direct_ ? batch * out_pixels : out_pixels;
-  const std::size_t chunks = (rows_per_image + chunk_rows_ - 1) / chunk_rows_;
-  parallel_for(images * chunks, ctx.threads, [&](std::size_t task) {
-    const std::size_t image = task / chunks, p0 = (task % chunks) * chunk_rows_;
-    const std::size_t p1 = std::min(p0 + chunk_rows_, rows_per_image);
-    run_rows(ctx, in[0]->b() + image * in_pixels * cw_in_, image * out_pixels, p0, p1, out);
+  const std::size_t panels = bgemm_padded_n(static_cast<std::size_t>(cout_g_)) / kBgemmPanel;
+  const ConvSplit split = plan_conv_split(images, rows_per_image, panels, k_words_, chunk_rows_,
+                                          ctx.threads, groups_ == 1);
+  const std::size_t per_image = split.row_chunks * split.col_blocks;
+  parallel_for(images * per_image, ctx.threads, [&](std::size_t task) {
+    const std::size_t image = task / per_image, rest = task % per_image;
+    const std::size_t p0 = (rest / split.col_blocks) * split.chunk_rows;
+    const std::size_t p1 = std::min(p0 + split.chunk_rows, rows_per_image);
+    const std::size_t panel0 = (rest % split.col_blocks) * split.block_panels;
+    const std::size_t panel1 = std::min(panel0 + split.block_panels, panels);
+    run_rows(ctx, in[0]->b() + image * in_pixels * cw_in_, image * out_pixels, p0, p1, panel0,
+             panel1, out);
   });
 }
 
 class BinaryMaxPool final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }  // every word of every pixel
   BinaryMaxPool(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
                 const std::string& where) {
     win_ = read_window(op, in, where, true);
@@ -341,16 +413,17 @@ class BinaryMaxPool final : public PreparedOp {
     out = ValueInfo{DType::kBits, in.c, win_.out_h, win_.out_w};
   }
 
-  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
     const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
-    for (std::size_t n = 0; n < batch; ++n) {
-      const BitWord* image = in[0]->b() + n * in_pixels * words_;
-      for (std::size_t p = 0; p < out_pixels; ++p) {
-        pool_pixel(image, static_cast<std::int64_t>(p), out.b() + (n * out_pixels + p) * words_);
+    const std::size_t work = 64 * words_ * static_cast<std::size_t>(win_.kh * win_.kw);
+    parallel_rows(batch * out_pixels, work, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t r = r0; r < r1; ++r) {
+        const BitWord* image = in[0]->b() + (r / out_pixels) * in_pixels * words_;
+        pool_pixel(image, static_cast<std::int64_t>(r % out_pixels), out.b() + r * words_);
       }
-    }
+    });
   }
 
  private:

@@ -1,7 +1,8 @@
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <sstream>
-#include <thread>
 
 #include "ops.h"
 
@@ -122,20 +123,21 @@ const Tensor& op_tensor(const Model& model, const Op& op, const std::string& rol
   return t;
 }
 
-void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t)>& fn) {
-  const std::size_t workers = std::min<std::size_t>(n, threads < 1 ? 1 : threads);
-  if (workers <= 1) {
-    for (std::size_t i = 0; i < n; ++i) fn(i);
-    return;
+std::uint64_t* thread_scratch(std::size_t words, int slot) {
+  struct Block {
+    std::unique_ptr<std::uint64_t[]> data;
+    std::size_t words = 0;
+  };
+  thread_local Block blocks[2];
+  Block& b = blocks[slot & 1];
+  if (b.words < words) {
+    const std::size_t grown = std::max(words, b.words + b.words / 2);
+    b.data.reset(new std::uint64_t[grown + 8]);  // + room for the alignment below
+    b.words = grown;
   }
-  std::vector<std::thread> pool;
-  for (std::size_t t = 1; t < workers; ++t) {
-    pool.emplace_back([&, t] {
-      for (std::size_t i = t; i < n; i += workers) fn(i);
-    });
-  }
-  for (std::size_t i = 0; i < n; i += workers) fn(i);
-  for (auto& th : pool) th.join();
+  // 64-byte alignment inside the block (new[] gives 16).
+  const auto addr = reinterpret_cast<std::uintptr_t>(b.data.get());
+  return b.data.get() + ((64 - addr % 64) % 64) / sizeof(std::uint64_t);
 }
 
 std::string float_string(float value) {

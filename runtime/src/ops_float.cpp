@@ -24,6 +24,7 @@ namespace {
 /// chunk and runs the GEMM on them.
 class FloatConv final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   FloatConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
             const std::string& where, bool dense);
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
@@ -218,14 +219,23 @@ void FloatConv::run_gemm(const RunContext& ctx, const float* src, float* dst,
   const std::size_t rows_per_image = direct ? batch * out_pixels : out_pixels;
   const auto threads = static_cast<std::size_t>(std::max(ctx.threads, 1));
   const auto ceil_div = [](std::size_t a, std::size_t b) { return (a + b - 1) / b; };
-  // Enough row chunks for every thread where the rows allow it; a direct GEMM with too few rows
-  // for that (dense at batch 1) also splits its columns, in whole 32-column tiles. Each output
-  // is computed the same way whatever the split, so results do not depend on the threads.
+  // One thread: chunks of chunk_rows_. More threads: the number of row chunks (multiples of 8
+  // rows) whose equal share over the threads finishes first, so that no thread idles while
+  // another works through a larger share; a direct GEMM with too few rows for every thread
+  // (dense at batch 1) also splits its columns, in whole 32-column tiles. Each output is
+  // computed the same way whatever the split, so results do not depend on the threads.
   std::size_t chunk = chunk_rows_;
-  if (images * ceil_div(rows_per_image, chunk) < threads) {
-    const std::size_t per_image = ceil_div(threads, images);
-    chunk = std::max(kChunkAlign,
-                     ceil_div(ceil_div(rows_per_image, per_image), kChunkAlign) * kChunkAlign);
+  if (threads > 1) {
+    const std::size_t base = ceil_div(rows_per_image, chunk_rows_);
+    std::size_t best = SIZE_MAX;
+    for (std::size_t c = base; c <= base + 2 * threads; ++c) {
+      const std::size_t rows =
+          std::max<std::size_t>(8, ceil_div(ceil_div(rows_per_image, c), 8) * 8);
+      if (ceil_div(rows_per_image, rows) != c && c != base) continue;
+      const std::size_t makespan =
+          ceil_div(images * ceil_div(rows_per_image, rows), threads) * rows;
+      if (makespan < best) best = makespan, chunk = rows;
+    }
   }
   const std::size_t chunks = ceil_div(rows_per_image, chunk);
   const auto n = static_cast<std::size_t>(cout_g_);
@@ -254,10 +264,10 @@ void FloatConv::run_gemm(const RunContext& ctx, const float* src, float* dst,
       ctx.kernels->sgemm(args);
       return;
     }
-    std::vector<float> col((p1 - p0) * k_);
-    args.a = col.data(), args.lda = k_, args.n = n;
+    float* col = reinterpret_cast<float*>(thread_scratch(((p1 - p0) * k_ + 1) / 2, 0));
+    args.a = col, args.lda = k_, args.n = n;
     for (std::int64_t g = 0; g < groups_; ++g) {
-      im2col(image_in, g, p0, p1, col.data());
+      im2col(image_in, g, p0, p1, col);
       const std::size_t o0 = static_cast<std::size_t>(g) * n;
       args.b = weights_.data() + static_cast<std::size_t>(g) * group_floats_;
       args.multiplier = multiplier_.data() + o0, args.bias = bias_.data() + o0;
@@ -274,14 +284,14 @@ void FloatConv::run_depthwise(const RunContext& ctx, const float* src, float* ds
   const auto c_in = static_cast<std::size_t>(c_in_), c_out = static_cast<std::size_t>(c_out_);
   // A channel multiplier m > 1 (output channel o reads input channel o / m): the kernel wants one
   // input channel per output channel, so each input channel is repeated m times first.
-  std::vector<float> repeated;
-  if (cout_g_ > 1) {
+  if (cout_g_ > 1) {  // the caller's scratch slot 1: the tasks below use none
     const auto m = static_cast<std::size_t>(cout_g_);
-    repeated.resize(batch * in_pixels * c_out);
+    float* repeated =
+        reinterpret_cast<float*>(thread_scratch((batch * in_pixels * c_out + 1) / 2, 1));
     for (std::size_t p = 0; p < batch * in_pixels; ++p) {
       for (std::size_t o = 0; o < c_out; ++o) repeated[p * c_out + o] = src[p * c_in + o / m];
     }
-    src = repeated.data();
+    src = repeated;
   }
   // Bands of output rows: a few per thread for balance, whole images with one thread.
   const auto threads = static_cast<std::size_t>(std::max(ctx.threads, 1));
@@ -312,21 +322,22 @@ void FloatConv::run_implicit(const RunContext& ctx, const float* src, float* dst
   const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
   const auto c_in = static_cast<std::size_t>(c_in_), c_out = static_cast<std::size_t>(c_out_);
   const auto padded_pixels = static_cast<std::size_t>(padded_h_ * padded_w_);
-  std::vector<float> padded;
-  if (padded_pixels != in_pixels) {  // zero borders around each image
-    padded.assign(batch * padded_pixels * c_in, 0.0f);
+  if (padded_pixels != in_pixels) {  // zero borders around each image (caller's scratch slot 1)
+    const std::size_t padded_floats = batch * padded_pixels * c_in;
+    float* padded = reinterpret_cast<float*>(thread_scratch((padded_floats + 1) / 2, 1));
+    std::fill(padded, padded + padded_floats, 0.0f);
     const auto row = static_cast<std::size_t>(win_.in_w) * c_in;
     for (std::size_t n = 0; n < batch; ++n) {
       for (std::int64_t y = 0; y < win_.in_h; ++y) {
         const float* from = src + (n * in_pixels + static_cast<std::size_t>(y * win_.in_w)) * c_in;
-        float* to = padded.data() +
-                    (n * padded_pixels +
-                     static_cast<std::size_t>((y + win_.pad_top) * padded_w_ + win_.pad_left)) *
-                        c_in;
+        float* to =
+            padded + (n * padded_pixels +
+                      static_cast<std::size_t>((y + win_.pad_top) * padded_w_ + win_.pad_left)) *
+                         c_in;
         std::copy(from, from + row, to);
       }
     }
-    src = padded.data();
+    src = padded;
   }
   // One GEMM per output row and group: its pixels' windows start sw pixels apart.
   const auto threads = static_cast<std::size_t>(std::max(ctx.threads, 1));
@@ -374,25 +385,28 @@ void FloatConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in,
 template <typename Fn>
 class PerChannel final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   PerChannel(const ValueInfo& in, Fn fn) : in_(in), fn_(std::move(fn)) {}
 
-  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
     const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
-    if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
-      const float* x = in[0]->f();
-      float* y = out.f();
-      for (std::size_t i = 0; i < rows * c; ++i) y[i] = fn_(x[i]);
-    } else {
-      // Pixel by pixel with the channel as the inner index (no division per element), so that
-      // the compiler vectorizes the inner loop.
-      for (std::size_t r = 0; r < rows; ++r) {
-        const float* x = in[0]->f() + r * c;
-        float* y = out.f() + r * c;
-        for (std::size_t ch = 0; ch < c; ++ch) y[ch] = fn_(x[ch], ch);
+    parallel_rows(rows, c, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+      if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
+        const float* x = in[0]->f();
+        float* y = out.f();
+        for (std::size_t i = r0 * c; i < r1 * c; ++i) y[i] = fn_(x[i]);
+      } else {
+        // Pixel by pixel with the channel as the inner index (no division per element), so
+        // that the compiler vectorizes the inner loop.
+        for (std::size_t r = r0; r < r1; ++r) {
+          const float* x = in[0]->f() + r * c;
+          float* y = out.f() + r * c;
+          for (std::size_t ch = 0; ch < c; ++ch) y[ch] = fn_(x[ch], ch);
+        }
       }
-    }
+    });
   }
 
  private:
@@ -408,26 +422,30 @@ std::unique_ptr<PreparedOp> per_channel(const ValueInfo& in, Fn fn) {
 /// a + b elementwise; either input may be bits (read as +-1), the output is float.
 class Add final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   Add(const ValueInfo& a, const ValueInfo& b) : a_(a), b_(b) {}
 
-  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(a_.c);
     const std::size_t rows = batch * static_cast<std::size_t>(a_.h * a_.w);
-    if (a_.dtype == DType::kFloat32 && b_.dtype == DType::kFloat32) {
-      const float* a = in[0]->f();
-      const float* b = in[1]->f();
-      float* y = out.f();
-      for (std::size_t i = 0; i < rows * c; ++i) y[i] = a[i] + b[i];
-      return;
-    }
-    std::vector<float> scratch_a(c), scratch_b(c);
-    for (std::size_t r = 0; r < rows; ++r) {
-      const float* a = row_as_floats(a_, *in[0], r, scratch_a.data());
-      const float* b = row_as_floats(b_, *in[1], r, scratch_b.data());
-      float* y = out.f() + r * c;
-      for (std::size_t ch = 0; ch < c; ++ch) y[ch] = a[ch] + b[ch];
-    }
+    parallel_rows(rows, c, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+      if (a_.dtype == DType::kFloat32 && b_.dtype == DType::kFloat32) {
+        const float* a = in[0]->f();
+        const float* b = in[1]->f();
+        float* y = out.f();
+        for (std::size_t i = r0 * c; i < r1 * c; ++i) y[i] = a[i] + b[i];
+        return;
+      }
+      float* scratch_a = reinterpret_cast<float*>(thread_scratch(c, 0));
+      float* scratch_b = reinterpret_cast<float*>(thread_scratch(c, 1));
+      for (std::size_t r = r0; r < r1; ++r) {
+        const float* a = row_as_floats(a_, *in[0], r, scratch_a);
+        const float* b = row_as_floats(b_, *in[1], r, scratch_b);
+        float* y = out.f() + r * c;
+        for (std::size_t ch = 0; ch < c; ++ch) y[ch] = a[ch] + b[ch];
+      }
+    });
   }
 
  private:
@@ -438,6 +456,7 @@ class Add final : public PreparedOp {
 /// pixels of its image); either input may be bits (read as +-1), the output is float.
 class Mul final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   Mul(const ValueInfo& a, const ValueInfo& b)
       : a_(a), b_(b), per_channel_(b.h * b.w == 1 && a.h * a.w != 1) {}
 
@@ -474,6 +493,7 @@ class Mul final : public PreparedOp {
 /// and counted by average pooling only with count_include_pad.
 class Pool final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   Pool(const Op& op, const ValueInfo& in, ValueInfo& out, const std::string& where)
       : max_(op.type == OpType::kMaxPool2d), in_(in), c_(static_cast<std::size_t>(in.c)) {
     win_ = read_window(op, in, where, true);
@@ -487,37 +507,61 @@ class Pool final : public PreparedOp {
     out = ValueInfo{DType::kFloat32, in.c, win_.out_h, win_.out_w};
   }
 
-  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
     const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
-    std::vector<float> unpacked(in_.dtype == DType::kBits ? in_pixels * c_ : 0);
+    if (in_.dtype != DType::kBits) {  // output pixels in ranges over the threads
+      const std::size_t work = c_ * static_cast<std::size_t>(win_.kh * win_.kw);
+      parallel_rows(batch * out_pixels, work, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+        if (max_) {
+          pool_range<true>(in[0]->f(), in_pixels, out_pixels, r0, r1, out.f());
+        } else {
+          pool_range<false>(in[0]->f(), in_pixels, out_pixels, r0, r1, out.f());
+        }
+      });
+      return;
+    }
+    float* unpacked = reinterpret_cast<float*>(thread_scratch((in_pixels * c_ + 1) / 2, 0));
     for (std::size_t n = 0; n < batch; ++n) {
       if (in_.dtype == DType::kBits) {  // one image as +-1 floats, then the float path
         for (std::size_t p = 0; p < in_pixels; ++p) {
           unpack_signs(in[0]->b() + (n * in_pixels + p) * in_.pixel_stride(), c_,
-                       unpacked.data() + p * c_);
+                       unpacked + p * c_);
         }
       }
-      const float* image =
-          in_.dtype == DType::kBits ? unpacked.data() : in[0]->f() + n * in_pixels * c_;
-      for (std::size_t p = 0; p < out_pixels; ++p) {
-        float* dst = out.f() + (n * out_pixels + p) * c_;
-        if (max_) {
-          pool_pixel<true>(image, static_cast<std::int64_t>(p), dst);
-        } else {
-          pool_pixel<false>(image, static_cast<std::int64_t>(p), dst);
-        }
+      float* dst = out.f() + n * out_pixels * c_;
+      if (max_) {
+        pool_range<true>(unpacked, in_pixels, out_pixels, 0, out_pixels, dst);
+      } else {
+        pool_range<false>(unpacked, in_pixels, out_pixels, 0, out_pixels, dst);
       }
     }
   }
 
  private:
+  // Output pixels [r0, r1) of images of in_pixels / out_pixels pixels (pixel r of the range
+  // is pixel r % out_pixels of image r / out_pixels), written to out + r * c_; the coordinates
+  // advance pixel by pixel (one division per range, not per pixel).
+  template <bool kMax>
+  void pool_range(const float* in, std::size_t in_pixels, std::size_t out_pixels, std::size_t r0,
+                  std::size_t r1, float* out) const {
+    std::size_t n = r0 / out_pixels;
+    auto oy = static_cast<std::int64_t>((r0 % out_pixels) / static_cast<std::size_t>(win_.out_w));
+    auto ox = static_cast<std::int64_t>((r0 % out_pixels) % static_cast<std::size_t>(win_.out_w));
+    for (std::size_t r = r0; r < r1; ++r) {
+      pool_pixel<kMax>(in + n * in_pixels * c_, oy, ox, out + r * c_);
+      if (++ox == win_.out_w) {
+        ox = 0;
+        if (++oy == win_.out_h) oy = 0, ++n;
+      }
+    }
+  }
+
   // One output pixel: the taps inside the image in (ky, kx) order (as the references combine
   // them), each folded into the whole output row of channels by a loop the compiler vectorizes.
   template <bool kMax>
-  void pool_pixel(const float* image, std::int64_t p, float* dst) const {
-    const std::int64_t oy = p / win_.out_w, ox = p % win_.out_w;
+  void pool_pixel(const float* image, std::int64_t oy, std::int64_t ox, float* dst) const {
     const std::int64_t iy0 = win_.in_y(oy, 0), ix0 = win_.in_x(ox, 0);
     const std::int64_t ky0 = std::max<std::int64_t>(0, -iy0);
     const std::int64_t ky1 = std::max(ky0, std::min(win_.kh, win_.in_h - iy0));
@@ -571,6 +615,7 @@ class GlobalAvgPool final : public PreparedOp {
 
 class Softmax final : public PreparedOp {
  public:
+  bool writes_whole_output() const override { return true; }
   explicit Softmax(const ValueInfo& in) : in_(in) {}
   void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {

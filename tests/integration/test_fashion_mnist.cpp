@@ -180,6 +180,38 @@ TEST(Tool, BadInputGivesClearErrors) {
 namespace onebit {
 namespace {
 
+// onebit bench measures this core's peak for every ISA first and reports each conv shape as a
+// share of the measured peak of the ISA it ran on (no machine constant).
+TEST(Tool, BenchReportsPercentOfTheMeasuredPeak) {
+  auto b =
+      run_tool("bench --shapes 64x8x8,96x7x7 --repeats 1 --min-seconds 0.01 --no-model --json");
+  ASSERT_EQ(b.status, 0) << b.out;
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(b.out);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line[0] == '{') lines.push_back(nlohmann::json::parse(line));
+  }
+  ASSERT_EQ(lines.size(), 3u) << b.out;
+  const auto& head = lines[0];
+  EXPECT_FALSE(head["cpu"].get<std::string>().empty());
+  const std::string isa = head["active_isa"].get<std::string>();
+  double active_peak = 0;
+  for (const auto& p : head["peaks"]) {
+    EXPECT_GT(p["binary_macs_per_s"].get<double>(), 0.0);
+    EXPECT_GT(p["binary_macs_per_cycle"].get<double>(), 0.0);
+    EXPECT_GT(p["clock_ghz"].get<double>(), 0.0);
+    if (p["isa"] == isa) active_peak = p["binary_macs_per_cycle"].get<double>();
+  }
+  ASSERT_GT(active_peak, 0.0) << head.dump();
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i]["isa"], isa);
+    EXPECT_EQ(lines[i]["peak_binary_macs_per_cycle"].get<double>(), active_peak);
+    const double expected = 100.0 * lines[i]["binary_macs_per_s"].get<double>() /
+                            (lines[i]["clock_ghz"].get<double>() * 1e9) / active_peak;
+    EXPECT_NEAR(lines[i]["percent_of_peak"].get<double>(), expected, 1e-6 * expected);
+  }
+}
+
 TEST(Tool, ZooCommandsListSummarizeConvertAndBenchEveryKindOfModel) {
   auto models = run_tool("models --json");
   ASSERT_EQ(models.status, 0) << models.out;
@@ -205,6 +237,9 @@ TEST(Tool, ZooCommandsListSummarizeConvertAndBenchEveryKindOfModel) {
     EXPECT_GT(t["torch_float_ms"].get<double>(), 0.0);
   }
   EXPECT_GT(r["activation_bytes"].get<int64_t>(), 0);
+  // The arena (planned from lifetimes) within 1.2x of the largest live set.
+  EXPECT_GE(r["activation_bytes"].get<double>(), r["live_activation_bytes"].get<double>());
+  EXPECT_LE(r["activation_bytes"].get<double>(), 1.2 * r["live_activation_bytes"].get<double>());
   EXPECT_GT(r["load_ms"].get<double>(), 0.0);
   double share = 0;
   bool named_conv = false;

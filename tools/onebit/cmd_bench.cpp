@@ -78,11 +78,28 @@ nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, d
           {"isa", b.isa},
           {"binary_macs_per_s", b.binary_macs_per_s},
           {"percent_of_peak", b.percent_of_peak},
+          {"peak_binary_macs_per_cycle", b.peak_binary_macs_per_cycle},
           {"clock_ghz", b.clock_hz * 1e-9},
           {"binary_us", b.seconds_per_run * 1e6},
           {"float_us", float_seconds * 1e6},
           {"float_macs_per_s", static_cast<double>(shape.binary_macs()) / float_seconds},
           {"speedup_vs_float", float_seconds / b.seconds_per_run}};
+}
+
+// This core's measured peak for every ISA it has (cached: the percent of peak of every shape
+// refers to the same measurement), as JSON.
+nlohmann::json measured_peaks() {
+  nlohmann::json peaks = nlohmann::json::array();
+  for (runtime::Isa isa : runtime::supported_isas()) {
+    const runtime::BinaryPeak& p = runtime::binary_peak(isa);
+    peaks.push_back({{"isa", runtime::isa_name(isa)},
+                     {"binary_macs_per_s", p.binary_macs_per_s},
+                     {"binary_macs_per_cycle", p.binary_macs_per_cycle},
+                     {"clock_ghz", p.clock_hz * 1e-9}});
+  }
+  return {{"cpu", runtime::cpu_model_name()},
+          {"active_isa", runtime::isa_name(runtime::active_kernels().isa)},
+          {"peaks", peaks}};
 }
 
 // Whole-model images/s: the converted model in onebit_runtime vs the model in LibTorch
@@ -107,24 +124,13 @@ nlohmann::json bench_model(nn::Graph model, const std::vector<int64_t>& input_sh
         median_seconds_per_run([&] { net.run(p, size, static_cast<size_t>(batch)); }, min_seconds);
     const double torch_s = median_seconds_per_run([&] { model->forward(images); }, min_seconds);
     const std::string b = "_batch" + std::to_string(batch);
+    j["activation_bytes" + b] = net.activation_bytes(static_cast<size_t>(batch));
+    j["live_activation_bytes" + b] = net.live_activation_bytes(static_cast<size_t>(batch));
     j["runtime_images_per_second" + b] = static_cast<double>(batch) / rt_s;
     j["torch_images_per_second" + b] = static_cast<double>(batch) / torch_s;
     j["speedup" + b] = torch_s / rt_s;
   }
   return j;
-}
-
-// The CPU's model name from /proc/cpuinfo ("unknown CPU" elsewhere).
-std::string cpu_model_name() {
-  std::ifstream info("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(info, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  }
-  return "unknown CPU";
 }
 
 // Peak resident memory of this process (VmHWM), in bytes; 0 where /proc is not available.
@@ -208,10 +214,11 @@ void bench_zoo_model(const ModelBenchArgs& a) {
                       {"input_shape", shape},
                       {"num_classes", options.num_classes},
                       {"isa", runtime::isa_name(runtime::active_kernels().isa)},
-                      {"cpu", cpu_model_name()},
+                      {"cpu", runtime::cpu_model_name()},
                       {"file_bytes", file_bytes},
                       {"load_ms", load_ms},
                       {"activation_bytes", net.activation_bytes(1)},
+                      {"live_activation_bytes", net.live_activation_bytes(1)},
                       {"binary_macs", net.binary_macs_per_image()}};
   nlohmann::json per_threads = nlohmann::json::array();
   nn::Graph float_copy(nullptr);
@@ -255,8 +262,11 @@ void bench_zoo_model(const ModelBenchArgs& a) {
             << j["cpu"].get<std::string>() << ", kernels " << j["isa"].get<std::string>() << "\n"
             << std::fixed << std::setprecision(1) << "file "
             << static_cast<double>(file_bytes) / 1048576.0 << " MiB, load " << load_ms
-            << " ms, activations " << static_cast<double>(net.activation_bytes(1)) / 1048576.0
-            << " MiB, peak RSS " << static_cast<double>(peak_rss_bytes()) / 1048576.0 << " MiB\n"
+            << " ms, activation arena " << std::setprecision(2)
+            << static_cast<double>(net.activation_bytes(1)) / 1048576.0 << " MiB (largest live set "
+            << static_cast<double>(net.live_activation_bytes(1)) / 1048576.0 << " MiB)"
+            << std::setprecision(1) << ", peak RSS "
+            << static_cast<double>(peak_rss_bytes()) / 1048576.0 << " MiB\n"
             << "batch-1 latency, median ms:\n"
             << std::setw(8) << "threads" << std::setw(12) << "onebit" << std::setw(14)
             << "LibTorch BNN" << std::setw(16) << "LibTorch float" << std::setw(10) << "speedup\n";
@@ -347,9 +357,21 @@ void add_bench(CLI::App& app) {
     for (const auto& s : a->shapes.empty() ? default_shapes() : a->shapes) {
       shapes.push_back(parse_conv_shape(s));
     }
-    if (!a->json) {
+    const nlohmann::json peaks = measured_peaks();
+    if (a->json) {
+      print_json(peaks);
+    } else {
+      std::cout << "measured peak of one core, " << peaks["cpu"].get<std::string>() << ":\n";
+      for (const auto& p : peaks["peaks"]) {
+        std::cout << "  " << std::left << std::setw(10) << p["isa"].get<std::string>() << std::right
+                  << std::fixed << std::setprecision(0) << std::setw(8)
+                  << p["binary_macs_per_s"].get<double>() * 1e-9 << " G binary MAC/s"
+                  << std::setw(7) << p["binary_macs_per_cycle"].get<double>() << " per cycle at "
+                  << std::setprecision(2) << p["clock_ghz"].get<double>() << " GHz\n";
+      }
       std::cout << "binary 3x3 conv, batch 1, " << a->threads << " thread(s), kernels "
-                << runtime::isa_name(runtime::active_kernels().isa) << "\n"
+                << runtime::isa_name(runtime::active_kernels().isa)
+                << ", % of the measured peak of that ISA x threads\n"
                 << std::left << std::setw(12) << "shape" << std::right << std::setw(14)
                 << "binary GMAC/s" << std::setw(10) << "% peak" << std::setw(12) << "binary us"
                 << std::setw(12) << "float us" << std::setw(10) << "speedup" << std::endl;
@@ -390,7 +412,11 @@ void add_bench(CLI::App& app) {
       return;
     }
     std::cout << "\nwhole model " << name << " (" << source << "), " << a->threads
-              << " thread(s), images/s:\n"
+              << " thread(s), activation arena at batch 1 / 64: " << std::setprecision(1)
+              << m["activation_bytes_batch1"].get<double>() / 1024.0 << " / "
+              << m["activation_bytes_batch64"].get<double>() / 1024.0 << " KiB (largest live set "
+              << m["live_activation_bytes_batch1"].get<double>() / 1024.0 << " / "
+              << m["live_activation_bytes_batch64"].get<double>() / 1024.0 << " KiB), images/s:\n"
               << std::setw(8) << "batch" << std::setw(12) << "runtime" << std::setw(12)
               << "LibTorch" << std::setw(10) << "speedup"
               << "\n";

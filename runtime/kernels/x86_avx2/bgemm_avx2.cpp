@@ -1,5 +1,6 @@
 // AVX2 kernels. No vector popcount: each byte is counted with two 4-bit table lookups (vpshufb)
-// and the bytes are summed into 64-bit lanes with vpsadbw. Register tile: one panel of 8 output
+// and the bytes are summed into 64-bit lanes with vpsadbw (per word, or once per tile for K up
+// to 31 words). The output transform runs in registers. Register tile: one panel of 8 output
 // channels (two 256-bit halves) x 4 activation rows.
 
 #include <immintrin.h>
@@ -24,31 +25,75 @@ struct Popcounter {
         _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
     return _mm256_sad_epu8(bytes, _mm256_setzero_si256());
   }
+
+  // acc + the popcount of each byte of v, in byte lanes.
+  __m256i add_bytes(__m256i acc, __m256i v) const {
+    const __m256i lo = _mm256_and_si256(v, low_nibbles);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
+    acc = _mm256_add_epi8(acc, _mm256_shuffle_epi8(table, lo));
+    return _mm256_add_epi8(acc, _mm256_shuffle_epi8(table, hi));
+  }
 };
 
-void store_panel(const BgemmArgs& g, std::size_t r, std::size_t o, __m256i lo, __m256i hi) {
-  alignas(32) std::int64_t popcount[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(popcount), lo);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(popcount + 4), hi);
-  if (g.epilogue.kind == BgemmEpilogue::Kind::kBits) {
-    unsigned byte = 0;
-    for (unsigned i = 0; i < 8; ++i) {
-      byte |= (bgemm_dot(g, r, o + i, popcount[i]) < g.epilogue.threshold[o + i] ? 1u : 0u) << i;
-    }
-    g.out_bits[r * g.ldo + o / 8] = static_cast<std::uint8_t>(byte);
+// Output transform of one row x one panel of 8 channels, in registers: dot = k_bits - 2 * pc
+// (- correction) in 64-bit lanes, then 8 threshold compares (kBits: one output byte) or the
+// exact int -> float conversion (|dot| < 2^24) and multiplier * dot + bias as two roundings,
+// like the reference.
+[[gnu::always_inline]] inline void store_panel(const BgemmArgs& g, std::size_t r, std::size_t o,
+                                               __m256i lo, __m256i hi) {
+  const BgemmEpilogue& e = g.epilogue;
+  const __m256i k_bits = _mm256_set1_epi64x(g.k_bits);
+  __m256i dot_lo = _mm256_sub_epi64(k_bits, _mm256_slli_epi64(lo, 1));
+  __m256i dot_hi = _mm256_sub_epi64(k_bits, _mm256_slli_epi64(hi, 1));
+  if (e.correction_table != nullptr) {
+    const std::int32_t* corr =
+        e.correction_table + e.correction_row[r] * bgemm_correction_ld(e, g.n) + o;
+    dot_lo = _mm256_sub_epi64(
+        dot_lo, _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(corr))));
+    dot_hi = _mm256_sub_epi64(
+        dot_hi, _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(corr + 4))));
+  }
+  if (e.kind == BgemmEpilogue::Kind::kBits) {
+    const std::int32_t* t = e.threshold + o;
+    const __m256i t_lo =
+        _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
+    const __m256i t_hi =
+        _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 4)));
+    const int bits_lo = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(t_lo, dot_lo)));
+    const int bits_hi = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(t_hi, dot_hi)));
+    g.out_bits[r * g.ldo + o / 8] = static_cast<std::uint8_t>(bits_lo | bits_hi << 4);
     return;
   }
-  for (std::size_t i = 0; i < 8 && o + i < g.n; ++i) {
-    const auto dot = static_cast<float>(bgemm_dot(g, r, o + i, popcount[i]));
-    g.out_float[r * g.ldo + o + i] = dot * g.epilogue.multiplier[o + i] + g.epilogue.bias[o + i];
+  // The low 32 bits of each 64-bit lane, lo's four then hi's four.
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  const __m128i dot32_lo = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(dot_lo, even));
+  const __m128i dot32_hi = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(dot_hi, even));
+  const __m256 dot = _mm256_cvtepi32_ps(_mm256_setr_m128i(dot32_lo, dot32_hi));
+  const __m256 y = _mm256_add_ps(_mm256_mul_ps(dot, _mm256_loadu_ps(e.multiplier + o)),
+                                 _mm256_loadu_ps(e.bias + o));
+  float* dst = g.out_float + r * g.ldo + o;
+  const std::size_t valid = g.n - o < 8 ? g.n - o : 8;
+  if (valid == 8) {
+    _mm256_storeu_ps(dst, y);
+  } else {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
+    _mm256_maskstore_ps(dst, mask, y);
   }
 }
 
-template <int Rows>
+// Up to this many K words, a tile counts into byte lanes (at most 8 per byte per word, so
+// 31 words fit in a byte) and folds them into 64-bit lanes once at the end: one vpsadbw and one
+// add less per vector and word than counting each word into 64-bit lanes.
+constexpr std::size_t kByteCountWords = 31;
+
+template <int Rows, bool kBytes>
 void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
   const Popcounter pc;
   __m256i acc_lo[Rows], acc_hi[Rows];
   const BitWord* a[Rows];
+  // Unrolled, so the accumulators stay registers (a loop here becomes a memset of a stack array).
+#pragma GCC unroll 4
   for (int r = 0; r < Rows; ++r) {
     acc_lo[r] = _mm256_setzero_si256();
     acc_hi[r] = _mm256_setzero_si256();
@@ -58,29 +103,48 @@ void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
   for (std::size_t k = 0; k < g.k_words; ++k) {
     const __m256i w_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + k * 8));
     const __m256i w_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + k * 8 + 4));
+#pragma GCC unroll 4
     for (int r = 0; r < Rows; ++r) {
       const __m256i x = _mm256_set1_epi64x(static_cast<long long>(a[r][k]));
-      acc_lo[r] = _mm256_add_epi64(acc_lo[r], pc.count64(_mm256_xor_si256(w_lo, x)));
-      acc_hi[r] = _mm256_add_epi64(acc_hi[r], pc.count64(_mm256_xor_si256(w_hi, x)));
+      if constexpr (kBytes) {
+        acc_lo[r] = pc.add_bytes(acc_lo[r], _mm256_xor_si256(w_lo, x));
+        acc_hi[r] = pc.add_bytes(acc_hi[r], _mm256_xor_si256(w_hi, x));
+      } else {
+        acc_lo[r] = _mm256_add_epi64(acc_lo[r], pc.count64(_mm256_xor_si256(w_lo, x)));
+        acc_hi[r] = _mm256_add_epi64(acc_hi[r], pc.count64(_mm256_xor_si256(w_hi, x)));
+      }
     }
   }
+#pragma GCC unroll 4
   for (int r = 0; r < Rows; ++r) {
+    if constexpr (kBytes) {
+      acc_lo[r] = _mm256_sad_epu8(acc_lo[r], _mm256_setzero_si256());
+      acc_hi[r] = _mm256_sad_epu8(acc_hi[r], _mm256_setzero_si256());
+    }
     store_panel(g, row + r, panel * kBgemmPanel, acc_lo[r], acc_hi[r]);
   }
 }
 
 using TileFn = void (*)(const BgemmArgs&, std::size_t, std::size_t);
-constexpr TileFn kTiles[kTileRows] = {&bgemm_tile<1>, &bgemm_tile<2>, &bgemm_tile<3>,
-                                      &bgemm_tile<4>};
+constexpr TileFn kTiles[kTileRows] = {&bgemm_tile<1, false>, &bgemm_tile<2, false>,
+                                      &bgemm_tile<3, false>, &bgemm_tile<4, false>};
+// Byte counting keeps 3 rows: 6 accumulators, the table, the mask, 2 weight vectors and the
+// temporaries fit in the 16 registers (4 rows spill).
+constexpr int kByteTileRows = 3;
+constexpr TileFn kByteTiles[kByteTileRows] = {&bgemm_tile<1, true>, &bgemm_tile<2, true>,
+                                              &bgemm_tile<3, true>};
 
 }  // namespace
 
 void bgemm_b1_8x4_avx2(const BgemmArgs& g) {
   const std::size_t panels = bgemm_padded_n(g.n) / kBgemmPanel;
+  const bool bytes = g.k_words <= kByteCountWords;
+  const TileFn* tiles = bytes ? kByteTiles : kTiles;
+  const std::size_t tile_rows = bytes ? kByteTileRows : kTileRows;
   for (std::size_t p = 0; p < panels; ++p) {
-    for (std::size_t r = 0; r < g.m; r += kTileRows) {
-      const std::size_t rows = g.m - r < kTileRows ? g.m - r : kTileRows;
-      kTiles[rows - 1](g, r, p);
+    for (std::size_t r = 0; r < g.m; r += tile_rows) {
+      const std::size_t rows = g.m - r < tile_rows ? g.m - r : tile_rows;
+      tiles[rows - 1](g, r, p);
     }
   }
 }

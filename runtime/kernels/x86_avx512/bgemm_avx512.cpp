@@ -19,7 +19,8 @@ inline void store_panel(const BgemmArgs& g, std::size_t r, std::size_t o, __m512
   __m512i dot = _mm512_sub_epi64(_mm512_set1_epi64(g.k_bits), _mm512_slli_epi64(popcount, 1));
   const BgemmEpilogue& e = g.epilogue;
   if (e.correction_table != nullptr) {
-    const std::int32_t* corr = e.correction_table + e.correction_row[r] * bgemm_padded_n(g.n) + o;
+    const std::int32_t* corr =
+        e.correction_table + e.correction_row[r] * bgemm_correction_ld(e, g.n) + o;
     dot = _mm512_sub_epi64(
         dot, _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr))));
   }

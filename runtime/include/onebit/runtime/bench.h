@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// Timing helpers shared by bench/runtime and the `onebit bench` command, so that the timing
-/// loop and the peak arithmetic exist once.
+/// loop and the peak arithmetic exist once. The peak is measured on the machine that runs
+/// (`measure_binary_peak`), never taken from a constant.
 ///
 /// Example:
 /// \code
@@ -20,9 +21,42 @@
 
 namespace onebit::runtime {
 
-/// Peak binary MACs per cycle per core of the development machine (Zen 5, AVX-512 VPOPCNTDQ:
-/// 1.33 xor+popcount+add triples of 512 bits per cycle), see docs/runtime.md.
-inline constexpr double kPeakBinaryMacsPerCycle = 682.0;
+/// The peak binary throughput of one core of this machine for one instruction set, measured
+/// (`measure_binary_peak`): the ISA's peak loop (`KernelTable::binary_peak_loop`: XOR +
+/// popcount + add on many independent registers, no memory access) timed on the calling thread.
+struct BinaryPeak {
+  Isa isa = Isa::kReference;         ///< The kernel table whose loop was timed.
+  std::string cpu;                   ///< CPU model name (`cpu_model_name`).
+  double clock_hz = 0;               ///< Core clock measured with it (`measure_core_clock_hz`).
+  double binary_macs_per_s = 0;      ///< Best rate over the timed trials.
+  double binary_macs_per_cycle = 0;  ///< binary_macs_per_s / clock_hz.
+  std::uint64_t binary_macs = 0;     ///< MACs of one timed trial.
+  int trials = 0;                    ///< Timed trials (the best one counts).
+};
+
+/// Measures this core's peak binary throughput for `kernels`' ISA (nullptr: the active table):
+/// its peak loop runs in `trials` trials of about `seconds_per_trial` each after a short
+/// calibration, and the fastest trial counts, so a trial preempted by another process does not
+/// lower the result; the clock is measured right after. Takes about
+/// trials * seconds_per_trial + 25 ms. Throws `std::invalid_argument` for trials < 1 or a
+/// non-positive time. Example:
+/// \code
+///   const BinaryPeak p = measure_binary_peak();
+///   std::printf("%s, %s: %.0f G binary MAC/s, %.0f per cycle at %.2f GHz\n", p.cpu.c_str(),
+///               isa_name(p.isa), p.binary_macs_per_s * 1e-9, p.binary_macs_per_cycle,
+///               p.clock_hz * 1e-9);
+/// \endcode
+BinaryPeak measure_binary_peak(const KernelTable* kernels = nullptr, int trials = 5,
+                               double seconds_per_trial = 0.004);
+
+/// `measure_binary_peak` of `isa` with the defaults, measured on the first call for each ISA
+/// and then returned from a cache (thread-safe), so that every percent of peak of one process
+/// refers to the same measurement.
+const BinaryPeak& binary_peak(Isa isa);
+
+/// The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC 7B13 64-Core Processor"), with
+/// "family F model M" appended where the file has them; "unknown CPU" where it cannot be read.
+std::string cpu_model_name();
 
 /// A square binary convolution as found in ResNet-style BNNs: `channels` in and out, stride 1,
 /// "same" one-padding, bit-packed input, fused threshold (bit-packed) output by default.
@@ -47,8 +81,11 @@ struct BenchResult {
   std::int64_t iterations = 0;  ///< Timed runs.
   double seconds_per_run = 0;   ///< Mean wall time of one run.
   double binary_macs_per_s = 0;
-  double clock_hz = 0;  ///< Measured core clock (see `measure_core_clock_hz`).
-  /// 100 * MAC/s / (clock_hz * kPeakBinaryMacsPerCycle * threads).
+  double clock_hz = 0;  ///< Core clock measured before the timed runs.
+  /// Peak of one core for `isa`, `binary_peak(isa)`: MACs per cycle.
+  double peak_binary_macs_per_cycle = 0;
+  /// 100 * (MAC/s / clock_hz) / (peak_binary_macs_per_cycle * threads): the kernel's MACs per
+  /// cycle against the measured peak of the ISA it ran on, on as many cores as threads.
   double percent_of_peak = 0;
 };
 

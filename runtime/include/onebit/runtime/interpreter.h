@@ -22,8 +22,11 @@ namespace onebit::runtime {
 
 /// Options of an `Interpreter`.
 struct InterpreterOptions {
-  /// Threads per `run` call (the calling thread included); work is split over images and
-  /// output rows. 1 runs everything on the caller's thread.
+  /// Threads per `run` call (the calling thread included), taken from the process-wide
+  /// persistent pool. A batch of a multiple of `threads` images, or of at least 4 per thread,
+  /// runs equal groups of images in parallel; otherwise each op splits its work (convs and
+  /// dense over output rows and output channels, element-wise ops over pixels). 1 runs
+  /// everything on the caller's thread. Results do not depend on it.
   int threads = 1;
   /// Kernel table; nullptr uses `active_kernels()` (CPUID or `ONEBIT_ISA`).
   const KernelTable* kernels = nullptr;
@@ -41,8 +44,10 @@ struct OpTiming {
 };
 
 /// A prepared model. Construction validates every op (shapes, attributes, tensor roles) and
-/// lays weights out for the kernels; `run` is const and keeps all scratch per call, so one
-/// Interpreter may be used from several threads at once.
+/// lays weights out for the kernels; `run` is const and takes its activation arena from a small
+/// set kept by the Interpreter (one per concurrent call, reused by later calls), so one
+/// Interpreter may be used from several threads at once and a steady stream of runs allocates
+/// no activation memory. Threads come from one persistent pool shared by the process.
 class Interpreter {
  public:
   /// Prepares `model`; throws `ModelError` if it is inconsistent.
@@ -66,10 +71,12 @@ class Interpreter {
   /// Same as above on a raw buffer of `size` floats.
   std::vector<float> run(const float* input, std::size_t size, std::size_t batch) const;
   /// Runs like `run` and also reports the wall time of every op, in execution order.
-  /// The output is identical to `run`'s (same kernels, same threads); `timings` is replaced by
+  /// The output is identical to `run`'s (same kernels, same threads; a profiled run always
+  /// splits each op over the threads rather than running groups of images in parallel, so
+  /// that every entry times one op); `timings` is replaced by
   /// one entry per op that runs (every op up to the one producing the model output). An op's
-  /// time covers allocating its output, the op itself and freeing the values it read last; the
-  /// input/output transposes are not in any entry. `run` itself reads no clock.
+  /// time covers zero-filling its output in the arena and the op itself; the input/output
+  /// transposes are not in any entry. `run` itself reads no clock.
   /// Example:
   /// \code
   ///   std::vector<OpTiming> t;
@@ -86,11 +93,22 @@ class Interpreter {
   std::vector<std::int64_t> output_shape() const;
   /// Floats per image in the output.
   std::size_t output_size() const;
-  /// Peak bytes of activation buffers that one `run` of `batch` images holds at once (input,
-  /// op outputs and the output; not per-op scratch). Each value lives from the op that produces
-  /// it to its last consumer, however many consumers it has; values nothing consumes are freed
-  /// right after they are produced. Example: `net.activation_bytes(64)`.
+  /// Bytes of the activation arena of one `run` of `batch` images (input, op outputs and the
+  /// output; not per-op scratch): every value gets an offset in one block, planned from the
+  /// values' lifetimes (`plan_arena`). A value lives from the op that produces it to its last
+  /// consumer, however many consumers it has; a value nothing consumes only while it is
+  /// produced. A run holds min(batch, `images_per_pass()`) images at once. Each concurrent
+  /// `run` holds one arena; the Interpreter keeps them for later runs.
+  /// Example: `net.activation_bytes(64)`.
   std::size_t activation_bytes(std::size_t batch) const;
+  /// The largest total size of the values alive at once in a run of `batch` images (again
+  /// min(batch, `images_per_pass()`) at once): the least memory any arena plan could use
+  /// (`activation_bytes` is at least this).
+  std::size_t live_activation_bytes(std::size_t batch) const;
+  /// Images that go through all ops together: a larger batch runs in passes of this many
+  /// images, so that the activations of a pass (about 512 KiB) stay in cache between ops. No op
+  /// mixes images, so results do not depend on it. At least 1.
+  std::size_t images_per_pass() const;
   /// Binary multiply-accumulates per image of the ops that run (for throughput reports); ops
   /// after the one producing the output are not run and not counted.
   std::int64_t binary_macs_per_image() const;

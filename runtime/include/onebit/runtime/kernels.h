@@ -31,7 +31,8 @@ inline constexpr std::size_t kBgemmPanel = 8;
 /// Output transform applied by a binary GEMM to each accumulator.
 /// With `pc` the popcount of XOR over the row, the dot product is
 /// `dot = k_bits - 2 * pc - correction`, where `correction` is
-/// `correction_table[correction_row[r] * n_padded + o]` when `correction_table` is set, else 0.
+/// `correction_table[correction_row[r] * ld + o]` when `correction_table` is set, else 0, with
+/// `ld` = `correction_ld`, or `bgemm_padded_n(n)` when that is 0.
 struct BgemmEpilogue {
   /// Float output `float(dot) * multiplier[o] + bias[o]` (no FMA), or packed bits.
   enum class Kind { kFloat, kBits };
@@ -43,6 +44,9 @@ struct BgemmEpilogue {
   const std::int32_t* threshold = nullptr;
   const std::int32_t* correction_table = nullptr;  ///< Optional zero-padding correction.
   const std::uint32_t* correction_row = nullptr;   ///< One table row index per GEMM row.
+  /// Entries between table rows; 0 means `bgemm_padded_n(n)`. A GEMM over a block of a layer's
+  /// output channels passes the layer's row length with the table offset to the block.
+  std::size_t correction_ld = 0;
 };
 
 /// A binary GEMM call: `m` rows of packed activations (`k_words` words each, rows `lda` words
@@ -62,6 +66,11 @@ struct BgemmArgs {
 /// Number of output channels rounded up to whole panels.
 inline constexpr std::size_t bgemm_padded_n(std::size_t n) {
   return (n + kBgemmPanel - 1) / kBgemmPanel * kBgemmPanel;
+}
+
+/// Entries between rows of a correction table (see `BgemmEpilogue::correction_ld`).
+inline constexpr std::size_t bgemm_correction_ld(const BgemmEpilogue& e, std::size_t n) {
+  return e.correction_ld != 0 ? e.correction_ld : bgemm_padded_n(n);
 }
 
 /// Lays out `n` packed weight rows (`k_words` words each, rows `ld` words apart) as panels of 8
@@ -126,6 +135,12 @@ struct DwconvArgs {
   std::int64_t row_begin = 0, row_end = 0;  ///< Output rows computed.
 };
 
+/// What one call of a peak loop did (`KernelTable::binary_peak_loop`).
+struct PeakLoopResult {
+  std::uint64_t binary_macs = 0;  ///< Binary MACs done: bits XORed, counted and added.
+  std::uint64_t popcount = 0;     ///< Sum of all the popcounts: keeps the work observable.
+};
+
 /// One instruction set's kernels. All entries are non-null.
 struct KernelTable {
   Isa isa;
@@ -139,6 +154,10 @@ struct KernelTable {
   void (*sgemm)(const SgemmArgs& args);
   /// Depthwise float conv2d.
   void (*dwconv)(const DwconvArgs& args);
+  /// The peak loop: `blocks` blocks of XOR + popcount + add on many independent registers of
+  /// this ISA, no memory access, the data derived from `seed`. Each ISA does a fixed amount of
+  /// work per block, so the result is `blocks` times that of one block.
+  PeakLoopResult (*binary_peak_loop)(std::uint64_t blocks, BitWord seed);
 };
 
 /// The kernel table of `isa`; throws `std::runtime_error` if this CPU lacks it.
