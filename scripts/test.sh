@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test suite: set up, build, run every test with ctest, then install the library and build the
 # consumer example against the installed CMake package, run the runtime and data-format tests
-# under AddressSanitizer + UndefinedBehaviorSanitizer, and fuzz the readers.
-# `scripts/test.sh --sanitize` then also runs every suite under ASan/UBSan (LibTorch training
-# library included, about 25 more minutes) and the runtime tests under ThreadSanitizer.
+# under AddressSanitizer + UndefinedBehaviorSanitizer and under ThreadSanitizer, and fuzz the
+# readers. `scripts/test.sh --sanitize` then also runs every suite under ASan/UBSan (LibTorch
+# training library included, about 25 more minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitize_all=0
@@ -26,12 +26,12 @@ cmake -S examples/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH="$pref
 cmake --build build/consumer -j"$jobs"
 build/consumer/onebit_consumer
 
-echo "== runtime and data-format tests under ASan/UBSan"
-scripts/sanitize.sh asan-runtime
+echo "== runtime and data-format tests under ASan/UBSan, then under ThreadSanitizer"
+scripts/sanitize.sh asan-runtime tsan
 
 echo "== fuzzing the model loader and the data readers (60 s each, clang libFuzzer + ASan/UBSan)"
 scripts/fuzz.sh 60 model data
 
 if [ "$sanitize_all" = 1 ]; then
-  scripts/sanitize.sh asan tsan
+  scripts/sanitize.sh asan
 fi
