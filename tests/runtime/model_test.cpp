@@ -12,14 +12,11 @@
 namespace onebit::runtime {
 namespace {
 
+using testing::add_conv;
 using testing::all_tables;
+using testing::ConvCase;
 using testing::ConvSpec;
 using testing::Nchw;
-
-struct ConvCase {
-  std::int64_t c, h, w;
-  ConvSpec s;
-};
 
 std::vector<ConvCase> conv_cases() {
   return {
@@ -37,20 +34,6 @@ std::vector<ConvCase> conv_cases() {
       {64, 6, 6, {64, 3, 1, 1, 64, 1, 1, 1, 1, 0.0f}},  // depthwise (groups = C), zero-padding
       {24, 7, 7, {12, 3, 1, 3, 3, 3, 3, 3, 3, 1.0f}},   // dilation 3, groups 3, one-padding
   };
-}
-
-ValueRef add_conv(ModelBuilder& b, ValueRef x, const ConvCase& cc, const std::vector<float>& w,
-                  bool binary_kernel = true) {
-  Conv2dParams p(cc.s.out, cc.s.k);
-  p.stride(cc.s.stride)
-      .dilation(cc.s.dilation)
-      .groups_count(cc.s.groups)
-      .binary_kernel(binary_kernel);
-  p.padding_mode = PaddingMode::kExplicit;
-  p.pad_top = cc.s.pad_t, p.pad_left = cc.s.pad_l, p.pad_bottom = cc.s.pad_b,
-  p.pad_right = cc.s.pad_r;
-  p.padding_value(cc.s.pad_value);
-  return b.conv2d(x, p, w);
 }
 
 TEST(BinaryConv, MatchesFloatMathForEveryPaddingStrideDilationGroup) {

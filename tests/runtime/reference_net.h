@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "onebit/runtime/builder.h"
 #include "onebit/runtime/kernels.h"
 
 namespace onebit::runtime::testing {
@@ -224,6 +225,27 @@ inline std::vector<float> random_normal(std::size_t n, std::mt19937& rng, float 
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
+}
+
+/// A convolution test case: input C, H, W and the convolution.
+struct ConvCase {
+  std::int64_t c, h, w;
+  ConvSpec s;
+};
+
+/// Adds the convolution of `cc` with kernel `w` (OIHW) to `b`, reading `x`.
+inline ValueRef add_conv(ModelBuilder& b, ValueRef x, const ConvCase& cc,
+                         const std::vector<float>& w, bool binary_kernel = true) {
+  Conv2dParams p(cc.s.out, cc.s.k);
+  p.stride(cc.s.stride)
+      .dilation(cc.s.dilation)
+      .groups_count(cc.s.groups)
+      .binary_kernel(binary_kernel);
+  p.padding_mode = PaddingMode::kExplicit;
+  p.pad_top = cc.s.pad_t, p.pad_left = cc.s.pad_l, p.pad_bottom = cc.s.pad_b,
+  p.pad_right = cc.s.pad_r;
+  p.padding_value(cc.s.pad_value);
+  return b.conv2d(x, p, w);
 }
 
 }  // namespace onebit::runtime::testing

@@ -16,6 +16,8 @@
 namespace onebit::runtime {
 namespace {
 
+using testing::add_conv;
+using testing::ConvCase;
 using testing::ConvSpec;
 using testing::Nchw;
 
@@ -97,11 +99,6 @@ TEST(ConvSplit, CoversEveryOutputOnceAndBalancesTwoThreads) {
   }
 }
 
-struct ConvCase {
-  std::int64_t c, h, w;
-  ConvSpec s;
-};
-
 // Odd shapes: channel counts not multiples of 8 or 64, column splits with zero-padding
 // corrections (96 and 160 channels at small maps), strides, groups with unaligned outputs.
 std::vector<ConvCase> odd_cases() {
@@ -129,13 +126,7 @@ TEST(BinaryConvThreads, OneToFourThreadsMatchFloatMathOnOddShapes) {
       const Nchw bits = testing::sign_ref(testing::bn_ref(conv, mult, bias));
       for (bool output_bits : {false, true}) {
         ModelBuilder b;
-        Conv2dParams p(cc.s.out, cc.s.k);
-        p.stride(cc.s.stride).dilation(cc.s.dilation).groups_count(cc.s.groups).binary_kernel(true);
-        p.padding_mode = PaddingMode::kExplicit;
-        p.pad_top = cc.s.pad_t, p.pad_left = cc.s.pad_l, p.pad_bottom = cc.s.pad_b,
-        p.pad_right = cc.s.pad_r;
-        p.padding_value(cc.s.pad_value);
-        ValueRef v = b.conv2d(b.sign(b.input({cc.c, cc.h, cc.w})), p, w);
+        ValueRef v = add_conv(b, b.sign(b.input({cc.c, cc.h, cc.w})), cc, w);
         if (output_bits) v = b.sign(b.batch_norm(v, mult, bias));
         b.output(v);
         const Model m = b.build();
