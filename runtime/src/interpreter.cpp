@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -37,6 +38,8 @@ struct Interpreter::Impl {
   Model model;
   const KernelTable* kernels = nullptr;
   std::atomic<int> threads{1};
+  std::size_t max_activation_bytes = 0;
+  NonFiniteInput non_finite = NonFiniteInput::kReject;
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
   std::size_t last_op = 0;          // ops after the one producing the output are not run
@@ -106,7 +109,57 @@ struct Interpreter::Impl {
     // A batch goes through the ops in passes of as many images as fit in kPassBytes of arena.
     const std::size_t image_arena =
         std::max<std::size_t>(1, plan_arena(lifetimes, kArenaAlignment).bytes);
+    if (image_arena > max_activation_bytes) refuse_arena(image_arena);
     images_per_pass = std::max<std::size_t>(1, kPassBytes / image_arena);
+  }
+
+  // Throws for a model whose activations of one image exceed the limit, naming the largest
+  // values so that the user sees which layers are responsible.
+  [[noreturn]] void refuse_arena(std::size_t image_arena) const {
+    std::vector<std::size_t> order(values.size());
+    for (std::size_t v = 0; v < order.size(); ++v) order[v] = v;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return lifetimes[a].bytes > lifetimes[b].bytes;
+    });
+    std::string largest;
+    for (std::size_t k = 0; k < std::min<std::size_t>(3, order.size()); ++k) {
+      const std::size_t v = order[k];
+      const ValueInfo& info = values[v];
+      largest += std::string(k ? ", " : "") +
+                 (v == 0 ? std::string("the input") : detail::op_where(v - 1, model.ops[v - 1])) +
+                 " (" + std::to_string(info.c) + "x" + std::to_string(info.h) + "x" +
+                 std::to_string(info.w) + " " + dtype_name(info.dtype) + ", " +
+                 std::to_string(lifetimes[v].bytes) + " bytes)";
+    }
+    throw ModelError(
+        "model activations: one image needs an arena of " + std::to_string(image_arena) +
+        " bytes, more than the limit of " + std::to_string(max_activation_bytes) +
+        " bytes (InterpreterOptions::max_activation_bytes); largest values: " + largest);
+  }
+
+  // Throws for the first NaN or infinity of the input (kReject), naming where it is.
+  void check_finite(const char* what, const float* input, std::size_t size) const {
+    // A branch-free pass that vectorizes; the position is searched only when something is found.
+    std::uint32_t any = 0;
+    for (std::size_t i = 0; i < size; ++i) {
+      std::uint32_t bits;
+      std::memcpy(&bits, input + i, sizeof bits);
+      any |= static_cast<std::uint32_t>((bits & 0x7F800000u) == 0x7F800000u);
+    }
+    if (!any) return;
+    std::size_t i = 0;
+    while (std::isfinite(input[i])) ++i;
+    const ValueInfo& in = values[0];
+    const auto image = static_cast<std::size_t>(in.c * in.h * in.w);
+    const auto hw = static_cast<std::size_t>(in.h * in.w), at = i % image;
+    const std::string value = std::isnan(input[i]) ? "NaN" : input[i] > 0 ? "+inf" : "-inf";
+    throw std::invalid_argument(
+        std::string(what) + ": input value " + std::to_string(i) + " (image " +
+        std::to_string(i / image) + ", channel " + std::to_string(at / hw) + ", row " +
+        std::to_string(at % hw / static_cast<std::size_t>(in.w)) + ", column " +
+        std::to_string(at % static_cast<std::size_t>(in.w)) + ") is " + value +
+        "; inputs must be finite (InterpreterOptions::non_finite = "
+        "NonFiniteInput::kPropagate runs them through)");
   }
 
   std::vector<ValueLifetime> lifetimes_for(std::size_t batch) const {
@@ -180,6 +233,7 @@ struct Interpreter::Impl {
                                   std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) +
                                   "," + std::to_string(in.h) + "," + std::to_string(in.w) + ")");
     }
+    if (non_finite == NonFiniteInput::kReject) check_finite(what, input, size);
     const ValueInfo& out = values[static_cast<std::size_t>(model.output)];
     const auto out_image = static_cast<std::size_t>(out.c * out.h * out.w);
     std::vector<float> result(batch * out_image);
@@ -309,15 +363,22 @@ Interpreter::Interpreter(Model model, InterpreterOptions options)
   impl_->model = std::move(model);
   impl_->kernels = options.kernels != nullptr ? options.kernels : &active_kernels();
   impl_->threads = options.threads;
+  impl_->max_activation_bytes = options.max_activation_bytes;
+  impl_->non_finite = options.non_finite;
   impl_->prepare();
 }
 
 Interpreter Interpreter::from_file(const std::string& path, InterpreterOptions options) {
-  return Interpreter(load_model(path), options);
+  return Interpreter(load_model(path, options.max_model_bytes), options);
 }
 
 Interpreter Interpreter::from_bytes(const std::uint8_t* bytes, std::size_t size,
                                     InterpreterOptions options) {
+  if (size > options.max_model_bytes) {
+    throw ModelError(
+        "<memory>: model of " + std::to_string(size) + " bytes is larger than the limit of " +
+        std::to_string(options.max_model_bytes) + " bytes (InterpreterOptions::max_model_bytes)");
+  }
   return Interpreter(parse_model(bytes, size), options);
 }
 

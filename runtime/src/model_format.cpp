@@ -490,12 +490,25 @@ Model parse_model(const std::uint8_t* bytes, std::size_t size, const std::string
   return read_meta(meta, bytes + payload_offset, payload_size, version);
 }
 
-Model load_model(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+Model load_model(const std::string& path, std::uint64_t max_bytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw ModelError(path + ": cannot open for reading: " + std::strerror(errno));
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                                  std::istreambuf_iterator<char>());
-  if (in.bad()) throw ModelError(path + ": read error");
+  const std::streamoff end = in.tellg();
+  if (end < 0) throw ModelError(path + ": cannot determine the file size (not a regular file?)");
+  const auto size = static_cast<std::uint64_t>(end);
+  if (size > max_bytes) {
+    throw ModelError(path + ": file of " + std::to_string(size) +
+                     " bytes is larger than the limit of " + std::to_string(max_bytes) +
+                     " bytes (raise InterpreterOptions::max_model_bytes or load_model's max_bytes "
+                     "to load it)");
+  }
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+  in.seekg(0);
+  if (!bytes.empty())
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (!in || in.gcount() != static_cast<std::streamsize>(size)) {
+    throw ModelError(path + ": read error (the file changed or could not be read to its end)");
+  }
   return parse_model(bytes.data(), bytes.size(), path);
 }
 

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -61,13 +62,19 @@ class Pool {
       return;
     }
     // Only the holder of busy_ starts workers or publishes jobs.
-    while (workers_.size() < wanted - 1) {
-      const std::size_t index = workers_.size();
-      // The worker starts from the current job word, so that the job published below (maybe
-      // before the thread even runs) is new to it.
-      workers_.emplace_back(
-          [this, index, seen = job_.load(std::memory_order_acquire)] { worker_loop(index, seen); });
-      worker_count_.store(workers_.size(), std::memory_order_release);
+    try {
+      while (workers_.size() < wanted - 1) {
+        const std::size_t index = workers_.size();
+        // The worker starts from the current job word, so that the job published below (maybe
+        // before the thread even runs) is new to it.
+        workers_.emplace_back([this, index, seen = job_.load(std::memory_order_acquire)] {
+          worker_loop(index, seen);
+        });
+        worker_count_.store(workers_.size(), std::memory_order_release);
+      }
+    } catch (...) {  // no thread could be started: the pool stays usable with fewer workers
+      busy_.store(false, std::memory_order_release);
+      throw;
     }
     const std::size_t participants = wanted - 1;
     fn_ = fn, context_ = context, tasks_ = n;
@@ -88,14 +95,30 @@ class Pool {
         ONEBIT_CPU_RELAX();
       }
     }
+    // Every participant is done with this job: its error (if any) can be taken and the pool
+    // handed to the next caller before the error propagates.
+    std::exception_ptr error = std::move(error_);
+    error_ = nullptr;
+    failed_.store(false, std::memory_order_relaxed);
     busy_.store(false, std::memory_order_release);
+    if (error) std::rethrow_exception(error);
   }
 
  private:
+  // Runs tasks until none are left. A task that throws stops the job: the first exception is
+  // kept for the caller (rethrown by `run` once every participant is done, so no task outlives
+  // the call) and the remaining tasks are skipped.
   void take_tasks() {
     for (std::size_t i = next_.fetch_add(1, std::memory_order_relaxed); i < tasks_;
          i = next_.fetch_add(1, std::memory_order_relaxed)) {
-      fn_(context_, i);
+      if (failed_.load(std::memory_order_relaxed)) continue;
+      try {
+        fn_(context_, i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+        failed_.store(true, std::memory_order_relaxed);
+      }
     }
   }
 
@@ -136,6 +159,11 @@ class Pool {
   void* context_ = nullptr;
   std::size_t tasks_ = 0;
   std::atomic<std::size_t> next_{0}, done_{0};
+  // The first exception a task of the current job threw (read by the caller after every
+  // participant reported done, which orders it after the write).
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
 };
 
 Pool& shared_pool() {

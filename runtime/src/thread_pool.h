@@ -15,7 +15,9 @@ using TaskFn = void (*)(void* context, std::size_t index);
 /// time from a shared counter, so which thread runs which task varies between calls; callers make
 /// every task's result independent of that. When the pool is already running another call (an
 /// Interpreter used from several threads at once, or a nested call), this call runs all its tasks
-/// on the calling thread instead of waiting.
+/// on the calling thread instead of waiting. A task that throws stops the call: tasks not yet
+/// started are skipped, and the first exception is rethrown to the caller once every thread has
+/// left the call (so nothing runs on `context` after it returns or throws).
 void run_tasks(std::size_t n, int threads, TaskFn fn, void* context);
 
 /// Worker threads the shared pool holds now (0 before the first call with `threads` > 1).

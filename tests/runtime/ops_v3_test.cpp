@@ -164,7 +164,9 @@ TEST(Sigmoid, SaturatesWithoutNaN) {
   b.output(b.sigmoid(b.input({7})));
   const std::vector<float> x{
       -1000.0f, -88.0f, -0.0f, 0.0f, 20.0f, 1000.0f, std::numeric_limits<float>::infinity()};
-  const std::vector<float> y = Interpreter(b.build()).run(x, 1);
+  InterpreterOptions o;
+  o.non_finite = NonFiniteInput::kPropagate;  // the infinity is meant
+  const std::vector<float> y = Interpreter(b.build(), o).run(x, 1);
   EXPECT_EQ(y, testing::sigmoid_ref(Nchw{1, 7, 1, 1, x}).v);
   EXPECT_EQ(y[0], 0.0f);
   EXPECT_EQ(y[2], 0.5f);

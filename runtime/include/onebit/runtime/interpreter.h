@@ -20,6 +20,18 @@
 
 namespace onebit::runtime {
 
+/// How `Interpreter::run` treats NaN and +-infinity in its input.
+enum class NonFiniteInput {
+  /// Throw `std::invalid_argument` naming the first such value (image, channel, row, column)
+  /// before anything runs. The check reads the input once (well under 1% of a model's time).
+  kReject,
+  /// Run them through: float ops follow IEEE arithmetic (NaN propagates through sums and
+  /// products), binary ops read NaN as +1 and +-infinity by its sign, and max pooling, clip and
+  /// ReLU return either operand for NaN. No undefined behaviour; results for such inputs are not
+  /// guaranteed to be identical across instruction sets.
+  kPropagate,
+};
+
 /// Options of an `Interpreter`.
 struct InterpreterOptions {
   /// Threads per `run` call (the calling thread included), taken from the process-wide
@@ -30,6 +42,17 @@ struct InterpreterOptions {
   int threads = 1;
   /// Kernel table; nullptr uses `active_kernels()` (CPUID or `ONEBIT_ISA`).
   const KernelTable* kernels = nullptr;
+  /// Largest activation arena of one image (`activation_bytes(1)`) the Interpreter accepts: a
+  /// model whose values would need more is refused by the constructor with a `ModelError` that
+  /// names the limit and the largest values, before any activation memory is allocated. The
+  /// arena of a run is at most max(this, about 512 KiB) per concurrent call (larger batches run
+  /// in passes). Default 1 GiB: an ImageNet BNN at 224x224 needs a few MiB.
+  std::size_t max_activation_bytes = std::size_t{1} << 30;
+  /// Largest `.obnn` file `from_file` reads (checked before reading; see `load_model`), and
+  /// largest buffer `from_bytes` parses.
+  std::uint64_t max_model_bytes = kDefaultMaxModelBytes;
+  /// What `run` does with NaN or +-infinity in the input.
+  NonFiniteInput non_finite = NonFiniteInput::kReject;
 };
 
 /// Time of one op in a profiled run (`Interpreter::run_profiled`).

@@ -140,8 +140,12 @@ std::vector<std::uint8_t> serialize_model(const Model& model,
 Model parse_model(const std::uint8_t* bytes, std::size_t size,
                   const std::string& source = "<memory>");
 
-/// Reads and parses a `.obnn` file; throws `ModelError` on any problem.
-Model load_model(const std::string& path);
+/// Default limit of `load_model` on the file size: 4 GiB (the largest zoo model is about 10 MiB).
+inline constexpr std::uint64_t kDefaultMaxModelBytes = std::uint64_t{4} << 30;
+
+/// Reads and parses a `.obnn` file; throws `ModelError` on any problem. A file larger than
+/// `max_bytes` is refused before it is read (the message gives both sizes and the limit's name).
+Model load_model(const std::string& path, std::uint64_t max_bytes = kDefaultMaxModelBytes);
 
 /// Writes a `.obnn` file atomically (a temporary file in the same directory, then rename).
 /// Throws `ModelError` on I/O errors. Returns the number of bytes written.
