@@ -51,6 +51,7 @@ class Options {
     if (!v) return *def;
     if (!v->is_number_integer())
       fail("option \"" + key + "\" must be an integer, got " + v->dump());
+    note_size(key, v->get<int64_t>(), 1);
     return v->get<int64_t>();
   }
   double number(const std::string& key, std::optional<double> def = std::nullopt) {
@@ -119,8 +120,19 @@ class Options {
       fail("option \"" + key + "\": " + e.what());
     }
   }
-  /// Throws for any key that no reader asked for.
+  /// Throws for any key that no reader asked for, and for a layer whose size options (channels,
+  /// features, kernel size, ...) multiply to more parameters than `serialize::build_limits()`
+  /// allows: checked here, before the build function makes the layer and allocates them.
   void finish() const {
+    const int64_t limit = serialize::build_limits().max_parameters;
+    if (size_bound_ > limit) {
+      fail("its size options (" + size_keys_ + ") allow up to " +
+           (size_bound_ == kSaturated ? std::string("more than 2^62")
+                                      : std::to_string(size_bound_)) +
+           " parameters, more than the limit of " + std::to_string(limit) +
+           " (onebit::serialize::set_build_limits); the description is corrupt or the model "
+           "needs a higher limit");
+    }
     for (const auto& item : j_.items()) {
       if (!used_.count(item.key())) {
         std::string known;
@@ -133,7 +145,10 @@ class Options {
  private:
   template <size_t D>
   torch::ExpandingArray<D> parse_array(const std::string& key, const Json& v) {
-    if (v.is_number_integer()) return torch::ExpandingArray<D>(v.get<int64_t>());
+    if (v.is_number_integer()) {
+      note_size(key, v.get<int64_t>(), D);
+      return torch::ExpandingArray<D>(v.get<int64_t>());
+    }
     if (!v.is_array() || v.size() != D) {
       fail("option \"" + key + "\" must be an integer or a list of " + std::to_string(D) +
            " integers, got " + v.dump());
@@ -145,9 +160,32 @@ class Options {
       }
       values.push_back(e.get<int64_t>());
     }
+    for (int64_t x : values) note_size(key, x, 1);
     return torch::ExpandingArray<D>(at::IntArrayRef(values));
   }
 
+  // Options whose values multiply into a layer's parameter count; their product (each at least
+  // 1) bounds the parameters of every built-in layer kind.
+  static bool is_size_key(const std::string& key) {
+    static const std::set<std::string> keys{
+        "in_channels", "out_channels",     "in_features", "out_features", "num_features",
+        "channels",    "depth_multiplier", "kernel_size", "input_size",   "num_parameters"};
+    return keys.count(key) != 0;
+  }
+  void note_size(const std::string& key, int64_t value, size_t times) {
+    if (!is_size_key(key)) return;
+    if (size_keys_.find(key) == std::string::npos) {
+      size_keys_ += (size_keys_.empty() ? "" : ", ") + key;
+    }
+    const int64_t v = std::max<int64_t>(1, value);
+    for (size_t i = 0; i < times; ++i) {
+      size_bound_ = size_bound_ > kSaturated / v ? kSaturated : size_bound_ * v;
+    }
+  }
+
+  static constexpr int64_t kSaturated = int64_t{1} << 62;
+  int64_t size_bound_ = 1;
+  std::string size_keys_;
   const Json& j_;
   std::string where_;
   std::set<std::string> used_;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/serialize/archive.h>
+#include <atomic>
 
 #include <filesystem>
 #include <map>
@@ -117,6 +118,20 @@ Json describe(const nn::GraphImpl& graph) {
 
 Json describe(const nn::Graph& graph) { return describe(*graph); }
 
+namespace {
+std::atomic<std::int64_t> g_max_parameters{BuildLimits{}.max_parameters};
+}  // namespace
+
+BuildLimits build_limits() { return BuildLimits{g_max_parameters.load()}; }
+
+void set_build_limits(const BuildLimits& limits) {
+  if (limits.max_parameters < 1) {
+    throw std::invalid_argument("set_build_limits: max_parameters must be at least 1, got " +
+                                std::to_string(limits.max_parameters));
+  }
+  g_max_parameters.store(limits.max_parameters);
+}
+
 nn::Graph build(const Json& architecture) {
   const bool chain = architecture.is_object() && architecture.value("type", "") == "Sequential";
   const char* list = chain ? "layers" : "nodes";
@@ -129,11 +144,20 @@ nn::Graph build(const Json& architecture) {
   }
   nn::Graph graph;
   std::size_t index = 0;
+  const std::int64_t limit = build_limits().max_parameters;
+  std::int64_t parameters = 0;
   for (const auto& entry : architecture.at(list)) {
     const StoredNode node = read_node(entry, index++, graph->nodes().size() + 1, chain);
     try {
-      graph->add_node(node.name, node.kind->build(node.options), node.inputs,
-                      node.kind->multi_input);
+      torch::nn::AnyModule module = node.kind->build(node.options);
+      for (const auto& p : module.ptr()->parameters()) parameters += p.numel();
+      if (parameters > limit) {
+        throw std::invalid_argument("the model reaches " + std::to_string(parameters) +
+                                    " parameters with this layer, more than the limit of " +
+                                    std::to_string(limit) +
+                                    " (onebit::serialize::set_build_limits)");
+      }
+      graph->add_node(node.name, std::move(module), node.inputs, node.kind->multi_input);
     } catch (const std::exception& e) {
       std::string what = e.what();
       throw std::invalid_argument("layer \"" + node.name + "\" (" + node.kind->name +

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -59,6 +60,20 @@ nlohmann::json describe(const nn::Graph& graph);
 /// architecture {"type": "Sequential", "layers": [...]}. Throws std::invalid_argument naming the
 /// layer and the option for unknown types, unknown or ill-typed options, and bad inputs.
 nn::Graph build(const nlohmann::json& architecture);
+
+/// Limits that `build` (and so `load`, `load_checkpoint` and `onebit::load`) applies to an
+/// architecture before allocating anything, so that a corrupt or hostile description fails with
+/// a clear error instead of exhausting memory.
+struct BuildLimits {
+  /// Most parameters of one layer (bounded from its size options before it is made) and of the
+  /// whole model (summed as layers are made). Default 2^31 (8 GiB of float32): about 90 times
+  /// the largest zoo model.
+  std::int64_t max_parameters = std::int64_t{1} << 31;
+};
+/// The limits in force (process-wide).
+BuildLimits build_limits();
+/// Replaces the process-wide limits; e.g. a service that loads untrusted files lowers them.
+void set_build_limits(const BuildLimits& limits);
 
 /// Registers a layer kind with describe and build only (no summary rule, no lowering); kept for
 /// code written before `onebit::register_layer`, which it calls.

@@ -52,8 +52,8 @@ std::pair<at::Tensor, at::Tensor> BatchNormImpl::folded() const {
 
 void BatchNormImpl::pretty_print(std::ostream& stream) const {
   stream << "onebit::nn::BatchNorm(" << options.num_features() << ", eps=" << options.eps()
-         << ", momentum=" << options.momentum() << ", scale=" << std::boolalpha
-         << options.scale() << ", center=" << options.center() << ")";
+         << ", momentum=" << options.momentum() << ", scale=" << std::boolalpha << options.scale()
+         << ", center=" << options.center() << ")";
 }
 
 }  // namespace onebit::nn

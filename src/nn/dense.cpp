@@ -24,8 +24,8 @@ QuantDenseImpl::QuantDenseImpl(const QuantDenseOptions& options_) : options(opti
 }
 
 void QuantDenseImpl::reset() {
-  weight =
-      register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+  weight = register_parameter(
+      "weight", detail::new_kernel({options.out_features(), options.in_features()}, "QuantDense"));
   bias = detail::register_bias(*this, options.bias(), {options.out_features()});
   reset_parameters();
 }

@@ -38,8 +38,9 @@ std::string QuantDepthwiseConv2dImpl::describe() const {
 
 void QuantDepthwiseConv2dImpl::reset() {
   const int64_t out = options.in_channels() * options.depth_multiplier();
-  weight = register_parameter(
-      "weight", torch::empty({out, 1, (*options.kernel_size())[0], (*options.kernel_size())[1]}));
+  weight = register_parameter("weight", detail::new_kernel({out, 1, (*options.kernel_size())[0],
+                                                            (*options.kernel_size())[1]},
+                                                           "QuantDepthwiseConv2d"));
   bias = detail::register_bias(*this, options.bias(), {out});
   reset_parameters();
 }

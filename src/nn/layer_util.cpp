@@ -2,11 +2,31 @@
 
 #include <torch/nn/init.h>
 
+#include "onebit/serialize.h"
+
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
 
 namespace onebit::nn::detail {
+
+at::Tensor new_kernel(at::IntArrayRef shape, const std::string& layer) {
+  const int64_t limit = serialize::build_limits().max_parameters;
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0)
+      throw std::invalid_argument(layer + ": negative kernel dimension " + std::to_string(d));
+    n = (d != 0 && n > limit / d) ? limit + 1 : n * d;
+  }
+  if (n > limit) {
+    std::string dims;
+    for (int64_t d : shape) dims += (dims.empty() ? "" : "x") + std::to_string(d);
+    throw std::invalid_argument(layer + ": a kernel of " + dims +
+                                " elements is more than the limit of " + std::to_string(limit) +
+                                " parameters (onebit::serialize::set_build_limits)");
+  }
+  return torch::empty(shape);
+}
 
 at::Tensor register_bias(torch::nn::Module& module, bool enabled, at::IntArrayRef shape) {
   if (enabled) return module.register_parameter("bias", torch::empty(shape));

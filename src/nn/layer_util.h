@@ -53,6 +53,12 @@ void check_pad_values(const Fail& fail, double pad_values) {
   if (!std::isfinite(pad_values)) fail("pad_values must be finite");
 }
 
+/// An uninitialized kernel of `shape` for layer `layer` (e.g. "QuantConv2d"), after checking
+/// that its element count is within `serialize::build_limits().max_parameters`: a layer that
+/// would hold more throws std::invalid_argument before anything is allocated (a corrupt
+/// description or a mistyped size must not exhaust memory).
+at::Tensor new_kernel(at::IntArrayRef shape, const std::string& layer);
+
 /// Registers "bias" of `shape` on `module`, or an undefined "bias" when `enabled` is false.
 at::Tensor register_bias(torch::nn::Module& module, bool enabled, at::IntArrayRef shape);
 

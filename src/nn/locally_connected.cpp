@@ -62,8 +62,8 @@ void QuantLocallyConnectedNdImpl<D, Derived>::reset() {
     patch *= (*options.kernel_size())[i];
     bias_shape.push_back(output_size_[i]);
   }
-  weight =
-      this->register_parameter("weight", torch::empty({options.out_channels(), positions, patch}));
+  weight = this->register_parameter(
+      "weight", detail::new_kernel({options.out_channels(), positions, patch}, this->name()));
   bias = detail::register_bias(*this, options.bias(), bias_shape);
   reset_parameters();
 }

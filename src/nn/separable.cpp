@@ -49,8 +49,10 @@ void QuantSeparableConvNdImpl<D, Derived>::reset() {
     dw_shape.push_back((*options.kernel_size())[i]);
     pw_shape.push_back(1);
   }
-  depthwise_weight = this->register_parameter("depthwise_weight", torch::empty(dw_shape));
-  pointwise_weight = this->register_parameter("pointwise_weight", torch::empty(pw_shape));
+  depthwise_weight =
+      this->register_parameter("depthwise_weight", detail::new_kernel(dw_shape, this->name()));
+  pointwise_weight =
+      this->register_parameter("pointwise_weight", detail::new_kernel(pw_shape, this->name()));
   bias = detail::register_bias(*this, options.bias(), {options.out_channels()});
   reset_parameters();
 }

@@ -315,6 +315,21 @@ ModelOptions resolve_options(const std::string& name, ModelOptions options) {
   const Entry& e = find(name);
   if (options.input_shape.empty()) options.input_shape = e.input_shape;
   if (options.num_classes == 0) options.num_classes = e.num_classes;
+  const auto& s = options.input_shape;
+  constexpr int64_t kMaxSide = int64_t{1} << 16;
+  if (s.size() != 3 || s[0] < 1 || s[1] < 1 || s[2] < 1 || s[0] > kMaxSide || s[1] > kMaxSide ||
+      s[2] > kMaxSide) {
+    std::string dims;
+    for (int64_t d : s) dims += (dims.empty() ? "" : ",") + std::to_string(d);
+    throw std::invalid_argument(std::string(e.entry.name) +
+                                ": input_shape must be C,H,W with each in [1, " +
+                                std::to_string(kMaxSide) + "], got [" + dims + "]");
+  }
+  if (options.num_classes < 1 || options.num_classes > (int64_t{1} << 24)) {
+    throw std::invalid_argument(std::string(e.entry.name) +
+                                ": num_classes must be in [1, 16777216], got " +
+                                std::to_string(options.num_classes));
+  }
   return options;
 }
 

@@ -265,11 +265,91 @@ TEST(Serialize, BuildErrorsNameTheLayerAndTheItem) {
       {"Sequential"});
 }
 
+TEST(Serialize, HugeLayersAreRefusedBeforeTheyAreAllocated) {
+  using nlohmann::json;
+  auto arch = [](const std::string& type, json options) {
+    return json{
+        {"type", "Graph"},
+        {"nodes", {{{"name", "big"}, {"type", type}, {"options", options}, {"inputs", {0}}}}},
+        {"output", 1}};
+  };
+  // 200000 x 200000 floats would be 160 GB: refused from the options, nothing allocated.
+  expect_throw_with<std::invalid_argument>(
+      [&] {
+        serialize::build(arch("QuantDense", {{"in_features", 200000}, {"out_features", 200000}}));
+      },
+      {"layer \"big\"", "QuantDense", "in_features", "out_features", "40000000000 parameters",
+       "set_build_limits"});
+  expect_throw_with<std::invalid_argument>(
+      [&] {
+        serialize::build(
+            arch("torch.Conv2d",
+                 {{"in_channels", 1 << 20}, {"out_channels", 1 << 20}, {"kernel_size", 3}}));
+      },
+      {"layer \"big\"", "torch.Conv2d", "more than the limit"});
+  expect_throw_with<std::invalid_argument>(
+      [&] {
+        serialize::build(arch("torch.BatchNorm2d", {{"num_features", int64_t{1} << 40}}));
+      },
+      {"num_features", "more than the limit"});
+
+  // A lower limit applies to single layers (also when built in code) and to whole models.
+  const serialize::BuildLimits saved = serialize::build_limits();
+  torch::nn::Sequential model(nn::QuantDense(nn::QuantDenseOptions(10, 10)),
+                              nn::QuantDense(nn::QuantDenseOptions(10, 10)));
+  const json described = serialize::describe(model);
+  serialize::set_build_limits({150});
+  expect_throw_with<std::invalid_argument>([&] { serialize::build(described); },
+                                           {"the model reaches 220 parameters", "limit of 150"});
+  expect_throw_with<std::invalid_argument>([&] { nn::QuantDense(nn::QuantDenseOptions(20, 10)); },
+                                           {"a kernel of 10x20 elements", "limit of 150"});
+  serialize::set_build_limits({1000});
+  EXPECT_NO_THROW(serialize::build(described));
+  serialize::set_build_limits(saved);
+  EXPECT_THROW(serialize::set_build_limits({0}), std::invalid_argument);
+
+  // Zoo options out of range (as read from a checkpoint's config) are refused by name.
+  zoo::ModelOptions o;
+  o.input_shape = {1, 0, 28};
+  expect_throw_with<std::invalid_argument>([&] { zoo::build("larq-mnist", o); },
+                                           {"larq-mnist", "input_shape", "[1,0,28]"});
+  o.input_shape = {};
+  o.num_classes = -3;
+  expect_throw_with<std::invalid_argument>([&] { zoo::build("bnn-mlp", o); },
+                                           {"bnn-mlp", "num_classes", "-3"});
+}
+
+TEST(Serialize, ACheckpointWithACorruptArchitectureFailsOnTheLimit) {
+  torch::nn::Sequential model(nn::QuantDense(nn::QuantDenseOptions(4, 2)));
+  const auto path = temp_path("checkpoint_huge");
+  nlohmann::json config = {{"train", train::TrainOptions().to_json()}, {"epoch", 1}};
+  train::save_checkpoint(path, model, nullptr, config);
+  EXPECT_NO_THROW(train::load_checkpoint(path));
+  // Rewrite the stored architecture with a layer of 10^12 weights (as a corrupt file would).
+  torch::serialize::InputArchive in;
+  in.load_from(path);
+  c10::IValue stored;
+  in.read("config", stored);
+  nlohmann::json full = nlohmann::json::parse(stored.toStringRef());
+  full["architecture"]["nodes"][0]["options"]["in_features"] = 1000000;
+  full["architecture"]["nodes"][0]["options"]["out_features"] = 1000000;
+  torch::serialize::OutputArchive out;
+  out.write("onebit_checkpoint_version", c10::IValue(static_cast<int64_t>(2)));
+  out.write("config", c10::IValue(full.dump()));
+  torch::serialize::OutputArchive weights;
+  model->save(weights);
+  out.write("model", weights);
+  out.save_to(path);
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                        {path, "cannot load checkpoint", "more than the limit"});
+  fs::remove(path);
+}
+
 TEST(Serialize, SaveErrors) {
   torch::nn::Sequential unknown(torch::nn::Linear(2, 2), torch::nn::Tanh());
-  expect_throw_with<std::invalid_argument>([&] { save(unknown, temp_path("tanh")); },
-                                           {"save", "node \"1\"", "Tanh",
-                                            "not a registered layer kind", "register_layer"});
+  expect_throw_with<std::invalid_argument>(
+      [&] { save(unknown, temp_path("tanh")); },
+      {"save", "node \"1\"", "Tanh", "not a registered layer kind", "register_layer"});
   auto unregistered = std::make_shared<q::Custom>(
       "test_unregistered", [](const at::Tensor& x) { return x; },
       [](const at::Tensor&, const at::Tensor& dy) { return dy; }, 8);
@@ -413,8 +493,7 @@ TEST(Serialize, GraphArchitectureErrorsNameTheNode) {
       {"layer \"fc2\"", "one input"});
   expect_throw_with<std::invalid_argument>(
       [&] {
-        serialize::build(
-            graph({{{"name", "fc"}, {"type", "torch.Linear"}, {"options", linear}}}));
+        serialize::build(graph({{{"name", "fc"}, {"type", "torch.Linear"}, {"options", linear}}}));
       },
       {"layer \"fc\"", "\"inputs\""});
   expect_throw_with<std::invalid_argument>(
@@ -446,7 +525,8 @@ void rewrite_version(const std::string& from, const std::string& to, int version
   if (version == 1) {
     nlohmann::json layers = nlohmann::json::array();
     for (const auto& n : header.at("architecture").at("nodes")) {
-      layers.push_back({{"name", n.at("name")}, {"type", n.at("type")}, {"options", n.at("options")}});
+      layers.push_back(
+          {{"name", n.at("name")}, {"type", n.at("type")}, {"options", n.at("options")}});
     }
     header["architecture"] = {{"type", "Sequential"}, {"layers", layers}};
   }
@@ -476,8 +556,7 @@ TEST(Serialize, Version1FilesLoadAndNewerVersionsAreRefused) {
   EXPECT_EQ(serialize::describe(loaded), serialize::describe(model));
   rewrite_version(current, newer, serialize::kFormatVersion + 1);
   expect_throw_with<std::runtime_error>(
-      [&] { load(newer); },
-      {newer, "version " + std::to_string(serialize::kFormatVersion + 1),
-       "reads up to " + std::to_string(serialize::kFormatVersion)});
+      [&] { load(newer); }, {newer, "version " + std::to_string(serialize::kFormatVersion + 1),
+                             "reads up to " + std::to_string(serialize::kFormatVersion)});
   for (const auto& p : {current, old, newer}) fs::remove(p);
 }
