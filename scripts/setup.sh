@@ -8,6 +8,7 @@ packages=(
   libtorch-dev libopenblas0-pthread   # LibTorch 1.13 (CPU); OpenBLAS makes its matmuls ~10x faster
   nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  chromium                            # headless browser of the HTML report test
   clang libclang-rt-14-dev            # libFuzzer for the model-loader fuzz target
   dataset-fashion-mnist               # /usr/share/datasets/fashion-mnist
 )

@@ -15,6 +15,7 @@
 #include "onebit/io.h"
 #include "onebit/metrics.h"
 #include "onebit/train/checkpoint.h"
+#include "onebit/train/report.h"
 #include "progress.h"
 
 namespace onebit::train {
@@ -289,6 +290,9 @@ TrainResult train(const TrainOptions& options,
   // `onebit train` logs the flip ratio of every binary kernel (and shows the mean as "flip").
   auto all_callbacks = callbacks;
   all_callbacks.push_back(std::make_shared<metrics::FlipRatioCallback>());
+  // ... and writes out_dir/report.html after every epoch (last, so that it shows every metric).
+  all_callbacks.push_back(std::make_shared<ReportCallback>(effective, model_options.input_shape,
+                                                           options.model + ": " + options.out_dir));
   return fit(model, train_set, test_set, effective, all_callbacks);
 }
 

@@ -1,5 +1,6 @@
 // onebit train / eval / models.
 
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -99,7 +100,10 @@ void add_train(CLI::App& app) {
                 << "test accuracy: " << 100.0 * r.test_accuracy << "% after " << r.epochs
                 << " epochs (" << std::setprecision(0) << r.images_per_second
                 << " training images/s)\n"
-                << "model saved to: " << r.checkpoint << std::endl;
+                << "model saved to: " << r.checkpoint << "\n"
+                << "report: "
+                << (std::filesystem::path(r.checkpoint).parent_path() / "report.html").string()
+                << std::endl;
     }
   });
 }
