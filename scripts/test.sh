@@ -31,6 +31,8 @@ scripts/sanitize.sh asan-runtime tsan
 
 echo "== fuzzing the model loader and the data readers (60 s each, clang libFuzzer + ASan/UBSan)"
 scripts/fuzz.sh 60 model data
+echo "== fuzzing the checkpoint and config readers (30 s each; builds the training library with clang)"
+scripts/fuzz.sh 30 checkpoint config
 
 if [ "$sanitize_all" = 1 ]; then
   scripts/sanitize.sh asan

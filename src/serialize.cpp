@@ -300,6 +300,7 @@ nn::Graph load(const std::string& path) {
   };
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) fail("model file not found");
+  io::check_torch_archive(path);
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);

@@ -15,4 +15,12 @@ void atomic_write(const std::string& path, const std::function<void(const std::s
 /// Writes `text` to `path` atomically.
 void atomic_write_text(const std::string& path, const std::string& text);
 
+/// Checks the container of a LibTorch archive file (the zip file that `OutputArchive::save_to`
+/// writes for checkpoints and model files) before LibTorch reads it. LibTorch's reader trusts the
+/// sizes in the zip directory and allocates them, so a corrupt size would ask for gigabytes;
+/// here the end-of-central-directory record (zip64 too) is found, and every entry must be stored
+/// or deflated (as LibTorch writes them) with its data inside the file and a size that its stored
+/// bytes can hold. Reads only the directory. Throws std::runtime_error naming the file and what is wrong.
+void check_torch_archive(const std::string& path);
+
 }  // namespace onebit::io

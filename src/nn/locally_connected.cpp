@@ -63,7 +63,8 @@ void QuantLocallyConnectedNdImpl<D, Derived>::reset() {
     bias_shape.push_back(output_size_[i]);
   }
   weight = this->register_parameter(
-      "weight", detail::new_kernel({options.out_channels(), positions, patch}, this->name()));
+      "weight", detail::new_kernel({options.out_channels(), positions, patch},
+                                   "QuantLocallyConnected" + std::to_string(D) + "d"));
   bias = detail::register_bias(*this, options.bias(), bias_shape);
   reset_parameters();
 }

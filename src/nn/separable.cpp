@@ -49,10 +49,12 @@ void QuantSeparableConvNdImpl<D, Derived>::reset() {
     dw_shape.push_back((*options.kernel_size())[i]);
     pw_shape.push_back(1);
   }
-  depthwise_weight =
-      this->register_parameter("depthwise_weight", detail::new_kernel(dw_shape, this->name()));
-  pointwise_weight =
-      this->register_parameter("pointwise_weight", detail::new_kernel(pw_shape, this->name()));
+  depthwise_weight = this->register_parameter(
+      "depthwise_weight",
+      detail::new_kernel(dw_shape, "QuantSeparableConv" + std::to_string(D) + "d"));
+  pointwise_weight = this->register_parameter(
+      "pointwise_weight",
+      detail::new_kernel(pw_shape, "QuantSeparableConv" + std::to_string(D) + "d"));
   bias = detail::register_bias(*this, options.bias(), {options.out_channels()});
   reset_parameters();
 }

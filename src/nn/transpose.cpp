@@ -49,7 +49,8 @@ template <size_t D, typename Derived>
 void QuantConvTransposeNdImpl<D, Derived>::reset() {
   std::vector<int64_t> shape = {options.in_channels(), options.out_channels() / options.groups()};
   for (size_t i = 0; i < D; ++i) shape.push_back((*options.kernel_size())[i]);
-  weight = this->register_parameter("weight", detail::new_kernel(shape, this->name()));
+  weight = this->register_parameter(
+      "weight", detail::new_kernel(shape, "QuantConvTranspose" + std::to_string(D) + "d"));
   bias = detail::register_bias(*this, options.bias(), {options.out_channels()});
   reset_parameters();
 }

@@ -59,6 +59,7 @@ namespace {
 torch::serialize::InputArchive open_archive(const std::string& file) {
   std::error_code ec;
   if (!fs::exists(file, ec)) throw std::runtime_error(file + ": checkpoint not found");
+  io::check_torch_archive(file);
   torch::serialize::InputArchive root;
   try {
     root.load_from(file);

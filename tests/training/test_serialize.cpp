@@ -8,6 +8,7 @@
 
 #include "ext_test_util.h"
 #include "onebit/constraints.h"
+#include "onebit/io.h"
 #include "onebit/nn.h"
 #include "onebit/quantizers.h"
 #include "onebit/serialize.h"
@@ -342,6 +343,53 @@ TEST(Serialize, ACheckpointWithACorruptArchitectureFailsOnTheLimit) {
   out.save_to(path);
   expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
                                         {path, "cannot load checkpoint", "more than the limit"});
+  fs::remove(path);
+}
+
+TEST(Serialize, ArchivesWithImpossibleSizesAreRefusedBeforeLibTorchReadsThem) {
+  torch::nn::Sequential model(nn::QuantDense(nn::QuantDenseOptions(4, 2)));
+  const auto path = temp_path("zip_sizes");
+  train::save_checkpoint(path, model, nullptr,
+                         {{"train", train::TrainOptions().to_json()}, {"epoch", 1}});
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_NO_THROW(io::check_torch_archive(path));
+  const auto write = [&](const std::string& b) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << b;
+  };
+  const std::size_t dir = bytes.find(std::string("PK\x01\x02", 4));
+  ASSERT_NE(dir, std::string::npos);
+  // A directory entry claiming 4 GiB (LibTorch would allocate it).
+  std::string big = bytes;
+  for (int i = 0; i < 4; ++i) big[dir + 20 + i] = big[dir + 24 + i] = '\xF0';
+  write(big);
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                        {path, "claims 4042322160 bytes", "truncated or corrupt"});
+  expect_throw_with<std::runtime_error>([&] { onebit::load(path); }, {path, "claims"});
+  // A compression method LibTorch never uses.
+  std::string method = bytes;
+  method[dir + 10] = 12;
+  write(method);
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                        {"compression method 12"});
+  // A pickle string whose length claims 4 GiB (LibTorch's unpickler would allocate it first).
+  std::string pickle = bytes;
+  const std::size_t text = pickle.find("{\"architecture\"");
+  ASSERT_NE(text, std::string::npos);
+  ASSERT_EQ(pickle[text - 5], 'X');  // BINUNICODE, 4-byte length
+  for (int i = 0; i < 4; ++i) pickle[text - 4 + i] = '\xF0';
+  write(pickle);
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                        {"data.pkl", "pickle opcode payload", "needs 4042322160"});
+  // Cut off: no directory at all.
+  write(bytes.substr(0, bytes.size() / 2));
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                        {"no end-of-central-directory record"});
+  write(bytes);
+  EXPECT_NO_THROW(train::load_checkpoint(path));
   fs::remove(path);
 }
 
