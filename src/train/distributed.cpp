@@ -611,7 +611,8 @@ int exit_code(int status) {
 }
 }  // namespace
 
-int run_local_workers(const std::vector<std::string>& argv, int nproc, double grace_seconds) {
+int run_local_workers(const std::vector<std::string>& argv, int nproc, double grace_seconds,
+                      const std::vector<std::string>& extra_env) {
   if (argv.empty()) throw std::invalid_argument("run_local_workers: empty command line");
   if (nproc < 1) throw std::invalid_argument("--nproc must be >= 1, got " + std::to_string(nproc));
   const char* addr_env = std::getenv("MASTER_ADDR");
@@ -631,6 +632,10 @@ int run_local_workers(const std::vector<std::string>& argv, int nproc, double gr
       bool overridden = false;
       for (const auto& prefix : ours) overridden = overridden || kv.rfind(prefix, 0) == 0;
       if (!overridden) env.push_back(kv);
+    }
+    for (const auto& kv : extra_env) {
+      const std::string name = kv.substr(0, kv.find('='));
+      if (std::getenv(name.c_str()) == nullptr) env.push_back(kv);
     }
     env.push_back("RANK=" + std::to_string(r));
     env.push_back("LOCAL_RANK=" + std::to_string(r));

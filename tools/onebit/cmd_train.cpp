@@ -121,7 +121,11 @@ void add_train(CLI::App& app) {
                                     "): use one or the other");
       }
       dist->validate();
-      const int code = train::run_local_workers(worker_command_line(), *nproc);
+      // OpenBLAS ignores --threads (at::set_num_threads) and keeps its own pool, whose idle
+      // threads spin (sched_yield) and take CPU from the other workers: size it too.
+      std::vector<std::string> env;
+      if (opts->threads > 0) env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(opts->threads));
+      const int code = train::run_local_workers(worker_command_line(), *nproc, 5, env);
       if (code != 0) throw CLI::RuntimeError(code);
       return;
     }

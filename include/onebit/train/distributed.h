@@ -168,7 +168,9 @@ int free_local_port();
 /// WORLD_SIZE, MASTER_ADDR (default 127.0.0.1) and MASTER_PORT (default: a free port) set, and
 /// waits for them. If a worker fails, the others are stopped (SIGTERM, then SIGKILL after
 /// `grace_seconds`). Returns 0 if all succeeded, else the first failure's exit code (128 + signal
-/// for a killed worker). Messages about failed workers go to stderr.
-int run_local_workers(const std::vector<std::string>& argv, int nproc, double grace_seconds = 5);
+/// for a killed worker). Messages about failed workers go to stderr. `extra_env` ("NAME=value")
+/// is added to every worker's environment where NAME is not set already.
+int run_local_workers(const std::vector<std::string>& argv, int nproc, double grace_seconds = 5,
+                      const std::vector<std::string>& extra_env = {});
 
 }  // namespace onebit::train
