@@ -15,6 +15,7 @@
 #include "onebit/io.h"
 #include "onebit/metrics.h"
 #include "onebit/train/checkpoint.h"
+#include "onebit/train/distributed.h"
 #include "onebit/train/report.h"
 #include "progress.h"
 
@@ -164,7 +165,10 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dat
   check_finite(train_set, "training");
   check_finite(test_set, "test");
   if (options.threads > 0) at::set_num_threads(options.threads);
-  fs::create_directories(options.out_dir);
+  // Data parallelism (distributed.h): rank 0 alone writes files and progress.
+  DataParallel parallel(options.process_group, model);
+  const bool root = parallel.is_root();
+  if (root) fs::create_directories(options.out_dir);
   const std::string metrics_path = (fs::path(options.out_dir) / "metrics.jsonl").string();
   const std::string ckpt_path = (fs::path(options.out_dir) / "checkpoint.pt").string();
 
@@ -177,11 +181,14 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dat
     load_optimizer_state(options.resume, *optimizer);
     first_epoch = ck_config.at("epoch").get<int>() + 1;
     step = ck_config.value("step", int64_t{0});
-  } else {
+  } else if (root) {
     std::ofstream(metrics_path, std::ios::trunc);  // a fresh run starts a fresh log
   }
-  io::atomic_write_text((fs::path(options.out_dir) / "config.json").string(),
-                        options.to_json().dump(2) + "\n");
+  if (root) {
+    io::atomic_write_text((fs::path(options.out_dir) / "config.json").string(),
+                          options.to_json().dump(2) + "\n");
+  }
+  parallel.broadcast_state();
 
   Context ctx{model, optimizer.get(), first_epoch, step, {}};
   for (auto& cb : callbacks) cb->on_train_begin(ctx);
@@ -200,15 +207,26 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dat
     model->train();
     auto gen = at::detail::createCPUGenerator(options.seed * 1000003ULL + epoch);
     auto perm = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
-    ProgressBar bar(options.progress, epoch, options.epochs, steps);
+    ProgressBar bar(options.progress && root, epoch, options.epochs, steps);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
     const auto start = Clock::now();
     for (int64_t s = 0; s < steps; ++s) {
-      auto idx = perm.slice(0, s * options.batch_size, std::min(n, (s + 1) * options.batch_size));
+      auto global_idx =
+          perm.slice(0, s * options.batch_size, std::min(n, (s + 1) * options.batch_size));
+      auto idx = parallel.shard(global_idx);
+      const int64_t b = idx.size(0);
+      optimizer->zero_grad();
+      if (b == 0) {  // fewer images than ranks in the last batch: this rank adds zero gradients
+        parallel.reduce_gradients();
+        optimizer->step();
+        apply_constraints(*model);
+        ctx.step = ++step;
+        for (auto& cb : callbacks) cb->on_batch_end(ctx);
+        continue;
+      }
       auto x = train_set.images.index_select(0, idx);
       auto y = train_set.labels.index_select(0, idx);
-      optimizer->zero_grad();
       auto logits = model->forward(x);
       auto [loss, c] = loss_and_correct(logits, y);
       const double loss_value = loss.item<double>();
@@ -219,23 +237,34 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dat
             << "); lower the learning rate or check the input data for NaNs";
         throw std::runtime_error(msg.str());
       }
-      loss.backward();
+      const double scale = parallel.loss_scale(b, global_idx.size(0));
+      (scale == 1.0 ? loss : loss * scale).backward();
+      parallel.reduce_gradients();
       optimizer->step();
       apply_constraints(*model);
       ctx.step = ++step;
       for (auto& cb : callbacks) cb->on_batch_end(ctx);
-      const int64_t b = idx.size(0);
       loss_sum += loss_value * static_cast<double>(b);
       correct += c;
       seen += b;
       const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+      // All ranks' images, about (shards differ by at most one image).
+      const double all_seen = static_cast<double>(seen) * parallel.world_size();
       bar.update(s + 1, loss_sum / seen, static_cast<double>(correct) / seen,
-                 secs > 0 ? seen / secs : 0, ctx.progress);
+                 secs > 0 ? all_seen / secs : 0, ctx.progress);
     }
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    if (parallel.world_size() > 1) {  // epoch totals over all ranks; one set of BN statistics
+      auto totals =
+          parallel.sum({loss_sum, static_cast<double>(correct), static_cast<double>(seen)});
+      loss_sum = totals[0];
+      correct = static_cast<int64_t>(totals[1]);
+      seen = static_cast<int64_t>(totals[2]);
+      parallel.average_buffers();
+    }
     train_seconds += secs;
     trained_images += seen;
-    auto test = evaluate(model, test_set);
+    auto test = evaluate(model, test_set, 256, parallel);
     nlohmann::json metrics = {{"epoch", epoch},
                               {"step", step},
                               {"train_loss", loss_sum / seen},
@@ -245,12 +274,15 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dat
                               {"images_per_second", seen / secs},
                               {"seconds", secs}};
     for (auto& cb : callbacks) cb->on_epoch_end(ctx, metrics);
-    append_line(metrics_path, metrics);
-    nlohmann::json config = {{"train", options.to_json()},
-                             {"epoch", epoch},
-                             {"step", step},
-                             {"test_accuracy", test.accuracy}};
-    save_checkpoint(ckpt_path, model, optimizer.get(), config);
+    if (root) {
+      append_line(metrics_path, metrics);
+      nlohmann::json config = {{"train", options.to_json()},
+                               {"epoch", epoch},
+                               {"step", step},
+                               {"test_accuracy", test.accuracy},
+                               {"world_size", parallel.world_size()}};
+      save_checkpoint(ckpt_path, model, optimizer.get(), config);
+    }
     std::ostringstream summary;
     summary.setf(std::ios::fixed);
     summary.precision(2);
@@ -264,7 +296,7 @@ TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dat
     result.history.push_back(metrics);
   }
   if (result.history.empty()) {  // resumed a finished run: report the stored model
-    auto test = evaluate(model, test_set);
+    auto test = evaluate(model, test_set, 256, parallel);
     result.test_accuracy = test.accuracy;
     result.test_loss = test.loss;
   }
@@ -291,8 +323,10 @@ TrainResult train(const TrainOptions& options,
   auto all_callbacks = callbacks;
   all_callbacks.push_back(std::make_shared<metrics::FlipRatioCallback>());
   // ... and writes out_dir/report.html after every epoch (last, so that it shows every metric).
-  all_callbacks.push_back(std::make_shared<ReportCallback>(effective, model_options.input_shape,
-                                                           options.model + ": " + options.out_dir));
+  if (!options.process_group || options.process_group->rank() == 0) {  // rank 0 alone writes
+    all_callbacks.push_back(std::make_shared<ReportCallback>(
+        effective, model_options.input_shape, options.model + ": " + options.out_dir));
+  }
   return fit(model, train_set, test_set, effective, all_callbacks);
 }
 

@@ -1,19 +1,44 @@
 // onebit train / eval / models.
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 #include "commands.h"
 #include "onebit/data/datasets.h"
 #include "onebit/optim/scheduler.h"
 #include "onebit/train/checkpoint.h"
+#include "onebit/train/distributed.h"
 #include "onebit/train/trainer.h"
 #include "onebit/zoo/models.h"
 
 namespace onebit::cli {
 namespace {
+
+/// This process's command line without `--nproc N` / `--nproc=N`, argv[0] replaced by the
+/// executable's path (what the local workers run).
+std::vector<std::string> worker_command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) args.push_back(arg);
+  if (args.empty()) throw std::runtime_error("--nproc: cannot read /proc/self/cmdline");
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::vector<std::string> out{ec ? std::string("/proc/self/exe") : exe.string()};
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+    } else if (args[i].rfind("--nproc=", 0) != 0) {
+      out.push_back(args[i]);
+    }
+  }
+  return out;
+}
 
 void add_train(CLI::App& app) {
   auto opts = std::make_shared<train::TrainOptions>();
@@ -68,10 +93,49 @@ void add_train(CLI::App& app) {
                   "mis-shaped tensors are listed");
   cmd->add_option("--resume", opts->resume,
                   "Continue training from this checkpoint (file or directory)");
+  auto nproc = std::make_shared<int>(1);
+  auto dist = std::make_shared<train::DistributedOptions>();
+  cmd->add_option("--nproc", *nproc,
+                  "Train data-parallel in N local processes (Gloo over 127.0.0.1); --batch-size "
+                  "stays the global batch, split over the processes. Multi-machine: run one "
+                  "process per rank with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set instead "
+                  "(docs/distributed.md)")
+      ->capture_default_str();
+  cmd->add_option("--dist-timeout", dist->timeout_seconds,
+                  "Seconds a data-parallel rank waits for its peers (rendezvous and each "
+                  "all-reduce) before failing")
+      ->capture_default_str();
+  cmd->add_option("--dist-backend", dist->backend, "Data-parallel backend (gloo)")
+      ->capture_default_str();
   cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
   cmd->add_flag("--no-progress", *no_progress, "Do not draw the progress bar");
   cmd->add_flag("--json", *json, "Print the result as one JSON line");
   cmd->callback([=] {
+    if (*nproc < 1)
+      throw std::invalid_argument("--nproc must be >= 1, got " + std::to_string(*nproc));
+    const char* world_env = std::getenv("WORLD_SIZE");
+    if (*nproc > 1) {
+      if (world_env != nullptr) {
+        throw std::invalid_argument("--nproc " + std::to_string(*nproc) +
+                                    " starts its own workers, but WORLD_SIZE is set (" + world_env +
+                                    "): use one or the other");
+      }
+      dist->validate();
+      // OpenBLAS ignores --threads (at::set_num_threads) and keeps its own pool, whose idle
+      // threads spin (sched_yield) and take CPU from the other workers: size it too.
+      std::vector<std::string> env;
+      if (opts->threads > 0) env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(opts->threads));
+      const int code = train::run_local_workers(worker_command_line(), *nproc, 5, env);
+      if (code != 0) throw CLI::RuntimeError(code);
+      return;
+    }
+    if (world_env != nullptr) {
+      auto env = train::DistributedOptions::from_env();
+      env.timeout_seconds = dist->timeout_seconds;
+      env.backend = dist->backend;
+      if (env.world_size > 1) opts->process_group = std::make_shared<train::ProcessGroup>(env);
+    }
+    const bool root = !opts->process_group || opts->process_group->rank() == 0;
     opts->model_options.quantized = !*float_model;
     if (bn_momentum_opt->count() > 0) opts->model_options.bn_momentum = *bn_momentum;
     opts->progress = !*no_progress;
@@ -88,7 +152,15 @@ void add_train(CLI::App& app) {
                                     opts->epochs),
           "gamma", optim::UpdateFreq::kEpoch, "bop"));
     }
-    auto r = train::train(*opts, callbacks);
+    train::TrainResult r;
+    try {
+      r = train::train(*opts, callbacks);
+    } catch (const train::DistributedError& e) {
+      // A broken group's threads may still wait on the dead peer: skip the destructors.
+      std::cerr << "onebit: error: " << e.what() << std::endl;
+      std::_Exit(1);
+    }
+    if (!root) return;
     if (*json) {
       print_json({{"test_accuracy", r.test_accuracy},
                   {"test_loss", r.test_loss},

@@ -26,6 +26,8 @@
 
 namespace onebit::train {
 
+class ProcessGroup;  // onebit/train/distributed.h
+
 /// Everything a training run needs; stored in the checkpoint's config.
 struct TrainOptions {
   std::string model = "larq-mnist";       ///< zoo model name
@@ -48,8 +50,12 @@ struct TrainOptions {
   /// optimizer and epoch start fresh). Tensors that are missing or mis-shaped are an error that
   /// lists them (see load_model_state).
   std::string weights;
+  /// Data-parallel training (onebit/train/distributed.h): the group this process trains in; null
+  /// trains alone. `batch_size` is then the global batch, split over the ranks. Not stored in
+  /// the JSON form: a checkpoint does not depend on the number of processes.
+  std::shared_ptr<ProcessGroup> process_group;
 
-  /// JSON form of all fields.
+  /// JSON form of all fields except `process_group`.
   nlohmann::json to_json() const;
   /// Reads the JSON form; missing fields keep their defaults, unknown ones throw.
   static TrainOptions from_json(const nlohmann::json& j);
@@ -103,7 +109,9 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
 
 /// Trains `model` on `train_set`, evaluating on `test_set` after each epoch, writing
 /// `out_dir/metrics.jsonl`, `out_dir/config.json` and `out_dir/checkpoint.pt` (atomically).
-/// Throws std::runtime_error if the loss becomes NaN or infinite.
+/// Throws std::runtime_error if the loss becomes NaN or infinite. With `options.process_group`
+/// every rank calls fit with the same options and trains on its shard of each global batch;
+/// rank 0 alone writes the files (see onebit/train/distributed.h).
 TrainResult fit(nn::Graph model, const data::Dataset& train_set, const data::Dataset& test_set,
                 const TrainOptions& options,
                 const std::vector<std::shared_ptr<Callback>>& callbacks = {});
