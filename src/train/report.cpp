@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -370,14 +369,14 @@ void ReportCallback::on_train_begin(Context& ctx) {
 }
 
 void ReportCallback::on_epoch_end(Context& ctx, Json& metrics) {
-  for (const char* name : {"lr", "gamma", "threshold"}) {
+  for (const std::string name : {"lr", "gamma", "threshold"}) {
+    // A scheduler logs "name" or "optimizer/name".
+    const std::string suffix = "/" + name;
     bool logged = false;
     for (const auto& item : metrics.items()) {
       const std::string& k = item.key();
-      logged |=
-          k == name || (k.size() > std::strlen(name) &&
-                        k.compare(k.size() - std::strlen(name), std::string::npos, name) == 0 &&
-                        k[k.size() - std::strlen(name) - 1] == '/');
+      logged |= k == name || (k.size() > suffix.size() &&
+                              k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0);
     }
     if (logged || ctx.optimizer == nullptr) continue;
     try {

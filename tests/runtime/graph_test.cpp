@@ -17,6 +17,8 @@
 namespace onebit::runtime {
 namespace {
 
+using testing::error_of;
+
 using testing::all_tables;
 using testing::ConvSpec;
 using testing::Nchw;
@@ -65,15 +67,6 @@ std::vector<OpType> op_types(const Model& m) {
   std::vector<OpType> types;
   for (const Op& op : m.ops) types.push_back(op.type);
   return types;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // ---- concat -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -25,17 +24,9 @@
 namespace onebit::runtime {
 namespace {
 
+using testing::error_of;
 using testing::random_normal;
 using testing::random_signs;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
 
 // A model with a binary path (sign, binary conv with a shortcut, binary max pool, concat,
 // slice), a float path (conv, batch norm, PReLU, clip, quantize_levels, sigmoid gate), and a

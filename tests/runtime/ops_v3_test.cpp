@@ -20,6 +20,8 @@
 namespace onebit::runtime {
 namespace {
 
+using testing::error_of;
+
 using testing::all_tables;
 using testing::ConvSpec;
 using testing::Nchw;
@@ -40,15 +42,6 @@ std::vector<Shape> odd_shapes() {
 
 std::string shape_name(const Shape& s) {
   return std::to_string(s.c) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // Runs `m` on every ISA with 1 and 3 threads, and once more after a round trip through its

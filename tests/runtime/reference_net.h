@@ -4,7 +4,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "onebit/runtime/builder.h"
@@ -246,6 +249,16 @@ inline ValueRef add_conv(ModelBuilder& b, ValueRef x, const ConvCase& cc,
   p.pad_right = cc.s.pad_r;
   p.padding_value(cc.s.pad_value);
   return b.conv2d(x, p, w);
+}
+
+/// The message of the exception `f` throws, or "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace onebit::runtime::testing
