@@ -1,5 +1,6 @@
 #include "onebit/io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -15,6 +16,16 @@
 namespace onebit::io {
 namespace fs = std::filesystem;
 
+namespace {
+/// fsync of a file or directory; failures (e.g. a file system without fsync) are ignored.
+void sync_path(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+}  // namespace
+
 void atomic_write(const std::string& path, const std::function<void(const std::string&)>& write) {
   static std::atomic<unsigned> counter{0};
   fs::path target(path);
@@ -23,7 +34,11 @@ void atomic_write(const std::string& path, const std::function<void(const std::s
       path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
   try {
     write(tmp);
+    // On disk before it replaces the previous file (a crash of the machine, not only of the
+    // process, leaves one of the two whole), then the rename itself.
+    sync_path(tmp, O_RDONLY);
     fs::rename(tmp, target);
+    sync_path(target.has_parent_path() ? target.parent_path().string() : ".", O_RDONLY | O_DIRECTORY);
   } catch (...) {
     std::error_code ec;
     fs::remove(tmp, ec);

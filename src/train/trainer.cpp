@@ -5,8 +5,12 @@
 #include <ATen/Parallel.h>
 #include <torch/nn/modules/batchnorm.h>
 
+#include <signal.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <mutex>
 #include <filesystem>
@@ -254,6 +258,27 @@ void set_generator_state(const std::string& hex, const std::string& where) {
   }
 }
 
+/// Removes the temporary files (NAME.tmp.PID.N, see io::atomic_write) that a killed writer left in
+/// `dir`; files of a process that still runs stay.
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const auto at = name.find(".tmp.");
+    if (at == std::string::npos) continue;
+    const std::string rest = name.substr(at + 5);
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0 ||
+        rest.find_first_not_of("0123456789") != dot) {
+      continue;
+    }
+    const long pid = std::strtol(rest.substr(0, dot).c_str(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      fs::remove(entry.path(), ec);
+    }
+  }
+}
+
 /// A generator for one (epoch, batch) of a run: the same stream whether or not the run was
 /// interrupted before that batch.
 at::Generator batch_generator(uint64_t seed, int epoch, int64_t batch, int rank) {
@@ -412,7 +437,10 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
   // Data parallelism (distributed.h): rank 0 alone writes files and progress.
   DataParallel parallel(options.process_group, model);
   const bool root = parallel.is_root();
-  if (root) fs::create_directories(options.out_dir);
+  if (root) {
+    fs::create_directories(options.out_dir);
+    remove_stale_temporaries(options.out_dir);
+  }
   const fs::path out(options.out_dir);
   const std::string metrics_path = (out / "metrics.jsonl").string();
   const std::string ckpt_path = (out / "checkpoint.pt").string();
