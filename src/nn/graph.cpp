@@ -144,13 +144,36 @@ int GraphImpl::output_id() const {
   return output_ >= 0 ? output_ : static_cast<int>(nodes_.size());
 }
 
-at::Tensor GraphImpl::forward(const at::Tensor& x) {
+at::Tensor GraphImpl::forward(const at::Tensor& x) { return run(x, {}, nullptr); }
+
+at::Tensor GraphImpl::forward_with_taps(const at::Tensor& x, const std::vector<std::string>& taps,
+                                        std::vector<at::Tensor>& tapped) {
+  std::vector<int> ids;
+  for (const auto& name : taps) {
+    int id = -1;
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i].name == name) id = static_cast<int>(i) + 1;
+    }
+    if (id < 0) {
+      std::string known;
+      for (const auto& n : nodes_) known += (known.empty() ? "" : ", ") + n.name;
+      throw std::out_of_range("Graph: no node named \"" + name + "\" to tap (nodes: " + known +
+                              ")");
+    }
+    ids.push_back(id);
+  }
+  return run(x, ids, &tapped);
+}
+
+at::Tensor GraphImpl::run(const at::Tensor& x, const std::vector<int>& taps,
+                          std::vector<at::Tensor>* tapped) {
   const int out = output_id();
   // Last use of each value, so that large activations are freed as soon as possible.
   std::vector<int> last_use(nodes_.size() + 1, -1);
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     for (int v : nodes_[i].inputs) last_use[v] = static_cast<int>(i);
   }
+  if (tapped != nullptr) tapped->assign(taps.size(), at::Tensor());
   std::vector<at::Tensor> values(nodes_.size() + 1);
   values[0] = x;
   for (std::size_t i = 0; i < nodes_.size() && static_cast<int>(i) < out; ++i) {
@@ -162,6 +185,9 @@ at::Tensor GraphImpl::forward(const at::Tensor& x) {
       values[i + 1] = node.module.forward<at::Tensor>(std::move(xs));
     } else {
       values[i + 1] = node.module.forward<at::Tensor>(values[node.inputs[0]]);
+    }
+    for (std::size_t t = 0; t < taps.size(); ++t) {
+      if (taps[t] == static_cast<int>(i) + 1) (*tapped)[t] = values[i + 1];
     }
     for (int v : node.inputs) {
       if (last_use[v] == static_cast<int>(i) && v != out) values[v] = at::Tensor();

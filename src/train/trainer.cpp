@@ -58,7 +58,12 @@ nlohmann::json TrainOptions::to_json() const {
           {"augment", augment},
           {"crop_padding", crop_padding},
           {"bn_reestimate_batches", bn_reestimate_batches},
-          {"val_split", val_split}};
+          {"val_split", val_split},
+          {"teacher", teacher},
+          {"distill_weight", distill_weight},
+          {"distill_temperature", distill_temperature},
+          {"attention_weight", attention_weight},
+          {"attention_nodes", attention_nodes}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -120,6 +125,16 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
         o.bn_reestimate_batches = v.get<int64_t>();
       else if (k == "val_split")
         o.val_split = v.get<double>();
+      else if (k == "teacher")
+        o.teacher = v.get<std::string>();
+      else if (k == "distill_weight")
+        o.distill_weight = v.get<double>();
+      else if (k == "distill_temperature")
+        o.distill_temperature = v.get<double>();
+      else if (k == "attention_weight")
+        o.attention_weight = v.get<double>();
+      else if (k == "attention_nodes")
+        o.attention_nodes = v.get<std::vector<std::string>>();
       else
         throw std::invalid_argument("unknown train option \"" + k + "\"");
     } catch (const nlohmann::json::exception&) {
@@ -188,6 +203,15 @@ void validate(const TrainOptions& o, const data::Dataset& train_set) {
   in_range("label_smoothing", o.label_smoothing, 0, 1, true);
   in_range("crop_padding", o.crop_padding, 0, 1024, false);
   in_range("val_split", o.val_split, 0, 0.5, false);
+  in_range("distill_weight", o.distill_weight, 0, 1, false);
+  in_range("distill_temperature", o.distill_temperature, 1e-3, 1e3, false);
+  in_range("attention_weight", o.attention_weight, 0, 1e6, false);
+  if (o.teacher.empty() && o.attention_weight > 0) {
+    fail("attention_weight needs a teacher (the model whose attention maps are matched)");
+  }
+  if (o.attention_weight > 0 && o.attention_nodes.empty()) {
+    fail("attention_weight needs attention_nodes (graph node names, e.g. block outputs)");
+  }
   if (o.bn_reestimate_batches < 0) {
     fail("bn_reestimate_batches must be >= 0, got " + std::to_string(o.bn_reestimate_batches));
   }
@@ -331,6 +355,47 @@ std::vector<BatchNormRef> batch_norm_layers(torch::nn::Module& model) {
 void request_stop() { g_stop.store(1); }
 bool stop_requested() { return g_stop.load() != 0; }
 
+at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                             double temperature) {
+  if (student_logits.sizes() != teacher_logits.sizes()) {
+    std::ostringstream msg;
+    msg << "distillation: the student's logits " << student_logits.sizes()
+        << " and the teacher's " << teacher_logits.sizes() << " differ (other classes?)";
+    throw std::invalid_argument(msg.str());
+  }
+  const auto log_s = at::log_softmax(student_logits / temperature, 1);
+  const auto log_t = at::log_softmax(teacher_logits / temperature, 1);
+  return (log_t.exp() * (log_t - log_s)).sum(1).mean() * (temperature * temperature);
+}
+
+at::Tensor attention_loss(const std::vector<at::Tensor>& student_maps,
+                          const std::vector<at::Tensor>& teacher_maps) {
+  if (student_maps.size() != teacher_maps.size() || student_maps.empty()) {
+    throw std::invalid_argument("attention_loss: " + std::to_string(student_maps.size()) +
+                                " student and " + std::to_string(teacher_maps.size()) +
+                                " teacher maps (need the same, at least one)");
+  }
+  const auto attention = [](const at::Tensor& x) {
+    auto a = x.pow(2).mean(1).flatten(1);
+    return a / a.norm(2, {1}, true).clamp_min(1e-12);
+  };
+  at::Tensor total;
+  for (size_t i = 0; i < student_maps.size(); ++i) {
+    const auto& s = student_maps[i];
+    const auto& t = teacher_maps[i];
+    if (s.dim() != 4 || t.dim() != 4 || s.size(0) != t.size(0) || s.size(2) != t.size(2) ||
+        s.size(3) != t.size(3)) {
+      std::ostringstream msg;
+      msg << "attention_loss: pair " << i << " has student " << s.sizes() << " and teacher "
+          << t.sizes() << " (need [N, C, H, W] with the same N, H, W)";
+      throw std::invalid_argument(msg.str());
+    }
+    auto term = (attention(s) - attention(t.detach())).norm(2, {1}).mean();
+    total = total.defined() ? total + term : term;
+  }
+  return total / static_cast<double>(student_maps.size());
+}
+
 at::Tensor random_crop_flip(const at::Tensor& images, int64_t padding, at::Generator generator) {
   if (images.dim() != 4) {
     std::ostringstream msg;
@@ -451,6 +516,12 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
   auto callbacks = schedule_callbacks(options, steps);
   callbacks.insert(callbacks.end(), user_callbacks.begin(), user_callbacks.end());
 
+  nn::Graph teacher{nullptr};
+  if (!options.teacher.empty()) {
+    teacher = load_checkpoint(options.teacher).model;
+    teacher->eval();
+    for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+  }
   auto optimizer = make_optimizer(options, model);
   int first_epoch = 1;
   int64_t step = 0;
@@ -564,8 +635,26 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
           x = random_crop_flip(x, options.crop_padding,
                                batch_generator(options.seed, epoch, s, parallel.rank()));
         }
-        auto logits = model->forward(x);
+        std::vector<at::Tensor> maps, teacher_maps;
+        at::Tensor teacher_logits;
+        if (teacher) {
+          at::NoGradGuard no_grad;
+          teacher_logits = options.attention_weight > 0
+                               ? teacher->forward_with_taps(x, options.attention_nodes, teacher_maps)
+                               : teacher->forward(x);
+        }
+        auto logits = options.attention_weight > 0
+                          ? model->forward_with_taps(x, options.attention_nodes, maps)
+                          : model->forward(x);
         auto [loss, correct_now] = loss_and_correct(logits, y, options.label_smoothing);
+        if (teacher) {
+          loss = (1 - options.distill_weight) * loss +
+                 options.distill_weight *
+                     distillation_loss(logits, teacher_logits, options.distill_temperature);
+          if (options.attention_weight > 0) {
+            loss = loss + options.attention_weight * attention_loss(maps, teacher_maps);
+          }
+        }
         loss_value = loss.item<double>();
         c = correct_now;
         if (!std::isfinite(loss_value)) {

@@ -36,6 +36,7 @@ struct Quant {
 Quant quant(const ModelOptions& o, quantizers::QuantizerSpec input,
             quantizers::QuantizerSpec kernel, constraints::ConstraintSpec constraint) {
   if (!o.quantized) return {};
+  if (!o.binary_weights) return {std::move(input), nullptr, nullptr};
   return {std::move(input), std::move(kernel), std::move(constraint)};
 }
 

@@ -51,11 +51,14 @@ using detail::check_input;
 
 struct Binary {
   bool on;
+  bool weights = true;  ///< false: real-valued kernels (two-stage training's first stage)
   quantizers::QuantizerSpec q(const char* id) const {
     return on ? quantizers::QuantizerSpec(id) : nullptr;
   }
+  /// A kernel quantizer: none in the float copy or with real-valued weights.
+  quantizers::QuantizerSpec kq(const char* id) const { return weights ? q(id) : nullptr; }
   constraints::ConstraintSpec clip() const {
-    return on ? constraints::ConstraintSpec("weight_clip") : nullptr;
+    return on && weights ? constraints::ConstraintSpec("weight_clip") : nullptr;
   }
 };
 
@@ -68,7 +71,7 @@ nn::BatchNorm batch_norm(int64_t c, const ModelOptions& o) {
 // - conv 64 - BN - flatten - dense 64 - BN - dense 10 - BN, no biases, BN without scale.
 nn::Graph larq_mnist(const ModelOptions& o) {
   check_input("larq-mnist", o, 22);
-  const Binary b{o.quantized};
+  const Binary b{o.quantized, o.binary_weights};
   const int64_t c = o.input_shape[0];
   const int64_t h = ((o.input_shape[1] - 2) / 2 - 2) / 2 - 2;
   const int64_t w = ((o.input_shape[2] - 2) / 2 - 2) / 2 - 2;
@@ -76,14 +79,14 @@ nn::Graph larq_mnist(const ModelOptions& o) {
     return nn::QuantConv2d(nn::QuantConv2dOptions(in, out, 3)
                                .bias(false)
                                .input_quantizer(binary_input ? b.q("ste_sign") : nullptr)
-                               .kernel_quantizer(b.q("ste_sign"))
+                               .kernel_quantizer(b.kq("ste_sign"))
                                .kernel_constraint(b.clip()));
   };
   auto dense = [&](int64_t in, int64_t out) {
     return nn::QuantDense(nn::QuantDenseOptions(in, out)
                               .bias(false)
                               .input_quantizer(b.q("ste_sign"))
-                              .kernel_quantizer(b.q("ste_sign"))
+                              .kernel_quantizer(b.kq("ste_sign"))
                               .kernel_constraint(b.clip()));
   };
   return torch::nn::Sequential(conv(c, 32, false), torch::nn::MaxPool2d(2), batch_norm(32, o),
@@ -96,13 +99,13 @@ nn::Graph larq_mnist(const ModelOptions& o) {
 // A fully binarized MLP: float input to the first layer, binary everything else.
 nn::Graph bnn_mlp(const ModelOptions& o) {
   check_input("bnn-mlp", o, 1);
-  const Binary b{o.quantized};
+  const Binary b{o.quantized, o.binary_weights};
   const int64_t in = o.input_shape[0] * o.input_shape[1] * o.input_shape[2];
   auto dense = [&](int64_t i, int64_t out, bool binary_input) {
     return nn::QuantDense(nn::QuantDenseOptions(i, out)
                               .bias(false)
                               .input_quantizer(binary_input ? b.q("ste_sign") : nullptr)
-                              .kernel_quantizer(b.q("ste_sign"))
+                              .kernel_quantizer(b.kq("ste_sign"))
                               .kernel_constraint(b.clip()));
   };
   return torch::nn::Sequential(torch::nn::Flatten(), dense(in, 512, false), batch_norm(512, o),
@@ -120,7 +123,7 @@ nn::QuantConv2d binary_conv(int64_t in, int64_t out, int64_t stride, const Binar
                              .pad_values(b.on ? 1.0 : 0.0)
                              .bias(false)
                              .input_quantizer(b.q("ste_sign"))
-                             .kernel_quantizer(b.q("ste_sign"))
+                             .kernel_quantizer(b.kq("ste_sign"))
                              .kernel_constraint(b.clip()));
 }
 
@@ -150,7 +153,7 @@ void float_head(nn::Graph& g, nn::Value x, int64_t channels, const ModelOptions&
 // Zoo's BinaryResNetE. Stages: 32 channels at 14x14 (2 blocks), 64 at 7x7 (2), 128 at 7x7 (2).
 nn::Graph bireal_mnist(const ModelOptions& o) {
   check_input("bireal-mnist", o, 8);
-  const Binary b{o.quantized};
+  const Binary b{o.quantized, o.binary_weights};
   nn::Graph g;
   nn::Value x = float_stem(g, 32, o);
   int64_t channels = 32;
@@ -184,7 +187,7 @@ nn::Graph bireal_mnist(const ModelOptions& o) {
 // halves the channels), as in Larq Zoo's BinaryDenseNet.
 nn::Graph densenet_mnist(const ModelOptions& o) {
   check_input("densenet-mnist", o, 8);
-  const Binary b{o.quantized};
+  const Binary b{o.quantized, o.binary_weights};
   const int64_t growth = 32;
   nn::Graph g;
   nn::Value x = float_stem(g, 32, o);
@@ -216,6 +219,7 @@ nn::Graph densenet_mnist(const ModelOptions& o) {
 
 nlohmann::json ModelOptions::to_json() const {
   return {{"quantized", quantized},
+          {"binary_weights", binary_weights},
           {"bn_momentum", bn_momentum ? nlohmann::json(*bn_momentum) : nlohmann::json(nullptr)},
           {"bn_eps", bn_eps ? nlohmann::json(*bn_eps) : nlohmann::json(nullptr)},
           {"input_shape", input_shape},
@@ -232,6 +236,8 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
     try {
       if (k == "quantized")
         o.quantized = v.get<bool>();
+      else if (k == "binary_weights")
+        o.binary_weights = v.get<bool>();
       else if (k == "bn_momentum")
         o.bn_momentum = v.is_null() ? std::nullopt : std::optional<double>(v.get<double>());
       else if (k == "bn_eps")

@@ -130,11 +130,16 @@ TEST(TrainConfig, EveryOptionRoundTripsThroughJson) {
   o.model_options.quantized = false;
   o.optimizer_options = {{"gamma", 2e-3}};
   o.data_dir = "/data";
+  o.teacher = "runs/float";
+  o.attention_weight = 5;
+  o.attention_nodes = {"block1_add", "block2_add"};
+  o.model_options.binary_weights = false;
   const auto j = o.to_json();
   EXPECT_EQ(train::TrainOptions::from_json(j).to_json(), j);
   for (const char* k : {"lr_schedule", "warmup_epochs", "gamma_schedule", "weight_decay",
                         "label_smoothing", "augment", "crop_padding", "bn_reestimate_batches",
-                        "val_split"}) {
+                        "val_split", "teacher", "distill_weight", "distill_temperature",
+                        "attention_weight", "attention_nodes"}) {
     EXPECT_TRUE(j.contains(k)) << k;
   }
   expect_throw_with<std::invalid_argument>(
@@ -157,6 +162,8 @@ TEST(TrainConfig, BadRecipeOptionsAreRejected) {
   fails([](auto& o) { o.weight_decay = -1; }, {"weight_decay"});
   fails([](auto& o) { o.gamma_schedule = "cosine"; }, {"gamma_schedule", "needs optimizer"});
   fails([](auto& o) { o.lr_schedule = "linear"; }, {"unknown schedule \"linear\""});
+  fails([](auto& o) { o.attention_weight = 1; }, {"attention_weight needs a teacher"});
+  fails([](auto& o) { o.distill_weight = 1.5; }, {"distill_weight must be in [0, 1]"});
   fails(
       [](auto& o) {
         o.lr_schedule = "one-cycle";
@@ -365,4 +372,117 @@ TEST(Schedules, OneCycleAndWarmUp) {
   EXPECT_NEAR(s(60), 0.01, 1e-12);
   EXPECT_THROW(by_name("cosine", 1.0, 10, 1, 10), std::invalid_argument);
   EXPECT_THROW(one_cycle(1.0, 10, 1.5), std::invalid_argument);
+}
+
+TEST(Distillation, LossIsTemperatureScaledKlWithItsGradient) {
+  auto gen = at::detail::createCPUGenerator(4);
+  auto student = at::randn({5, 7}, gen).requires_grad_(true);
+  auto teacher = at::randn({5, 7}, gen);
+  const double t = 3.0;
+  auto loss = train::distillation_loss(student, teacher, t);
+  // By hand: sum_k p_t (log p_t - log p_s), batch mean, times T^2.
+  auto p_t = at::softmax(teacher / t, 1);
+  auto manual_student = student.detach().clone().requires_grad_(true);
+  auto manual = (p_t * (p_t.log() - at::log_softmax(manual_student / t, 1))).sum(1).mean() * t * t;
+  EXPECT_NEAR(loss.item<double>(), manual.item<double>(), 1e-5);
+  loss.backward();
+  manual.backward();
+  EXPECT_TRUE(torch::allclose(student.grad(), manual_student.grad(), 1e-5, 1e-6));
+  // Gradient in closed form: T (p_s - p_t) / N.
+  auto closed = (at::softmax(student.detach() / t, 1) - p_t) * t / 5;
+  EXPECT_TRUE(torch::allclose(student.grad(), closed, 1e-5, 1e-6));
+  EXPECT_NEAR(train::distillation_loss(teacher, teacher, t).item<double>(), 0.0, 1e-6);
+  expect_throw_with<std::invalid_argument>(
+      [&] { train::distillation_loss(student, teacher.slice(1, 0, 3), t); }, {"other classes"});
+}
+
+TEST(Distillation, AttentionLossMatchesNormalizedSpatialMaps) {
+  auto gen = at::detail::createCPUGenerator(6);
+  auto s = at::randn({2, 3, 4, 4}, gen), t = at::randn({2, 5, 4, 4}, gen);
+  auto loss = train::attention_loss({s}, {t});
+  double expected = 0;
+  for (int64_t i = 0; i < 2; ++i) {
+    auto a = s[i].pow(2).mean(0).flatten(), b = t[i].pow(2).mean(0).flatten();
+    expected += (a / a.norm() - b / b.norm()).norm().item<double>() / 2;
+  }
+  EXPECT_NEAR(loss.item<double>(), expected, 1e-5);
+  // Scale does not matter; the same maps give 0.
+  EXPECT_NEAR(train::attention_loss({s * 3}, {s}).item<double>(), 0.0, 1e-6);
+  expect_throw_with<std::invalid_argument>(
+      [&] { train::attention_loss({s}, {t.slice(2, 0, 2)}); }, {"pair 0", "same N, H, W"});
+}
+
+TEST(Distillation, GraphTapsReturnNamedNodeOutputs) {
+  at::manual_seed(2);
+  auto model = zoo::build("bireal-mnist");
+  model->eval();
+  auto x = synthetic(3, 9).images;
+  const auto& nodes = model->nodes();
+  ASSERT_GT(nodes.size(), 3u);
+  ASSERT_EQ(nodes[0].inputs, std::vector<int>{0});  // the stem reads the graph input
+  ASSERT_EQ(nodes[1].inputs, std::vector<int>{1});  // and the next node the stem's output
+  std::vector<at::Tensor> tapped;
+  auto out = model->forward_with_taps(x, {nodes[1].name, nodes[0].name}, tapped);
+  EXPECT_TRUE(torch::equal(out, model->forward(x)));
+  ASSERT_EQ(tapped.size(), 2u);
+  auto stem = nodes[0].module, next = nodes[1].module;
+  const auto first = stem.forward<at::Tensor>(x);
+  EXPECT_TRUE(torch::equal(tapped[1], first));
+  EXPECT_TRUE(torch::equal(tapped[0], next.forward<at::Tensor>(first)));
+  expect_throw_with<std::out_of_range>(
+      [&] { model->forward_with_taps(x, {"no_such_node"}, tapped); }, {"no_such_node", "nodes:"});
+}
+
+TEST(Distillation, TwoStageTrainingWithATeacher) {
+  // Teacher: the float copy. Stage 1: binary activations, real weights, distilled with attention
+  // matching. Stage 2: the full BNN from stage 1's weights.
+  const auto teacher_dir = temp_dir("kd_teacher"), stage1 = temp_dir("kd_stage1"),
+             stage2 = temp_dir("kd_stage2");
+  auto t = small_options(teacher_dir);
+  t.model = "bireal-mnist";
+  t.epochs = 1;
+  t.model_options.quantized = false;
+  run(t);
+  auto s1 = small_options(stage1);
+  s1.model = "bireal-mnist";
+  s1.epochs = 1;
+  s1.model_options.binary_weights = false;
+  s1.teacher = teacher_dir;
+  s1.distill_weight = 0.7;
+  s1.distill_temperature = 2;
+  s1.attention_weight = 10;
+  nn::Graph stage1_model{nullptr};
+  at::manual_seed(s1.seed);
+  stage1_model = zoo::build(s1.model, s1.model_options);
+  std::vector<std::string> blocks;
+  for (const auto& node : stage1_model->nodes()) {
+    if (node.name.find("add") != std::string::npos) blocks.push_back(node.name);
+  }
+  ASSERT_FALSE(blocks.empty());
+  s1.attention_nodes = blocks;
+  const auto r1 = train::fit(stage1_model, synthetic(256, 1), synthetic(128, 2), s1);
+  EXPECT_TRUE(std::isfinite(r1.history.back().at("train_loss").get<double>()));
+  // Stage 1 has binary inputs but real kernels.
+  int real_kernels = 0, binary_inputs = 0;
+  for (const auto& m : stage1_model->modules(false)) {
+    if (auto* q = dynamic_cast<nn::QuantLayer*>(m.get())) {
+      binary_inputs += q->input_quantizer() != nullptr;
+      for (const auto& k : q->quantized_parameters()) real_kernels += k.quantizer == nullptr;
+    }
+  }
+  EXPECT_GT(real_kernels, 0);
+  EXPECT_GT(binary_inputs, 0);
+  auto s2 = small_options(stage2);
+  s2.model = "bireal-mnist";
+  s2.epochs = 1;
+  s2.weights = stage1;
+  at::manual_seed(s2.seed);
+  auto model2 = zoo::build(s2.model, s2.model_options);
+  train::load_model_state(stage1, model2);  // what --weights does
+  for (const auto& item : stage1_model->named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), model2->named_parameters()[item.key()])) << item.key();
+  }
+  const auto r2 = train::fit(model2, synthetic(256, 1), synthetic(128, 2), s2);
+  EXPECT_TRUE(std::isfinite(r2.history.back().at("train_loss").get<double>()));
+  for (const auto& d : {teacher_dir, stage1, stage2}) fs::remove_all(d);
 }

@@ -180,6 +180,31 @@ void add_train(CLI::App& app) {
                       "test set)"),
       "val_split")
       ->capture_default_str();
+  key(cmd->add_option("--teacher", opts->teacher,
+                      "Distil from this checkpoint's model (file or run directory)"),
+      "teacher");
+  key(cmd->add_option("--distill-weight", opts->distill_weight,
+                      "Weight a of the distillation term: (1 - a) CE + a T^2 KL"),
+      "distill_weight")
+      ->capture_default_str();
+  key(cmd->add_option("--distill-temperature", opts->distill_temperature,
+                      "Temperature T of the distillation term"),
+      "distill_temperature")
+      ->capture_default_str();
+  key(cmd->add_option("--attention-weight", opts->attention_weight,
+                      "Weight of Real-to-Binary's attention-matching loss (needs --teacher and "
+                      "--attention-nodes)"),
+      "attention_weight")
+      ->capture_default_str();
+  key(cmd->add_option("--attention-nodes", opts->attention_nodes,
+                      "Graph nodes whose outputs are matched (names as in `onebit summary`)")
+          ->delimiter(','),
+      "attention_nodes");
+  auto real_weights = std::make_shared<bool>(false);
+  auto* real_weights_opt = cmd->add_flag(
+      "--real-weights", *real_weights,
+      "Keep the kernels real-valued, activations binary: stage 1 of two-stage training (stage 2: "
+      "--weights STAGE1_DIR)");
   auto config_file = std::make_shared<std::string>();
   cmd->add_option("--config", *config_file,
                   "Read every option from this JSON file (a run's config.json, or any subset of "
@@ -269,6 +294,7 @@ void add_train(CLI::App& app) {
     }
     const bool root = !opts->process_group || opts->process_group->rank() == 0;
     if (float_opt->count() > 0) opts->model_options.quantized = false;
+    if (real_weights_opt->count() > 0) opts->model_options.binary_weights = false;
     if (bn_momentum_opt->count() > 0) opts->model_options.bn_momentum = *bn_momentum;
     opts->progress = !*no_progress;
     if (threshold_opt->count() > 0) opts->optimizer_options["threshold"] = *bop_threshold;

@@ -112,6 +112,11 @@ class GraphImpl : public torch::nn::Module {
 
   /// Runs the graph. Values are freed after their last use.
   at::Tensor forward(const at::Tensor& x);
+  /// Runs the graph and also returns, in `tapped`, the outputs of the nodes named in `taps`
+  /// (top-level node names; e.g. for knowledge distillation's attention matching). Throws
+  /// std::out_of_range naming an unknown node and listing the known ones.
+  at::Tensor forward_with_taps(const at::Tensor& x, const std::vector<std::string>& taps,
+                               std::vector<at::Tensor>& tapped);
 
   /// The module of node `index` (in execution order), e.g.
   /// `graph[0]->as<onebit::nn::QuantDense>()`. Throws std::out_of_range naming the index.
@@ -126,6 +131,7 @@ class GraphImpl : public torch::nn::Module {
 
  private:
   void check_value(Value v, const std::string& what) const;
+  at::Tensor run(const at::Tensor& x, const std::vector<int>& taps, std::vector<at::Tensor>* tapped);
 
   std::vector<GraphNode> nodes_;
   int output_ = -1;  // -1: the last node

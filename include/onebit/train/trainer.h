@@ -78,6 +78,18 @@ struct TrainOptions {
   /// Fraction of the training set held out (its last images) to select the best checkpoint;
   /// 0 selects on the test set.
   double val_split = 0;
+  /// Knowledge distillation: a checkpoint (file or run directory) whose model, in eval mode and
+  /// without gradients, teaches this one. Empty: none.
+  std::string teacher;
+  /// Weight a of the distillation term: loss = (1 - a) cross-entropy + a T^2 KL(teacher ||
+  /// student) on logits softened by the temperature T.
+  double distill_weight = 0.5;
+  double distill_temperature = 1.0;  ///< T of the distillation term
+  /// Weight of Real-to-Binary's attention-matching loss between the outputs of the nodes named
+  /// in `attention_nodes` (the same top-level node names in student and teacher, e.g. the float
+  /// copy of the same architecture). 0: off.
+  double attention_weight = 0;
+  std::vector<std::string> attention_nodes;  ///< graph nodes whose outputs are matched
   /// Data-parallel training (onebit/train/distributed.h): the group this process trains in; null
   /// trains alone. `batch_size` is then the global batch, split over the ranks. Not stored in
   /// the JSON form: a checkpoint does not depend on the number of processes.
@@ -172,6 +184,18 @@ EvalResult evaluate(nn::Graph model, const data::Dataset& set, int64_t batch_siz
 /// e / classes), and the number of correct top-1 predictions.
 std::pair<at::Tensor, int64_t> loss_and_correct(const at::Tensor& logits, const at::Tensor& labels,
                                                 double label_smoothing = 0);
+
+/// Knowledge distillation's term on logits: T^2 KL(softmax(teacher / T) || softmax(student / T)),
+/// averaged over the batch (Hinton et al.; the T^2 keeps gradient sizes independent of T).
+at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                             double temperature);
+
+/// Real-to-Binary's attention-matching loss (Martinez et al. 2020, after Zagoruyko & Komodakis):
+/// for each pair of feature maps [N, C, H, W], the spatial attention map a = mean over channels
+/// of x^2, flattened and divided by its L2 norm; the mean over the batch of ||a_s - a_t||_2,
+/// averaged over the pairs. Shapes must agree in N, H and W (channels may differ).
+at::Tensor attention_loss(const std::vector<at::Tensor>& student_maps,
+                          const std::vector<at::Tensor>& teacher_maps);
 
 /// The training augmentation of `TrainOptions::augment` on a batch [N, C, H, W]: each image
 /// padded by `padding` pixels of value -1 on each side, cropped back to H x W at a random

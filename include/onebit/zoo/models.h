@@ -21,6 +21,10 @@ namespace onebit::zoo {
 struct ModelOptions {
   /// False builds the same network with every quantizer and constraint off (the float baseline).
   bool quantized = true;
+  /// False keeps the kernels real-valued (no kernel quantizer or constraint) while activations
+  /// stay binary: the first stage of two-stage training (Real-to-Binary, ReActNet), whose weights
+  /// then initialize the full BNN (`TrainOptions::weights`).
+  bool binary_weights = true;
   /// Batch-norm momentum in LibTorch's convention (Keras's 0.99 is 0.01). Unset: each model's
   /// own (the published models use their papers' settings; onebit's MNIST models use 0.1, which
   /// tracks the flipping binary weights better than Larq's 0.01: see the README's accuracy study).
