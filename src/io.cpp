@@ -384,7 +384,7 @@ void check_torch_archive(const std::string& path) {
       if (!problem.empty()) fail("entry '" + name + "': " + problem);
     }
     // LibTorch's zip reader skips the CRC-32 check and hands damaged TorchScript code to its
-    // parser, which can crash on it (fuzz/libtorch-crashes/): every entry's checksum is verified
+    // parser, which can crash on it (tests/data/libtorch-jit-parser-segv-1.pt): every entry's checksum is verified
     // here, deflated entries are inflated with their output bounded by the size they claim.
     const std::string problem = check_entry_crc(in, data, packed, unpacked, method == 8,
                                                 static_cast<std::uint32_t>(le(h + 16, 4)));
