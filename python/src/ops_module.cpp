@@ -187,6 +187,15 @@ std::string convert(const std::string& architecture, const std::vector<int64_t>&
       .dump();
 }
 
+/// The C++ model's output for `x` (eval mode, no gradients): lets the tests compare the Python
+/// layers with the C++ layers they describe.
+at::Tensor forward(const std::string& architecture, const std::vector<std::string>& names,
+                   const std::vector<at::Tensor>& tensors, const at::Tensor& x) {
+  auto g = build_with_weights(architecture, names, tensors, "forward");
+  at::NoGradGuard no_grad;
+  return g->forward(x);
+}
+
 std::string describe(const std::string& architecture) {
   return onebit::serialize::describe(onebit::serialize::build(parse(architecture, "describe")))
       .dump();
@@ -228,6 +237,7 @@ TORCH_LIBRARY(onebit, m) {
       "convert(str architecture, int[] input_shape, str path, str[] names, Tensor[] tensors, "
       "str model_name) -> str",
       &convert);
+  m.def("forward(str architecture, str[] names, Tensor[] tensors, Tensor x) -> Tensor", &forward);
   m.def("describe(str architecture) -> str", &describe);
   m.def("zoo_architecture(str name, str options) -> str", &zoo_architecture);
   m.def("zoo_resolve(str name, str options) -> str", &zoo_resolve);
