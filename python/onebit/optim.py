@@ -25,14 +25,16 @@ class Bop(torch.optim.Optimizer):
     """The latent-free binary optimizer. `threshold` >= 0, `gamma` in [0, 1] (Larq's defaults
     1e-8 and 1e-4; its guide suggests 1e-6 and 1e-3 from scratch). With `binarize_at_start`
     every parameter is set to sign(w) now; otherwise the first step decides on the real values.
-    Both hyperparameters live in the parameter groups, so schedulers may change them."""
+    Both hyperparameters live in the parameter groups: gamma, which plays the part of a learning
+    rate, under the key "lr", so that torch's learning-rate schedulers schedule it (Larq
+    schedules gamma), and "threshold"."""
 
     def __init__(self, params, threshold=1e-8, gamma=1e-4, binarize_at_start=False):
         if not threshold >= 0:
             raise ValueError(f"Bop: threshold must be >= 0, got {threshold}")
         if not 0 <= gamma <= 1:
             raise ValueError(f"Bop: gamma must be in [0, 1], got {gamma}")
-        super().__init__(params, {"threshold": float(threshold), "gamma": float(gamma)})
+        super().__init__(params, {"threshold": float(threshold), "lr": float(gamma)})
         for group in self.param_groups:
             for i, p in enumerate(group["params"]):
                 if not p.is_floating_point():
@@ -58,7 +60,7 @@ class Bop(torch.optim.Optimizer):
                 if "m" not in state:
                     state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["step"] = 0
-                ops.bop_update(p, state["m"], p.grad, group["threshold"], group["gamma"])
+                ops.bop_update(p, state["m"], p.grad, group["threshold"], group["lr"])
                 state["step"] += 1
         return loss
 

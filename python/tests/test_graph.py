@@ -149,9 +149,15 @@ def test_unsupported_code_is_named():
 
 
 def test_convert_errors_come_from_cpp(tmp_path):
-    model = torch.nn.Sequential(obn.QuantDense(4, 2, input_quantizer="dorefa_quantizer"))
-    with pytest.raises(RuntimeError, match="expected a sign"):
+    # C++ std::invalid_argument arrives as ValueError with the C++ message, unchanged.
+    model = torch.nn.Sequential(obn.QuantDense(4, 2, input_quantizer="ste_heaviside"))
+    with pytest.raises(ValueError, match=r'convert: node "0" \(QuantDense\): input quantizer '
+                                         r'.*ste_heaviside.* expected a sign'):
         onebit.convert(model, (4,), tmp_path / "m.obnn")
+    reflect = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(ValueError, match="padding_mode kReflect is not supported"):
+        onebit.convert(reflect, (1, 5, 5), tmp_path / "m.obnn")
+    assert not (tmp_path / "m.obnn").exists()
     with pytest.raises(ValueError, match="input_shape must be positive"):
         onebit.convert(model, (0,), tmp_path / "m.obnn")
 

@@ -63,8 +63,11 @@ def test_case_optimizer_routes_and_saves():
     assert torch.equal(other.optimizers[0].state[m[0].weight]["m"],
                        opt.optimizers[0].state[m[0].weight]["m"])
     # A learning-rate scheduler sees the inner groups.
-    torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5).step()
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+    opt.step()
+    scheduler.step()
     assert opt.optimizers[1].param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.5e-4)  # Bop's gamma
 
 
 def test_case_optimizer_errors():
