@@ -139,8 +139,8 @@ onebit::nn::Graph build_with_weights(const std::string& architecture,
           names[i].compare(names[i].size() - suffix.size(), suffix.size(), suffix) == 0) {
         continue;
       }
-      throw std::invalid_argument(caller + ": the model has no parameter or buffer \"" +
-                                  names[i] + "\"");
+      throw std::invalid_argument(caller + ": the model has no parameter or buffer \"" + names[i] +
+                                  "\"");
     }
     if (!it->second.sizes().equals(tensors[i].sizes())) {
       std::ostringstream s;

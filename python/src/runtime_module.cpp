@@ -64,8 +64,10 @@ class PyModel {
   /// dtype, layout or shape that was expected.
   py::array_t<float> predict(const py::object& x) const {
     if (!py::isinstance<py::array>(x)) {
-      throw py::type_error("Model(\"" + path_ + "\").predict: expected a numpy.ndarray of dtype "
-                           "float32 and shape " + expected_shape(input_shape_) + ", got " +
+      throw py::type_error("Model(\"" + path_ +
+                           "\").predict: expected a numpy.ndarray of dtype "
+                           "float32 and shape " +
+                           expected_shape(input_shape_) + ", got " +
                            std::string(py::str(py::type::of(x))));
     }
     auto a = py::reinterpret_borrow<py::array>(x);
@@ -82,7 +84,8 @@ class PyModel {
                             expected_shape(input_shape_) + ", got " + shape_string(dims));
     }
     if (!(a.flags() & py::array::c_style)) {
-      throw py::value_error("Model(\"" + path_ + "\").predict: expected a C-contiguous array "
+      throw py::value_error("Model(\"" + path_ +
+                            "\").predict: expected a C-contiguous array "
                             "(got a strided view; use numpy.ascontiguousarray(x))");
     }
     const auto batch = static_cast<std::size_t>(dims[0]);
