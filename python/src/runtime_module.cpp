@@ -60,7 +60,7 @@ class PyModel {
     while (output_shape_.size() > 1 && output_shape_.back() == 1) output_shape_.pop_back();
   }
 
-  /// Runs a float32 C-contiguous batch in place of a copy; anything else is refused with the
+  /// Runs a float32 C-contiguous batch without copying it; anything else is refused with the
   /// dtype, layout or shape that was expected.
   py::array_t<float> predict(const py::object& x) const {
     if (!py::isinstance<py::array>(x)) {
@@ -88,6 +88,9 @@ class PyModel {
                             "\").predict: expected a C-contiguous array "
                             "(got a strided view; use numpy.ascontiguousarray(x))");
     }
+    std::vector<py::ssize_t> out_dims{dims[0]};
+    for (auto d : output_shape_) out_dims.push_back(d);
+    if (dims[0] == 0) return py::array_t<float>(out_dims);  // NumPy's rule: an empty batch
     const auto batch = static_cast<std::size_t>(dims[0]);
     const auto size = static_cast<std::size_t>(a.size());
     const auto* data = static_cast<const float*>(a.data());
@@ -96,8 +99,6 @@ class PyModel {
       py::gil_scoped_release release;
       *out = net_->run(data, size, batch);
     }
-    std::vector<py::ssize_t> out_dims{dims[0]};
-    for (auto d : output_shape_) out_dims.push_back(d);
     float* out_data = out->data();
     py::capsule owner(out.get(), [](void* p) { delete static_cast<std::vector<float>*>(p); });
     out.release();

@@ -120,7 +120,10 @@ def test_summary_prints_the_cli_table(tool, capsys):
     cli = subprocess.run([tool, "summary", "--model", "larq-mnist"], check=True,
                          capture_output=True, text=True).stdout
     assert printed.strip() == cli.strip()
-    assert numbers["total"]["params"] if "total" in numbers else numbers
+    json_cli = subprocess.run([tool, "summary", "--model", "larq-mnist", "--json"], check=True,
+                              capture_output=True, text=True).stdout
+    assert numbers == json.loads(json_cli)
+    assert numbers["totals"]["total_params"] == 93556
 
 
 def test_summary_without_the_tool_counts_bits():

@@ -33,6 +33,11 @@ def test_predict_shapes_and_threads_agree(fresh_model_file, batch):
     np.testing.assert_array_equal(rt.Model(fresh_model_file).predict(x[:1]), one[:1])
 
 
+def test_empty_batch(fresh_model_file):
+    y = rt.Model(fresh_model_file).predict(np.zeros((0, 1, 28, 28), np.float32))
+    assert y.shape == (0, 10) and y.dtype == np.float32
+
+
 def test_predict_does_not_modify_or_keep_input(fresh_model_file):
     m = rt.Model(fresh_model_file)
     x = images(4)
