@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+import onebit
 import onebit.runtime
 
 
@@ -30,7 +31,6 @@ def main():
     path = a.model
     if path is None:
         import torch
-        import onebit
         torch.manual_seed(0)
         path = os.path.join(tempfile.mkdtemp(), "larq-mnist.obnn")
         onebit.convert(onebit.zoo.build("larq-mnist"), (1, 28, 28), path)
