@@ -130,3 +130,30 @@ def test_truncated_and_corrupt_files(fresh_model_file, tmp_path):
 def test_bad_threads(fresh_model_file):
     with pytest.raises(ValueError, match="threads must be >= 1"):
         rt.Model(fresh_model_file, threads=0)
+
+
+def test_read_only_input_is_read_in_place(fresh_model_file):
+    m = rt.Model(fresh_model_file)
+    x = images(3)
+    expected = m.predict(x)
+    x.flags.writeable = False
+    np.testing.assert_array_equal(m.predict(x), expected)
+
+
+def test_predict_releases_the_gil(fresh_model_file):
+    m = rt.Model(fresh_model_file)
+    x = images(10000, seed=2)
+    started = threading.Event()
+
+    def work():
+        started.set()
+        m.predict(x)
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    count = 0
+    while t.is_alive():  # runs only while predict does not hold the GIL
+        count += 1
+    t.join()
+    assert count > 100000, count
