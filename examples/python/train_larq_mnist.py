@@ -5,7 +5,7 @@
     /usr/bin/python3 examples/python/train_larq_mnist.py --optimizer bop --out runs/py
 
 Prints the summary, the test accuracy of PyTorch's model, then of the converted `.obnn` model
-in onebit's runtime, and how many of the 10,000 test images both classify alike.
+in onebit's runtime, and how many of the test images both classify alike.
 """
 
 import argparse
@@ -27,6 +27,7 @@ def main():
     p.add_argument("--optimizer", choices=["adam", "bop"], default="adam",
                    help="bop: Bop for the binary kernels, Adam for the rest (CaseOptimizer)")
     p.add_argument("--train-images", type=int, default=0, help="use only the first N (0: all)")
+    p.add_argument("--test-images", type=int, default=0, help="evaluate on the first N (0: all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default="runs/python-larq-mnist")
@@ -38,6 +39,8 @@ def main():
     tx, ty = onebit.datasets.fashion_mnist("test")
     if a.train_images:
         x, y = x[:a.train_images], y[:a.train_images]
+    if a.test_images:
+        tx, ty = tx[:a.test_images], ty[:a.test_images]
 
     model = onebit.zoo.build("larq-mnist")
     onebit.summary(model, (1, 28, 28), name="larq-mnist")
