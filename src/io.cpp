@@ -1,8 +1,12 @@
 #include "onebit/io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +16,16 @@
 namespace onebit::io {
 namespace fs = std::filesystem;
 
+namespace {
+/// fsync of a file or directory; failures (e.g. a file system without fsync) are ignored.
+void sync_path(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+}  // namespace
+
 void atomic_write(const std::string& path, const std::function<void(const std::string&)>& write) {
   static std::atomic<unsigned> counter{0};
   fs::path target(path);
@@ -20,7 +34,11 @@ void atomic_write(const std::string& path, const std::function<void(const std::s
       path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
   try {
     write(tmp);
+    // On disk before it replaces the previous file (a crash of the machine, not only of the
+    // process, leaves one of the two whole), then the rename itself.
+    sync_path(tmp, O_RDONLY);
     fs::rename(tmp, target);
+    sync_path(target.has_parent_path() ? target.parent_path().string() : ".", O_RDONLY | O_DIRECTORY);
   } catch (...) {
     std::error_code ec;
     fs::remove(tmp, ec);
@@ -178,6 +196,70 @@ std::string check_pickle(const unsigned char* p, std::uint64_t n) {
   return "pickle has no STOP opcode";
 }
 
+// Reads `packed` bytes at `offset` in chunks, inflating them when `deflated`, and returns "" when
+// they give exactly `unpacked` bytes whose CRC-32 is `crc`, or what differs.
+std::string check_entry_crc(std::ifstream& in, std::uint64_t offset, std::uint64_t packed,
+                            std::uint64_t unpacked, bool deflated, std::uint32_t crc) {
+  constexpr std::size_t kChunk = 1 << 16;
+  std::vector<unsigned char> chunk(kChunk), out(deflated ? kChunk : 0);
+  uLong sum = crc32(0L, Z_NULL, 0);
+  std::uint64_t produced = 0;
+  z_stream z{};
+  if (deflated && inflateInit2(&z, -MAX_WBITS) != Z_OK) return "zlib cannot start inflating";
+  struct End {
+    z_stream* z;
+    bool on;
+    ~End() {
+      if (on) inflateEnd(z);
+    }
+  } end{&z, deflated};
+  in.clear();
+  in.seekg(static_cast<std::streamoff>(offset));
+  int status = Z_OK;
+  for (std::uint64_t left = packed; left > 0 || (deflated && status != Z_STREAM_END);) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, kChunk));
+    if (n > 0) {
+      in.read(reinterpret_cast<char*>(chunk.data()), static_cast<std::streamsize>(n));
+      if (!in) return "cannot read its data";
+      left -= n;
+    }
+    if (!deflated) {
+      sum = crc32(sum, chunk.data(), static_cast<uInt>(n));
+      produced += n;
+      continue;
+    }
+    z.next_in = chunk.data();
+    z.avail_in = static_cast<uInt>(n);
+    do {
+      z.next_out = out.data();
+      z.avail_out = static_cast<uInt>(out.size());
+      status = inflate(&z, Z_NO_FLUSH);
+      if (status != Z_OK && status != Z_STREAM_END && status != Z_BUF_ERROR) {
+        return std::string("its deflated data are damaged (") + (z.msg ? z.msg : "zlib error") +
+               ")";
+      }
+      const std::size_t got = out.size() - z.avail_out;
+      produced += got;
+      if (produced > unpacked) {
+        return "inflates to more than the " + std::to_string(unpacked) + " bytes it claims";
+      }
+      sum = crc32(sum, out.data(), static_cast<uInt>(got));
+    } while (z.avail_out == 0 && status != Z_STREAM_END);
+    if (n == 0 && status != Z_STREAM_END) return "its deflated data end too early";
+  }
+  if (produced != unpacked) {
+    return "holds " + std::to_string(produced) + " bytes, not the " + std::to_string(unpacked) +
+           " it claims";
+  }
+  if (static_cast<std::uint32_t>(sum) != crc) {
+    char buf[80];
+    std::snprintf(buf, sizeof buf, "CRC-32 is %08x, the directory says %08x (damaged data)",
+                  static_cast<unsigned>(sum), static_cast<unsigned>(crc));
+    return buf;
+  }
+  return "";
+}
+
 }  // namespace
 
 void check_torch_archive(const std::string& path) {
@@ -277,20 +359,36 @@ void check_torch_archive(const std::string& path) {
            std::to_string(local) + ", beyond the data of the " + std::to_string(size) +
            "-byte file");
     }
+    // The entry's data follow its local header, whose name must be the directory's (LibTorch
+    // looks entries up by the directory's name but reads the data after the local header).
+    if (local > dir_offset || dir_offset - local < 30) {
+      fail("entry '" + name + "': local header outside the file");
+    }
+    const auto header = read_at(local, 30);
+    if (le(header.data(), 4) != 0x04034b50) {
+      fail("entry '" + name + "': no local header at offset " + std::to_string(local));
+    }
+    const std::uint64_t local_name_len = le(header.data() + 26, 2);
+    const std::uint64_t data = local + 30 + local_name_len + le(header.data() + 28, 2);
+    if (data > dir_offset || packed > dir_offset - data) {
+      fail("entry '" + name + "': data outside the file");
+    }
+    const auto local_name = read_at(local + 30, local_name_len);
+    if (std::string(local_name.begin(), local_name.end()) != name) {
+      fail("entry '" + name + "': its local header names '" +
+           std::string(local_name.begin(), local_name.end()) + "'");
+    }
     if (method == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".pkl") == 0) {
-      // The entry's data follow its local header (whose name and extra lengths may differ from
-      // the directory's).
-      if (dir_offset - local < 30) fail("entry '" + name + "': local header outside the file");
-      const auto header = read_at(local, 30);
-      if (le(header.data(), 4) != 0x04034b50) fail("entry '" + name + "': bad local header");
-      const std::uint64_t data = local + 30 + le(header.data() + 26, 2) + le(header.data() + 28, 2);
-      if (data > dir_offset || packed > dir_offset - data) {
-        fail("entry '" + name + "': data outside the file");
-      }
       const std::vector<unsigned char> pickle = read_at(data, packed);
       const std::string problem = check_pickle(pickle.data(), pickle.size());
       if (!problem.empty()) fail("entry '" + name + "': " + problem);
     }
+    // LibTorch's zip reader skips the CRC-32 check and hands damaged TorchScript code to its
+    // parser, which can crash on it (fuzz/libtorch-crashes/): every entry's checksum is verified
+    // here, deflated entries are inflated with their output bounded by the size they claim.
+    const std::string problem = check_entry_crc(in, data, packed, unpacked, method == 8,
+                                                static_cast<std::uint32_t>(le(h + 16, 4)));
+    if (!problem.empty()) fail("entry '" + name + "': " + problem);
     pos += 46 + name_len + extra_len + comment_len;
   }
 }

@@ -20,7 +20,10 @@ void atomic_write_text(const std::string& path, const std::string& text);
 /// sizes in the zip directory and allocates them, so a corrupt size would ask for gigabytes;
 /// here the end-of-central-directory record (zip64 too) is found, and every entry must be stored
 /// or deflated (as LibTorch writes them) with its data inside the file and a size that its stored
-/// bytes can hold. Reads only the directory. Throws std::runtime_error naming the file and what is wrong.
+/// bytes can hold, a local header that names it, pickles (`*.pkl`) whose opcodes fit, and data
+/// whose CRC-32 matches the directory's (LibTorch skips that check and would parse damaged
+/// TorchScript code). Reads the file once, in 64 KiB chunks. Throws std::runtime_error naming the
+/// file and what is wrong.
 void check_torch_archive(const std::string& path);
 
 }  // namespace onebit::io

@@ -49,11 +49,78 @@ Schedule exponential_decay(double initial, double rate, int64_t decay_steps) {
   };
 }
 
-Schedule by_name(const std::string& name, double initial, int64_t total) {
-  if (name == "constant") return constant(initial);
-  if (name == "cosine") return cosine_decay(initial, std::max<int64_t>(total, 1));
-  if (name == "step") return step_decay(initial, 0.1, std::max<int64_t>(total / 3, 1));
-  throw std::invalid_argument("unknown schedule \"" + name + "\" (known: constant, cosine, step)");
+Schedule one_cycle(double peak, int64_t total, double warmup_fraction, double div_factor,
+                   double final_div_factor) {
+  require_positive("one_cycle: total", total);
+  if (!(warmup_fraction > 0 && warmup_fraction < 1) || !(div_factor >= 1) ||
+      !(final_div_factor >= 1)) {
+    std::ostringstream msg;
+    msg << "one_cycle: need 0 < warmup_fraction < 1 and factors >= 1, got " << warmup_fraction
+        << ", " << div_factor << ", " << final_div_factor;
+    throw std::invalid_argument(msg.str());
+  }
+  const double start = peak / div_factor, end = start / final_div_factor;
+  const int64_t up = std::max<int64_t>(1, static_cast<int64_t>(warmup_fraction * total));
+  const int64_t down = std::max<int64_t>(1, total - up);
+  return [=](int64_t t) {
+    const double pi = std::acos(-1.0);
+    const auto anneal = [&](double from, double to, double x) {
+      return to + (from - to) * 0.5 * (1 + std::cos(pi * std::min(std::max(x, 0.0), 1.0)));
+    };
+    if (t < up) return anneal(start, peak, static_cast<double>(t) / static_cast<double>(up));
+    return anneal(peak, end, static_cast<double>(t - up) / static_cast<double>(down));
+  };
+}
+
+Schedule warmup(Schedule schedule, int64_t warmup_steps) {
+  if (!schedule) throw std::invalid_argument("warmup: the schedule is empty");
+  if (warmup_steps < 0) {
+    throw std::invalid_argument("warmup: warmup_steps must be >= 0, got " +
+                                std::to_string(warmup_steps));
+  }
+  if (warmup_steps == 0) return schedule;
+  return [schedule = std::move(schedule), warmup_steps](int64_t t) {
+    if (t < warmup_steps) {
+      return schedule(0) * static_cast<double>(t + 1) / static_cast<double>(warmup_steps + 1);
+    }
+    return schedule(t - warmup_steps);
+  };
+}
+
+Schedule by_name(const std::string& name, double initial, int64_t total, int64_t steps_per_period,
+                 int64_t warmup_steps) {
+  if (steps_per_period < 1) {
+    throw std::invalid_argument("by_name: steps_per_period must be >= 1, got " +
+                                std::to_string(steps_per_period));
+  }
+  if (warmup_steps < 0 || (warmup_steps > 0 && warmup_steps >= total)) {
+    throw std::invalid_argument("schedule \"" + name + "\": the warm-up (" +
+                                std::to_string(warmup_steps) +
+                                " steps) must be shorter than the run (" + std::to_string(total) +
+                                " steps)");
+  }
+  const int64_t rest = std::max<int64_t>(total - warmup_steps, 1);
+  Schedule inner;
+  if (name == "constant") {
+    inner = constant(initial);
+  } else if (name == "cosine") {
+    inner = cosine_decay(initial, rest);
+  } else if (name == "step") {
+    // x0.1 after each third of the run, rounded to whole periods (epochs).
+    const int64_t periods = std::max<int64_t>(rest / steps_per_period, 1);
+    inner = step_decay(initial, 0.1, std::max<int64_t>(periods / 3, 1) * steps_per_period);
+  } else if (name == "one-cycle") {
+    if (warmup_steps != 0) {
+      throw std::invalid_argument(
+          "schedule \"one-cycle\" has its own warm-up (the first 30% of the run): set no "
+          "separate warm-up");
+    }
+    inner = one_cycle(initial, rest);
+  } else {
+    throw std::invalid_argument("unknown schedule \"" + name +
+                                "\" (known: constant, cosine, step, one-cycle)");
+  }
+  return warmup(std::move(inner), warmup_steps);
 }
 
 }  // namespace schedules

@@ -587,8 +587,10 @@ int free_local_port() {
 
 namespace {
 std::vector<pid_t>* g_workers = nullptr;  // for the signal handler of run_local_workers
+volatile sig_atomic_t g_interrupted = 0;  // a SIGINT was forwarded to the workers
 
 extern "C" void forward_signal(int sig) {
+  if (sig == SIGINT) g_interrupted = 1;
   if (g_workers == nullptr) return;
   for (pid_t pid : *g_workers) {
     if (pid > 0) ::kill(pid, sig);
@@ -649,6 +651,7 @@ int run_local_workers(const std::vector<std::string>& argv, int nproc, double gr
 
   std::vector<pid_t> pids(static_cast<size_t>(nproc), -1);
   g_workers = &pids;
+  g_interrupted = 0;
   struct sigaction sa {};
   sa.sa_handler = forward_signal;
   sigemptyset(&sa.sa_mask);
@@ -703,6 +706,11 @@ int run_local_workers(const std::vector<std::string>& argv, int nproc, double gr
     pids[static_cast<size_t>(rank)] = -1;
     --running;
     const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    // After Ctrl-C every worker saves (rank 0) and exits with 130 on its own.
+    if (g_interrupted && WIFEXITED(status) && WEXITSTATUS(status) == 130) {
+      if (result == 0) result = 130;
+      continue;
+    }
     if (!ok && !stopping) {
       result = exit_code(status);
       std::cerr << "onebit: worker rank " << rank << " (pid " << pid << ") "

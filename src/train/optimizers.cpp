@@ -1,6 +1,8 @@
 #include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <functional>
 #include <stdexcept>
 
 #include "onebit/optim/bop.h"
@@ -8,18 +10,50 @@
 #include "onebit/train/trainer.h"
 
 namespace onebit::train {
+namespace {
+
+/// Parameter groups for decoupled weight decay: real-valued weights with two or more dimensions
+/// decay, latent binary weights (`binary`), biases and batch-norm parameters do not.
+template <typename Options>
+std::vector<torch::optim::OptimizerParamGroup> decay_groups(
+    const std::vector<at::Tensor>& params, const std::function<bool(const at::Tensor&)>& binary,
+    Options decayed, double weight_decay) {
+  std::vector<at::Tensor> decay, keep;
+  for (const auto& p : params) (p.dim() >= 2 && !binary(p) ? decay : keep).push_back(p);
+  Options kept = decayed;
+  kept.weight_decay(0);
+  decayed.weight_decay(weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<Options>(decayed));
+  if (!keep.empty()) groups.emplace_back(keep, std::make_unique<Options>(kept));
+  return groups;
+}
+
+}  // namespace
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
                                                         nn::Graph& model) {
   const auto& extra = options.optimizer_options;
+  const double wd = options.weight_decay;
+  auto is_binary = optim::is_binary_in(*model);
+  const auto binary = [is_binary](const at::Tensor& p) { return is_binary("", p); };
   if (options.optimizer == "adam") {
+    if (wd > 0) {
+      return std::make_unique<torch::optim::AdamW>(
+          decay_groups(model->parameters(), binary, torch::optim::AdamWOptions(options.lr), wd),
+          torch::optim::AdamWOptions(options.lr).weight_decay(0));
+    }
     return std::make_unique<torch::optim::Adam>(model->parameters(),
                                                 torch::optim::AdamOptions(options.lr));
   }
   if (options.optimizer == "sgd") {
     const double momentum = extra.value("momentum", 0.9);
-    return std::make_unique<torch::optim::SGD>(
-        model->parameters(), torch::optim::SGDOptions(options.lr).momentum(momentum));
+    const auto sgd = torch::optim::SGDOptions(options.lr).momentum(momentum);
+    if (wd > 0) {
+      return std::make_unique<torch::optim::SGD>(decay_groups(model->parameters(), binary, sgd, wd),
+                                                 sgd);
+    }
+    return std::make_unique<torch::optim::SGD>(model->parameters(), sgd);
   }
   if (options.optimizer == "bop") {
     // Bop for the binary kernels, Adam with options.lr for every other parameter.
@@ -31,9 +65,8 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
     }
     const optim::BopOptions bop(extra.value("threshold", 1e-6), extra.value("gamma", 1e-3));
     const double lr = options.lr;
-    auto binary = optim::is_binary_in(*model);
     bool any_binary = false;
-    for (const auto& p : model->parameters()) any_binary = any_binary || binary("", p);
+    for (const auto& p : model->parameters()) any_binary = any_binary || binary(p);
     if (!any_binary) {
       throw std::invalid_argument("optimizer \"bop\": model \"" + options.model +
                                   "\" has no binary kernel to train with Bop (a float model?); "
@@ -41,13 +74,20 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
     }
     return std::make_unique<optim::CaseOptimizer>(
         model->named_parameters(),
-        std::vector<optim::OptimizerCase>{{binary,
+        std::vector<optim::OptimizerCase>{{is_binary,
                                            [bop](std::vector<at::Tensor> ps) {
                                              return std::make_unique<optim::Bop>(std::move(ps),
                                                                                  bop);
                                            },
                                            "bop"}},
-        [lr](std::vector<at::Tensor> ps) {
+        [lr, wd](std::vector<at::Tensor> ps) -> std::unique_ptr<torch::optim::Optimizer> {
+          if (wd > 0) {
+            // Bop's kernels are elsewhere: every 2-D+ tensor here is a real-valued weight.
+            return std::make_unique<torch::optim::AdamW>(
+                decay_groups(ps, [](const at::Tensor&) { return false; },
+                             torch::optim::AdamWOptions(lr), wd),
+                torch::optim::AdamWOptions(lr).weight_decay(0));
+          }
           return std::make_unique<torch::optim::Adam>(std::move(ps), torch::optim::AdamOptions(lr));
         },
         "adam");

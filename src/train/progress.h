@@ -10,7 +10,11 @@ namespace onebit::train {
 
 class ProgressBar {
  public:
-  ProgressBar(bool enabled, int epoch, int epochs, int64_t steps);
+  /// A bar for `epoch` of `epochs`, whose `steps` batches start at `first_step` (a resumed
+  /// epoch starts after its first batches). Time left is estimated from this epoch's pace.
+  ProgressBar(bool enabled, int epoch, int epochs, int64_t steps, int64_t first_step = 0);
+  /// "1:02:03" / "2:03" for a number of seconds.
+  static std::string format_duration(double seconds);
   /// Updates after `step` of `steps` batches.
   void update(int64_t step, double loss, double accuracy, double images_per_second,
               const std::map<std::string, double>& extra);
@@ -24,7 +28,9 @@ class ProgressBar {
   bool tty_;
   int epoch_, epochs_;
   int64_t steps_;
+  int64_t first_step_;
   int64_t next_plain_ = 0;
+  std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_{};
 };
 

@@ -18,57 +18,9 @@
 
 #include "onebit/train/checkpoint.h"
 #include "onebit/train/distributed.h"
-
-namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+#include "process_util.h"
 
 namespace {
-
-std::string temp_dir(const std::string& name) {
-  auto d =
-      fs::temp_directory_path() / ("onebit_dist_proc_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-/// Starts the tool with `args` and extra environment `env`, stdout and stderr to files.
-pid_t spawn(const std::vector<std::string>& args, const std::vector<std::string>& env,
-            const std::string& out, const std::string& err) {
-  std::vector<std::string> argv{ONEBIT_TOOL_PATH};
-  argv.insert(argv.end(), args.begin(), args.end());
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    for (const auto& kv : env) ::putenv(const_cast<char*>(kv.c_str()));
-    if (!std::freopen(out.c_str(), "w", stdout) || !std::freopen(err.c_str(), "w", stderr)) {
-      ::_exit(126);
-    }
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(s.data());
-    a.push_back(nullptr);
-    ::execv(a[0], a.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-/// Waits for `pid` at most `seconds`; returns its status, or -1 on timeout.
-int wait_for(pid_t pid, double seconds) {
-  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
-  while (Clock::now() < deadline) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return -1;
-}
 
 /// The arguments of a small larq-mnist run on Fashion-MNIST that lasts long enough to be hit.
 std::vector<std::string> long_run(const std::string& out) {

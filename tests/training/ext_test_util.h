@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 #include "onebit/log.h"
 
@@ -46,7 +47,7 @@ class CaptureWarnings {
 
 /// Expects `f` to throw E whose message contains every string in `parts`.
 template <typename E, typename F>
-void expect_throw_with(F&& f, std::initializer_list<std::string> parts) {
+void expect_throw_with(F&& f, const std::vector<std::string>& parts) {
   try {
     f();
     ADD_FAILURE() << "expected an exception";

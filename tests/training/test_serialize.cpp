@@ -393,6 +393,68 @@ TEST(Serialize, ArchivesWithImpossibleSizesAreRefusedBeforeLibTorchReadsThem) {
   fs::remove(path);
 }
 
+TEST(Serialize, DamagedEntriesAreRefusedByTheirChecksum) {
+  // LibTorch 1.13 does not check CRC-32s and compiles the archive's TorchScript code: this file,
+  // found by fuzz/fuzz_checkpoint.cpp, crashed its parser (SEGV in Parser::parseClass).
+  const std::string kept = std::string(ONEBIT_TEST_DATA_DIR) + "/libtorch-jit-parser-segv-1.pt";
+  ASSERT_TRUE(fs::exists(kept)) << kept;
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(kept); },
+                                        {kept, "truncated or corrupt", "data/0", "CRC-32"});
+  expect_throw_with<std::runtime_error>([&] { onebit::load(kept); }, {kept, "CRC-32"});
+
+  const nn::Graph model = zoo::build("larq-mnist");
+  const auto path = temp_path("zip_crc");
+  train::save_checkpoint(path, model, nullptr,
+                         {{"train", train::TrainOptions().to_json()}, {"epoch", 1}});
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const auto write = [&](const std::string& b) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << b;
+  };
+  // One flipped bit in the first tensor's stored data, then in each deflated entry's data.
+  const auto data_of = [&](const std::string& b, std::size_t local) {
+    const auto u16 = [&](std::size_t at) {
+      return static_cast<std::size_t>(static_cast<unsigned char>(b[at])) |
+             static_cast<std::size_t>(static_cast<unsigned char>(b[at + 1])) << 8;
+    };
+    return local + 30 + u16(local + 26) + u16(local + 28);
+  };
+  ASSERT_EQ(bytes.compare(0, 4, "PK\x03\x04"), 0);  // the first entry: data/0
+  std::string flipped = bytes;
+  flipped[data_of(bytes, 0) + 3] ^= 4;
+  write(flipped);
+  SCOPED_TRACE("flipped tensor data");
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                        {"data/0", "CRC-32", "damaged"});
+  int deflated = 0;
+  for (std::size_t local = bytes.find(std::string("PK\x03\x04", 4)); local != std::string::npos;
+       local = bytes.find(std::string("PK\x03\x04", 4), local + 4)) {
+    if (bytes[local + 8] != 8) continue;  // method: deflate
+    ++deflated;
+    std::string damaged = bytes;
+    damaged[data_of(bytes, local) + 5] ^= 0x10;
+    write(damaged);
+    expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                          {"truncated or corrupt", "code/"});
+  }
+  EXPECT_GT(deflated, 0) << "LibTorch deflates its code entries";
+  // A local header that names another entry.
+  std::string renamed = bytes;
+  const std::size_t local = renamed.find(std::string("PK\x03\x04", 4));
+  ASSERT_NE(local, std::string::npos);
+  renamed[local + 30] ^= 1;
+  write(renamed);
+  SCOPED_TRACE("renamed local header");
+  expect_throw_with<std::runtime_error>([&] { train::load_checkpoint(path); },
+                                        {"its local header names"});
+  write(bytes);
+  EXPECT_NO_THROW(train::load_checkpoint(path));
+  fs::remove(path);
+}
+
 TEST(Serialize, SaveErrors) {
   torch::nn::Sequential unknown(torch::nn::Linear(2, 2), torch::nn::Tanh());
   expect_throw_with<std::invalid_argument>(

@@ -12,49 +12,9 @@
 namespace fs = std::filesystem;
 using namespace onebit;
 
-namespace {
+#include "trainer_test_util.h"
 
-/// A small learnable problem shaped like MNIST: the class is which quadrant is brightest.
-data::Dataset synthetic(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto images = at::rand({n, 1, 28, 28}, gen) * 2 - 1;
-  auto labels = at::randint(4, {n}, gen);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t q = labels[i].item<int64_t>();
-    images[i].slice(1, (q / 2) * 14, (q / 2) * 14 + 14).slice(2, (q % 2) * 14, (q % 2) * 14 + 14) +=
-        1.0;
-  }
-  return {images.clamp(-1, 1), labels, 10};
-}
-
-std::string temp_dir(const std::string& name) {
-  auto d =
-      fs::temp_directory_path() / ("onebit_trainer_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  return d.string();
-}
-
-train::TrainOptions small_options(const std::string& out) {
-  train::TrainOptions o;
-  o.model = "larq-mnist";
-  o.epochs = 2;
-  o.batch_size = 32;
-  o.threads = 1;
-  o.seed = 7;
-  o.progress = false;
-  o.out_dir = out;
-  return o;
-}
-
-train::TrainResult run(const train::TrainOptions& o, nn::Graph* out_model = nullptr) {
-  at::manual_seed(o.seed);
-  auto model = zoo::build(o.model, o.model_options);
-  auto r = train::fit(model, synthetic(256, 1), synthetic(128, 2), o);
-  if (out_model) *out_model = model;
-  return r;
-}
-
-}  // namespace
+using namespace onebit::testing;
 
 TEST(Zoo, ModelsBuildAndProduceLogits) {
   // onebit's own models at their default 1x28x28 / 10 classes (the published ones: test_zoo).

@@ -1,5 +1,9 @@
 // onebit train / eval / models.
 
+#include <signal.h>
+#include <time.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +14,7 @@
 
 #include "commands.h"
 #include "onebit/data/datasets.h"
+#include "onebit/io.h"
 #include "onebit/optim/scheduler.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/train/distributed.h"
@@ -40,6 +45,69 @@ std::vector<std::string> worker_command_line() {
   return out;
 }
 
+/// A --config file: TrainOptions' JSON form, or a checkpoint config ({"train": {...}}).
+nlohmann::json read_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open the config file");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": not a JSON config (" + e.what() + ")");
+  }
+  if (j.is_object() && j.contains("train") && j.at("train").is_object()) j = j.at("train");
+  if (!j.is_object()) throw std::runtime_error(path + ": the config must be a JSON object");
+  return j;
+}
+
+/// Shell-quotes one argument when it needs it.
+std::string shell_quote(const std::string& arg) {
+  if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                            "0123456789_-+=.,/:@%") == std::string::npos) {
+    return arg;
+  }
+  std::string out = "'";
+  for (char c : arg) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+/// out_dir/command.txt: this process's exact command line and working directory.
+void write_command(const std::string& out_dir) {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string arg, line;
+  while (std::getline(in, arg, '\0')) line += (line.empty() ? "" : " ") + shell_quote(arg);
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  io::atomic_write_text((std::filesystem::path(out_dir) / "command.txt").string(),
+                        "cd " + shell_quote(std::filesystem::current_path().string()) + " && " +
+                            line + "\n");
+}
+
+/// Ctrl-C: the first asks training to save its exact position and stop; another, more than two
+/// seconds later, ends the process at once.
+std::atomic<long long> g_first_interrupt_ns{0};
+
+extern "C" void on_interrupt(int) {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  const long long ns = static_cast<long long>(now.tv_sec) * 1000000000LL + now.tv_nsec;
+  const long long first = g_first_interrupt_ns.load();
+  if (first != 0 && ns - first > 2000000000LL) {
+    ::signal(SIGINT, SIG_DFL);
+    ::raise(SIGINT);
+    return;
+  }
+  if (first == 0) g_first_interrupt_ns.store(ns);
+  train::request_stop();
+}
+
+void install_stop_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
 void add_train(CLI::App& app) {
   auto opts = std::make_shared<train::TrainOptions>();
   auto json = std::make_shared<bool>(false);
@@ -47,20 +115,26 @@ void add_train(CLI::App& app) {
   auto no_progress = std::make_shared<bool>(false);
   opts->out_dir = "runs/larq-mnist";
   auto* cmd = app.add_subcommand("train", "Train a model from the zoo on a data set");
+  // Options that a --config file can also set: CLI option -> key of TrainOptions' JSON form.
+  auto keyed = std::make_shared<std::vector<std::pair<CLI::Option*, std::string>>>();
+  const auto key = [keyed](CLI::Option* option, const std::string& json_key) {
+    keyed->emplace_back(option, json_key);
+    return option;
+  };
   std::string names;
   for (const auto& n : zoo::model_names()) names += (names.empty() ? "" : ", ") + n;
-  cmd->add_option("--model", opts->model, "Model name (" + names + "; `onebit models` lists them)")
+  key(cmd->add_option("--model", opts->model, "Model name (" + names + "; `onebit models` lists them)"), "model")
       ->capture_default_str();
-  cmd->add_option("--dataset", opts->dataset, "Data set (fashion-mnist, mnist, cifar10)")
+  key(cmd->add_option("--dataset", opts->dataset, "Data set (fashion-mnist, mnist, cifar10)"), "dataset")
       ->capture_default_str();
-  cmd->add_option("--data-dir", opts->data_dir,
-                  "Directory of the data set files (default: the data set's standard location)");
-  cmd->add_option("--epochs", opts->epochs, "Number of epochs")->capture_default_str();
-  cmd->add_option("--batch-size", opts->batch_size, "Batch size")->capture_default_str();
-  cmd->add_option("--lr", opts->lr, "Learning rate")->capture_default_str();
-  cmd->add_option("--seed", opts->seed, "Random seed")->capture_default_str();
-  cmd->add_option("--optimizer", opts->optimizer,
-                  "Optimizer (adam, sgd, bop: Bop for binary kernels + Adam for the rest)")
+  key(cmd->add_option("--data-dir", opts->data_dir,
+                  "Directory of the data set files (default: the data set's standard location)"), "data_dir");
+  key(cmd->add_option("--epochs", opts->epochs, "Number of epochs"), "epochs")->capture_default_str();
+  key(cmd->add_option("--batch-size", opts->batch_size, "Batch size"), "batch_size")->capture_default_str();
+  key(cmd->add_option("--lr", opts->lr, "Learning rate"), "lr")->capture_default_str();
+  key(cmd->add_option("--seed", opts->seed, "Random seed"), "seed")->capture_default_str();
+  key(cmd->add_option("--optimizer", opts->optimizer,
+                  "Optimizer (adam, sgd, bop: Bop for binary kernels + Adam for the rest)"), "optimizer")
       ->capture_default_str();
   auto bop_threshold = std::make_shared<double>(0.0);
   auto bop_gamma = std::make_shared<double>(0.0);
@@ -68,31 +142,65 @@ void add_train(CLI::App& app) {
       cmd->add_option("--bop-threshold", *bop_threshold, "Bop's flip threshold (default 1e-6)");
   auto* gamma_opt =
       cmd->add_option("--bop-gamma", *bop_gamma, "Bop's adaptivity rate gamma (default 1e-3)");
-  auto lr_schedule = std::make_shared<std::string>("constant");
-  auto gamma_schedule = std::make_shared<std::string>("constant");
-  cmd->add_option("--lr-schedule", *lr_schedule,
-                  "Per-epoch schedule of the learning rate (constant, cosine, step)")
+  key(cmd->add_option("--lr-schedule", opts->lr_schedule,
+                      "Learning-rate schedule, updated every step (constant, cosine, step, "
+                      "one-cycle)"),
+      "lr_schedule")
       ->capture_default_str();
-  cmd->add_option("--gamma-schedule", *gamma_schedule,
-                  "Per-epoch schedule of Bop's gamma (constant, cosine, step)")
+  key(cmd->add_option("--warmup-epochs", opts->warmup_epochs,
+                      "Linear learning-rate warm-up over this many epochs (fractions allowed)"),
+      "warmup_epochs")
       ->capture_default_str();
-  cmd->add_option("--out", opts->out_dir,
-                  "Output directory (checkpoint.pt, metrics.jsonl, config.json)")
+  key(cmd->add_option("--gamma-schedule", opts->gamma_schedule,
+                      "Schedule of Bop's gamma, updated every step (constant, cosine, step, "
+                      "one-cycle)"),
+      "gamma_schedule")
       ->capture_default_str();
-  cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)")
+  key(cmd->add_option("--weight-decay", opts->weight_decay,
+                      "Decoupled weight decay of real-valued weights (AdamW; never latent binary "
+                      "weights, biases or batch norm)"),
+      "weight_decay")
+      ->capture_default_str();
+  key(cmd->add_option("--label-smoothing", opts->label_smoothing, "Label smoothing in [0, 1)"),
+      "label_smoothing")
+      ->capture_default_str();
+  key(cmd->add_flag("--augment", opts->augment,
+                    "Random crop (after --crop-padding) and horizontal flip of training images"),
+      "augment");
+  key(cmd->add_option("--crop-padding", opts->crop_padding, "Padding of --augment's random crop"),
+      "crop_padding")
+      ->capture_default_str();
+  key(cmd->add_option("--bn-reestimate-batches", opts->bn_reestimate_batches,
+                      "Re-estimate batch-norm statistics over this many batches after each epoch "
+                      "(0: off)"),
+      "bn_reestimate_batches")
+      ->capture_default_str();
+  key(cmd->add_option("--val-split", opts->val_split,
+                      "Hold out this fraction of the training set to pick best.pt (0: pick on the "
+                      "test set)"),
+      "val_split")
+      ->capture_default_str();
+  auto config_file = std::make_shared<std::string>();
+  cmd->add_option("--config", *config_file,
+                  "Read every option from this JSON file (a run's config.json, or any subset of "
+                  "its keys); options given on the command line override it");
+  key(cmd->add_option("--out", opts->out_dir,
+                  "Output directory (checkpoint.pt, metrics.jsonl, config.json)"), "out_dir")
+      ->capture_default_str();
+  key(cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)"), "threads")
       ->capture_default_str();
   auto bn_momentum = std::make_shared<double>(0.0);
   auto* bn_momentum_opt = cmd->add_option(
       "--bn-momentum", *bn_momentum,
       "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01; default: the model's own)");
-  cmd->add_option("--train-limit", opts->train_limit,
-                  "Use only the first N training images (0: all)");
-  cmd->add_option("--test-limit", opts->test_limit, "Use only the first N test images (0: all)");
-  cmd->add_option("--weights", opts->weights,
+  key(cmd->add_option("--train-limit", opts->train_limit,
+                  "Use only the first N training images (0: all)"), "train_limit");
+  key(cmd->add_option("--test-limit", opts->test_limit, "Use only the first N test images (0: all)"), "test_limit");
+  key(cmd->add_option("--weights", opts->weights,
                   "Start from the model weights of this checkpoint (fine-tuning); missing or "
-                  "mis-shaped tensors are listed");
-  cmd->add_option("--resume", opts->resume,
-                  "Continue training from this checkpoint (file or directory)");
+                  "mis-shaped tensors are listed"), "weights");
+  key(cmd->add_option("--resume", opts->resume,
+                  "Continue training from this checkpoint (file or directory)"), "resume");
   auto nproc = std::make_shared<int>(1);
   auto dist = std::make_shared<train::DistributedOptions>();
   cmd->add_option("--nproc", *nproc,
@@ -107,13 +215,33 @@ void add_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--dist-backend", dist->backend, "Data-parallel backend (gloo)")
       ->capture_default_str();
-  cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
+  auto* float_opt =
+      cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
   cmd->add_flag("--no-progress", *no_progress, "Do not draw the progress bar");
   cmd->add_flag("--json", *json, "Print the result as one JSON line");
   cmd->callback([=] {
     if (*nproc < 1)
       throw std::invalid_argument("--nproc must be >= 1, got " + std::to_string(*nproc));
+    if (!config_file->empty()) {
+      // The file's options, then those given on the command line.
+      nlohmann::json j = read_config(*config_file);
+      const nlohmann::json given = opts->to_json();
+      for (const auto& [option, json_key] : *keyed) {
+        if (option->count() > 0) j[json_key] = given.at(json_key);
+      }
+      try {
+        *opts = train::TrainOptions::from_json(j);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(*config_file + ": " + e.what());
+      }
+    }
     const char* world_env = std::getenv("WORLD_SIZE");
+    // The command that started the run (the launcher's, not its workers').
+    const char* rank_env = std::getenv("RANK");
+    if (std::getenv("ONEBIT_LOCAL_WORKER") == nullptr &&
+        (rank_env == nullptr || std::string(rank_env) == "0")) {
+      write_command(opts->out_dir);
+    }
     if (*nproc > 1) {
       if (world_env != nullptr) {
         throw std::invalid_argument("--nproc " + std::to_string(*nproc) +
@@ -123,9 +251,13 @@ void add_train(CLI::App& app) {
       dist->validate();
       // OpenBLAS ignores --threads (at::set_num_threads) and keeps its own pool, whose idle
       // threads spin (sched_yield) and take CPU from the other workers: size it too.
-      std::vector<std::string> env;
+      std::vector<std::string> env{"ONEBIT_LOCAL_WORKER=1"};
       if (opts->threads > 0) env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(opts->threads));
       const int code = train::run_local_workers(worker_command_line(), *nproc, 5, env);
+      if (code == 130) {
+        std::cerr << "onebit: interrupted; continue with: onebit train --resume " << opts->out_dir
+                  << " (and the same options)" << std::endl;
+      }
       if (code != 0) throw CLI::RuntimeError(code);
       return;
     }
@@ -136,29 +268,25 @@ void add_train(CLI::App& app) {
       if (env.world_size > 1) opts->process_group = std::make_shared<train::ProcessGroup>(env);
     }
     const bool root = !opts->process_group || opts->process_group->rank() == 0;
-    opts->model_options.quantized = !*float_model;
+    if (float_opt->count() > 0) opts->model_options.quantized = false;
     if (bn_momentum_opt->count() > 0) opts->model_options.bn_momentum = *bn_momentum;
     opts->progress = !*no_progress;
     if (threshold_opt->count() > 0) opts->optimizer_options["threshold"] = *bop_threshold;
     if (gamma_opt->count() > 0) opts->optimizer_options["gamma"] = *bop_gamma;
-    std::vector<std::shared_ptr<train::Callback>> callbacks;
-    if (*lr_schedule != "constant") {
-      callbacks.push_back(std::make_shared<optim::HyperparameterScheduler>(
-          optim::schedules::by_name(*lr_schedule, opts->lr, opts->epochs), "lr"));
-    }
-    if (*gamma_schedule != "constant") {
-      callbacks.push_back(std::make_shared<optim::HyperparameterScheduler>(
-          optim::schedules::by_name(*gamma_schedule, opts->optimizer_options.value("gamma", 1e-3),
-                                    opts->epochs),
-          "gamma", optim::UpdateFreq::kEpoch, "bop"));
-    }
     train::TrainResult r;
+    install_stop_handler();
     try {
-      r = train::train(*opts, callbacks);
+      r = train::train(*opts);
     } catch (const train::DistributedError& e) {
       // A broken group's threads may still wait on the dead peer: skip the destructors.
       std::cerr << "onebit: error: " << e.what() << std::endl;
       std::_Exit(1);
+    } catch (const train::Interrupted& e) {
+      if (root) {
+        std::cerr << "onebit: " << e.what() << "; continue with: onebit train --resume "
+                  << opts->out_dir << " (and the same options)" << std::endl;
+      }
+      throw CLI::RuntimeError(130);
     }
     if (!root) return;
     if (*json) {
@@ -166,13 +294,18 @@ void add_train(CLI::App& app) {
                   {"test_loss", r.test_loss},
                   {"epochs", r.epochs},
                   {"images_per_second", r.images_per_second},
-                  {"checkpoint", r.checkpoint}});
+                  {"checkpoint", r.checkpoint},
+                  {"best_accuracy", r.best_accuracy},
+                  {"best_epoch", r.best_epoch},
+                  {"best_checkpoint", r.best_checkpoint}});
     } else {
       std::cout << std::fixed << std::setprecision(2)
                 << "test accuracy: " << 100.0 * r.test_accuracy << "% after " << r.epochs
                 << " epochs (" << std::setprecision(0) << r.images_per_second
                 << " training images/s)\n"
                 << "model saved to: " << r.checkpoint << "\n"
+                << "best: " << 100.0 * r.best_accuracy << "% at epoch " << r.best_epoch << " ("
+                << r.best_checkpoint << ")\n"
                 << "report: "
                 << (std::filesystem::path(r.checkpoint).parent_path() / "report.html").string()
                 << std::endl;

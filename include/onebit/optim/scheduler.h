@@ -35,9 +35,21 @@ Schedule cosine_decay(double initial, int64_t decay_steps, double alpha = 0.0);
 Schedule step_decay(double initial, double factor, int64_t every);
 /// initial * rate^(t / decay_steps) (decay_steps > 0), decaying smoothly.
 Schedule exponential_decay(double initial, double rate, int64_t decay_steps);
-/// The schedule named "constant", "cosine" (to 0 over `total`) or "step" (x0.1 every
-/// max(1, total / 3)) starting at `initial`. Throws std::invalid_argument for other names.
-Schedule by_name(const std::string& name, double initial, int64_t total);
+/// Larq's and PyTorch's one-cycle policy: cosine from `peak / div_factor` up to `peak` over the
+/// first `warmup_fraction` of `total` steps, then cosine down to `peak / div_factor /
+/// final_div_factor` at `total`.
+Schedule one_cycle(double peak, int64_t total, double warmup_fraction = 0.3,
+                   double div_factor = 25.0, double final_div_factor = 1e4);
+/// Linear warm-up: schedule(0) * (t + 1) / (warmup_steps + 1) for t < warmup_steps, then
+/// schedule(t - warmup_steps). warmup_steps = 0 returns `schedule` itself.
+Schedule warmup(Schedule schedule, int64_t warmup_steps);
+/// The schedule named "constant", "cosine" (to 0 at `total`), "step" (x0.1 after each third of
+/// the run, on a multiple of `steps_per_period`) or "one-cycle" (see one_cycle), starting at
+/// `initial`, over `total` steps (or epochs, with steps_per_period 1), after a linear warm-up of
+/// `warmup_steps` (not with "one-cycle", which has its own). Throws std::invalid_argument for
+/// other names or a warm-up that is not shorter than the run.
+Schedule by_name(const std::string& name, double initial, int64_t total,
+                 int64_t steps_per_period = 1, int64_t warmup_steps = 0);
 }  // namespace schedules
 
 /// When a scheduler updates its hyperparameter.

@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <map>
+#include <stdexcept>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,33 @@ struct TrainOptions {
   /// optimizer and epoch start fresh). Tensors that are missing or mis-shaped are an error that
   /// lists them (see load_model_state).
   std::string weights;
+  /// Learning-rate schedule, set before every step: "constant", "cosine" (to 0 at the last
+  /// step), "step" (x0.1 after each third of the epochs) or "one-cycle" (up from lr/25 over the
+  /// first 30% of the steps, then down to lr/2.5e5); see optim::schedules::by_name.
+  std::string lr_schedule = "constant";
+  /// Linear learning-rate warm-up over this many epochs (fractions allowed) before
+  /// `lr_schedule` starts; not with "one-cycle", which has its own.
+  double warmup_epochs = 0;
+  /// Schedule of Bop's gamma (optimizer "bop"), same names, from optimizer_options' gamma.
+  std::string gamma_schedule = "constant";
+  /// Decoupled weight decay (AdamW, or SGD's) of the real-valued weights with two or more
+  /// dimensions. Latent binary weights (what Bop or a sign quantizer reads), biases and
+  /// batch-norm parameters are never decayed.
+  double weight_decay = 0;
+  /// Label smoothing of the cross-entropy: targets (1 - e) one-hot + e / classes.
+  double label_smoothing = 0;
+  /// Random crop after padding each side by `crop_padding` pixels (with the minimum, -1), and a
+  /// horizontal flip with probability 1/2, per training image; reproducible from `seed`.
+  bool augment = false;
+  int crop_padding = 4;  ///< padding of the random crop (pixels per side)
+  /// Re-estimate batch-norm running statistics with the weights of each epoch's end, over this
+  /// many training batches (in training mode, no gradient, an exact average of their batch
+  /// statistics), before evaluating and saving. The running averages otherwise lag behind a
+  /// BNN's sign flips. 0 keeps the running averages.
+  int64_t bn_reestimate_batches = 100;
+  /// Fraction of the training set held out (its last images) to select the best checkpoint;
+  /// 0 selects on the test set.
+  double val_split = 0;
   /// Data-parallel training (onebit/train/distributed.h): the group this process trains in; null
   /// trains alone. `batch_size` is then the global batch, split over the ranks. Not stored in
   /// the JSON form: a checkpoint does not depend on the number of processes.
@@ -91,10 +119,27 @@ class Callback {
   virtual void on_epoch_end(Context&, nlohmann::json& metrics) {}
 };
 
+/// Thrown by `fit` after `request_stop` (Ctrl-C in `onebit train`): the checkpoint holds the
+/// exact position, and `resume` continues from it as if nothing had happened.
+class Interrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Asks every running `fit` in this process to stop after its current step, save a checkpoint
+/// of the exact position and throw `Interrupted`. Async-signal-safe (a SIGINT handler may call
+/// it). Data-parallel ranks agree on the step within 16 steps.
+void request_stop();
+/// Whether a stop was requested and not yet honoured.
+bool stop_requested();
+
 /// Result of a training run.
 struct TrainResult {
   double test_accuracy = 0;             ///< after the last epoch
   double test_loss = 0;                 ///< after the last epoch
+  double best_accuracy = 0;             ///< best selection accuracy (validation or test)
+  int best_epoch = 0;                   ///< epoch of `best_accuracy`
+  std::string best_checkpoint;          ///< path of best.pt (the model of `best_epoch`)
   int epochs = 0;                       ///< epochs trained in total (including resumed ones)
   double images_per_second = 0;         ///< training throughput over all epochs of this run
   std::string checkpoint;               ///< path of checkpoint.pt
@@ -123,7 +168,21 @@ TrainResult train(const TrainOptions& options,
 /// Evaluates `model` in eval mode (restores the previous mode).
 EvalResult evaluate(nn::Graph model, const data::Dataset& set, int64_t batch_size = 256);
 
-/// Cross-entropy of logits against labels, and the number of correct top-1 predictions.
-std::pair<at::Tensor, int64_t> loss_and_correct(const at::Tensor& logits, const at::Tensor& labels);
+/// Cross-entropy of logits against labels (with `label_smoothing` e: against (1 - e) one-hot +
+/// e / classes), and the number of correct top-1 predictions.
+std::pair<at::Tensor, int64_t> loss_and_correct(const at::Tensor& logits, const at::Tensor& labels,
+                                                double label_smoothing = 0);
+
+/// The training augmentation of `TrainOptions::augment` on a batch [N, C, H, W]: each image
+/// padded by `padding` pixels of value -1 on each side, cropped back to H x W at a random
+/// offset, and flipped horizontally with probability 1/2, drawn from `generator`.
+at::Tensor random_crop_flip(const at::Tensor& images, int64_t padding, at::Generator generator);
+
+/// Re-estimates the running statistics of every batch-norm layer of `model` (onebit's and
+/// LibTorch's) as the exact mean of the batch statistics of `batches` forward passes in training
+/// mode without gradients, drawing batches of `batch_size` from `images` in the order of `order`
+/// (indices). Restores the layers' momentum and the model's mode.
+void reestimate_batch_norm(nn::Graph model, const at::Tensor& images, const at::Tensor& order,
+                           int64_t batch_size, int64_t batches);
 
 }  // namespace onebit::train
