@@ -20,7 +20,7 @@ configure() {  # build dir, ONEBIT_BUILD_TRAINING
   cmake -S "$root" -B "$1" -G Ninja \
     -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DONEBIT_BUILD_TRAINING="$2" -DONEBIT_BUILD_TESTS=OFF -DONEBIT_BUILD_BENCHMARKS=OFF \
-    -DONEBIT_BUILD_FUZZERS=ON -DCMAKE_CXX_FLAGS="$flags" >/dev/null
+    -DONEBIT_BUILD_FUZZERS=ON -DONEBIT_BUILD_PYTHON=OFF -DCMAKE_CXX_FLAGS="$flags" >/dev/null
 }
 for t in "${targets[@]}"; do
   options=()

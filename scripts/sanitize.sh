@@ -11,7 +11,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 modes=("$@")
 [ ${#modes[@]} -eq 0 ] && modes=(asan tsan)
 jobs=$(nproc 2>/dev/null || echo 2)
-common=(-G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONEBIT_BUILD_BENCHMARKS=OFF)
+# The Python package is left out: its modules would be loaded by an uninstrumented python3.
+common=(-G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONEBIT_BUILD_BENCHMARKS=OFF -DONEBIT_BUILD_PYTHON=OFF)
 asan_flags="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 # LibTorch is not instrumented: its allocations freed by instrumented code (and the reverse) look
 # mismatched to ASan, and its own odr definitions repeat; neither is an error in onebit.

@@ -12,6 +12,8 @@ packages=(
   chromium                            # headless browser of the HTML report test
   clang libclang-rt-14-dev            # libFuzzer for the model-loader fuzz target
   dataset-fashion-mnist               # /usr/share/datasets/fashion-mnist
+  python3-torch python3-numpy         # the Python package (python/): PyTorch 1.13 as libtorch-dev
+  python3-pytest pybind11-dev
 )
 
 missing=()

@@ -96,6 +96,17 @@ void Bop::check_parameters() {
   }
 }
 
+void bop_update(at::Tensor& param, at::Tensor& m, const at::Tensor& grad, double threshold,
+                double gamma) {
+  at::NoGradGuard no_grad;
+  m.add_(grad - m, gamma);  // m <- m + gamma (g - m)
+  // Larq: w <- sign(-sign(w m - threshold) w), sign(0) = 0 inside and +1 outside. NaN stays NaN,
+  // so that a diverged run is visible rather than silently binarized.
+  const at::Tensor v = at::sign(param * m - threshold).neg_().mul_(param);
+  param.copy_(
+      at::where(v.ge(0), at::ones_like(param), at::where(v.lt(0), at::full_like(param, -1), v)));
+}
+
 at::Tensor Bop::step(LossClosure closure) {
   at::Tensor loss;
   if (closure) {
@@ -117,12 +128,7 @@ at::Tensor Bop::step(LossClosure closure) {
         it = state_.emplace(key, std::move(s)).first;
       }
       auto& s = static_cast<BopParamState&>(*it->second);
-      auto& m = s.m();
-      m.add_(g - m, options.gamma());  // m <- m + gamma (g - m)
-      // Larq: w <- sign(-sign(w m - threshold) w), sign(0) = 0 inside and +1 outside. NaN stays
-      // NaN, so that a diverged run is visible rather than silently binarized.
-      const at::Tensor v = at::sign(p * m - options.threshold()).neg_().mul_(p);
-      p.copy_(at::where(v.ge(0), at::ones_like(p), at::where(v.lt(0), at::full_like(p, -1), v)));
+      bop_update(p, s.m(), g, options.threshold(), options.gamma());
       s.step(s.step() + 1);
     }
   }

@@ -74,6 +74,13 @@ struct BopParamState : public torch::optim::OptimizerCloneableParamState<BopPara
   TORCH_ARG(int64_t, step) = 0;
 };
 
+/// One Bop update of `param` in place, given its gradient `grad` and its moving average `m`
+/// (updated in place, shaped like `param`): the rule of the file comment. `Bop::step` applies
+/// it to every parameter; the Python package's `onebit.optim.Bop` calls it too, so both
+/// optimizers flip the same weights. No autograd.
+void bop_update(at::Tensor& param, at::Tensor& m, const at::Tensor& grad, double threshold,
+                double gamma);
+
 /// The Bop optimizer. Parameters without a gradient are skipped in a step.
 class Bop : public torch::optim::Optimizer {
  public:
