@@ -51,6 +51,7 @@ struct Agreement {
   int64_t count = 0, disagreements = 0, runtime_correct = 0, torch_correct = 0;
   double max_abs_logit_diff = 0;
   int64_t beyond_rounding = 0;  // images whose logits differ by more than 1e-3 somewhere
+  int64_t unexplained = 0;      // class differences that are not near-ties (see below)
 };
 
 Agreement compare_on_test_set(const std::string& checkpoint_dir, const std::string& obnn) {
@@ -77,14 +78,23 @@ Agreement compare_on_test_set(const std::string& checkpoint_dir, const std::stri
   a.runtime_correct = runtime_class.eq(test.labels).sum().item<int64_t>();
   a.torch_correct = torch_class.eq(test.labels).sum().item<int64_t>();
   a.max_abs_logit_diff = (got - expected).abs().max().item<double>();
-  a.beyond_rounding = std::get<0>((got - expected).abs().max(1)).gt(1e-3).sum().item<int64_t>();
+  const at::Tensor image_diff = std::get<0>((got - expected).abs().max(1));
+  a.beyond_rounding = image_diff.gt(1e-3).sum().item<int64_t>();
+  // A class that differs is explained by such a sign flip when LibTorch's own margin between its
+  // two best classes is within twice the logits' difference on that image.
+  const at::Tensor top2 = std::get<0>(expected.topk(2, 1));
+  const at::Tensor margin = top2.select(1, 0) - top2.select(1, 1);
+  a.unexplained = runtime_class.ne(torch_class).logical_and(margin.gt(image_diff * 2))
+                      .sum()
+                      .item<int64_t>();
   return a;
 }
 
 // `max_beyond_rounding`: images allowed to differ by more than float rounding. Chains of binary
 // layers (larq-mnist, bnn-mlp) have none. In graph models a float shortcut within rounding of 0
 // can take the other sign in the next binary layer (see docs/inference.md): rare images then
-// differ by a few integer steps, never in class; a systematic error would hit most images.
+// differ by a few integer steps, and in class only where LibTorch's two best classes are that
+// close; a systematic error would hit most images.
 void expect_full_agreement(const std::string& model, int64_t max_beyond_rounding = 0) {
   const std::string dir = train_briefly(model);
   const std::string obnn = dir + "/model.obnn";
@@ -93,9 +103,17 @@ void expect_full_agreement(const std::string& model, int64_t max_beyond_rounding
   EXPECT_GT(r.storage.binary_weights, 0);
   const Agreement a = compare_on_test_set(dir, obnn);
   EXPECT_EQ(a.count, 10000);
-  EXPECT_EQ(a.disagreements, 0) << model << ": runtime and LibTorch differ on " << a.disagreements
-                                << " of " << a.count << " images";
-  EXPECT_EQ(a.runtime_correct, a.torch_correct);
+  if (max_beyond_rounding == 0) {
+    EXPECT_EQ(a.disagreements, 0) << model << ": runtime and LibTorch differ on "
+                                  << a.disagreements << " of " << a.count << " images";
+    EXPECT_EQ(a.runtime_correct, a.torch_correct);
+  } else {
+    // Graph models: a class may differ only on a near-tie that a flipped sign explains.
+    EXPECT_EQ(a.unexplained, 0) << model << ": " << a.unexplained << " of " << a.disagreements
+                                << " class differences are not near-ties";
+    EXPECT_LE(a.disagreements, 5) << model;
+    EXPECT_LE(std::abs(a.runtime_correct - a.torch_correct), a.disagreements);
+  }
   EXPECT_GT(a.runtime_correct, 5000) << "a trained model should beat chance by far";
   EXPECT_LE(a.beyond_rounding, max_beyond_rounding) << model;
   if (max_beyond_rounding == 0) EXPECT_LT(a.max_abs_logit_diff, 1e-3);
