@@ -2,6 +2,7 @@
 // GEMM with fused output transform) and binary max pooling.
 
 #include <algorithm>
+#include <map>
 #include <climits>
 #include <cstring>
 #include <memory>
@@ -98,7 +99,7 @@ class BinaryConv final : public PreparedOp {
  private:
   void read_weights(const Tensor& w, std::vector<BitWord>& rows) const;
   void read_epilogue(const Model& model, const Op& op, const std::string& where);
-  void build_correction(const std::vector<BitWord>& rows);
+  void build_correction(const std::vector<BitWord>& rows, const std::string& where);
   void im2col(const BitWord* image, std::int64_t g, std::size_t p0, std::size_t p1,
               BitWord* col) const;
   void run_rows(const RunContext& ctx, const BitWord* image, std::size_t out_row0, std::size_t p0,
@@ -163,7 +164,7 @@ BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, Va
                               static_cast<std::size_t>(cout_g_), k_words_, k_words_);
   }
   read_epilogue(model, op, where);
-  if (zero_padding_) build_correction(rows);
+  if (zero_padding_) build_correction(rows, where);
   out = ValueInfo{output_bits_ ? DType::kBits : DType::kFloat32, c_out_, win_.out_h, win_.out_w};
 }
 
@@ -218,53 +219,76 @@ void BinaryConv::read_epilogue(const Model& model, const Op& op, const std::stri
 
 // Zero-padding: padded taps contribute 0 instead of (+1) * w, so subtract the sum of w over the
 // padded taps. Output positions share a table row when the same taps fall outside the input.
-void BinaryConv::build_correction(const std::vector<BitWord>& rows) {
-  const auto class_of = [](std::int64_t out, std::int64_t k, std::int64_t in, auto coordinate,
-                           std::vector<std::vector<bool>>& masks) {
+void BinaryConv::build_correction(const std::vector<BitWord>& rows, const std::string& where) {
+  // The taps of one output position that fall inside the input form one range [lo, hi) (the
+  // input coordinate o * stride - pad + t * dilation grows with the tap t), so positions are
+  // classed by that range, computed in O(1).
+  using Range = std::pair<std::int64_t, std::int64_t>;
+  const auto ceil_div = [](std::int64_t a, std::int64_t b) {  // b > 0
+    return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+  };
+  const auto class_of = [&](std::int64_t out, std::int64_t k, std::int64_t in, std::int64_t stride,
+                            std::int64_t pad, std::int64_t dilation, std::vector<Range>& ranges) {
     std::vector<std::uint32_t> cls(static_cast<std::size_t>(out));
+    std::map<Range, std::uint32_t> index;
+    const std::int64_t d = std::max<std::int64_t>(dilation, 1);
     for (std::int64_t o = 0; o < out; ++o) {
-      std::vector<bool> mask(static_cast<std::size_t>(k));
-      for (std::int64_t t = 0; t < k; ++t) {
-        const std::int64_t c = coordinate(o, t);
-        mask[t] = c < 0 || c >= in;
-      }
-      auto it = std::find(masks.begin(), masks.end(), mask);
-      cls[o] = static_cast<std::uint32_t>(it - masks.begin());
-      if (it == masks.end()) masks.push_back(mask);
+      const std::int64_t start = o * stride - pad;  // coordinate of tap 0
+      std::int64_t lo = std::clamp<std::int64_t>(ceil_div(-start, d), 0, k);
+      std::int64_t hi = std::clamp<std::int64_t>(ceil_div(in - start, d), 0, k);
+      if (lo >= hi) lo = hi = 0;  // every tap outside
+      const auto [it, added] =
+          index.emplace(Range{lo, hi}, static_cast<std::uint32_t>(ranges.size()));
+      if (added) ranges.push_back({lo, hi});
+      cls[static_cast<std::size_t>(o)] = it->second;
     }
     return cls;
   };
-  std::vector<std::vector<bool>> ymasks, xmasks;
-  const auto ycls = class_of(
-      win_.out_h, win_.kh, win_.in_h,
-      [&](std::int64_t o, std::int64_t t) { return win_.in_y(o, t); }, ymasks);
-  const auto xcls = class_of(
-      win_.out_w, win_.kw, win_.in_w,
-      [&](std::int64_t o, std::int64_t t) { return win_.in_x(o, t); }, xmasks);
+  std::vector<Range> yranges, xranges;
+  const auto ycls =
+      class_of(win_.out_h, win_.kh, win_.in_h, win_.sh, win_.pad_top, win_.dh, yranges);
+  const auto xcls =
+      class_of(win_.out_w, win_.kw, win_.in_w, win_.sw, win_.pad_left, win_.dw, xranges);
+  const auto padded = [](const Range& r, std::int64_t t) { return t < r.first || t >= r.second; };
+  // Bounded work and memory whatever the file says (a 3x3 layer has at most 9 classes).
+  const std::size_t n_pad = bgemm_padded_n(static_cast<std::size_t>(cout_g_));
+  const double work = static_cast<double>(yranges.size()) * static_cast<double>(xranges.size()) *
+                      static_cast<double>(c_out_) * static_cast<double>(k_words_);
+  require(work <= static_cast<double>(kMaxPackedWords) * 4, where,
+          "zero-padding correction of " + std::to_string(yranges.size() * xranges.size()) +
+              " border classes x " + std::to_string(c_out_) +
+              " output channels is too large (padding much larger than the kernel?)");
+  require(static_cast<double>(win_.out_h) * static_cast<double>(win_.out_w) <=
+              static_cast<double>(kMaxPackedWords),
+          where,
+          "output of " + std::to_string(win_.out_h) + "x" + std::to_string(win_.out_w) +
+              " positions exceeds 2^26");
   correction_row_.resize(static_cast<std::size_t>(win_.out_h * win_.out_w));
   for (std::int64_t y = 0; y < win_.out_h; ++y) {
     for (std::int64_t x = 0; x < win_.out_w; ++x) {
       correction_row_[y * win_.out_w + x] =
-          ycls[y] * static_cast<std::uint32_t>(xmasks.size()) + xcls[x];
+          ycls[y] * static_cast<std::uint32_t>(xranges.size()) + xcls[x];
     }
   }
-  const std::size_t n_pad = bgemm_padded_n(static_cast<std::size_t>(cout_g_));
   for (std::int64_t g = 0; g < groups_; ++g) {
     auto& table = groups_data_[g].correction;
-    table.assign(ymasks.size() * xmasks.size() * n_pad, 0);
-    for (std::size_t cy = 0; cy < ymasks.size(); ++cy) {
-      for (std::size_t cx = 0; cx < xmasks.size(); ++cx) {
+    table.assign(yranges.size() * xranges.size() * n_pad, 0);
+    for (std::size_t cy = 0; cy < yranges.size(); ++cy) {
+      for (std::size_t cx = 0; cx < xranges.size(); ++cx) {
         for (std::int64_t o = 0; o < cout_g_; ++o) {
           const BitWord* row = rows.data() + (g * cout_g_ + o) * k_words_;
           std::int32_t sum = 0;
           for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
             for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
-              if (!ymasks[cy][ky] && !xmasks[cx][kx]) continue;
+              if (!padded(yranges[cy], ky) && !padded(xranges[cx], kx)) continue;
+              // +1 per clear bit, -1 per set bit; the bits past cin_g in a tap's last word are 0.
               const BitWord* tap = row + (ky * win_.kw + kx) * cwg_;
-              for (std::int64_t i = 0; i < cin_g_; ++i) sum += get_bit(tap, i) ? -1 : 1;
+              std::int64_t set = 0;
+              for (std::size_t w = 0; w < cwg_; ++w) set += __builtin_popcountll(tap[w]);
+              sum += static_cast<std::int32_t>(cin_g_ - 2 * set);
             }
           }
-          table[(cy * xmasks.size() + cx) * n_pad + o] = sum;
+          table[(cy * xranges.size() + cx) * n_pad + o] = sum;
         }
       }
     }

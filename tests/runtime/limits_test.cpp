@@ -216,3 +216,14 @@ TEST(Concurrency, OneInterpreterFromFourThreadsGivesTheSingleThreadedResults) {
 
 }  // namespace
 }  // namespace onebit::runtime
+
+TEST(Limits, AZeroPaddedConvWithAHugeOutputIsRefusedAtOnce) {
+  // Found by fuzz/fuzz_model_loader.cpp: a binary convolution with zero padding and an output of
+  // more than 2^26 positions made building its border-correction table take minutes (quadratic in
+  // the output width). It is now refused before any table is built.
+  const std::string path =
+      std::string(ONEBIT_TEST_DATA_DIR) + "/runtime-zero-padding-correction-timeout.obnn";
+  const std::string error =
+      onebit::runtime::testing::error_of([&] { onebit::runtime::Interpreter::from_file(path); });
+  EXPECT_NE(error.find("exceeds 2^26"), std::string::npos) << error;
+}
