@@ -24,13 +24,19 @@
 namespace onebit::cli {
 namespace {
 
-/// This process's command line without `--nproc N` / `--nproc=N`, argv[0] replaced by the
-/// executable's path (what the local workers run).
-std::vector<std::string> worker_command_line() {
+/// This process's arguments, argv[0] first (empty if /proc/self/cmdline cannot be read).
+std::vector<std::string> own_command_line() {
   std::ifstream in("/proc/self/cmdline", std::ios::binary);
   std::vector<std::string> args;
   std::string arg;
   while (std::getline(in, arg, '\0')) args.push_back(arg);
+  return args;
+}
+
+/// This process's command line without `--nproc N` / `--nproc=N`, argv[0] replaced by the
+/// executable's path (what the local workers run).
+std::vector<std::string> worker_command_line() {
+  const std::vector<std::string> args = own_command_line();
   if (args.empty()) throw std::runtime_error("--nproc: cannot read /proc/self/cmdline");
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -73,9 +79,8 @@ std::string shell_quote(const std::string& arg) {
 
 /// out_dir/command.txt: this process's exact command line and working directory.
 void write_command(const std::string& out_dir) {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string arg, line;
-  while (std::getline(in, arg, '\0')) line += (line.empty() ? "" : " ") + shell_quote(arg);
+  std::string line;
+  for (const auto& arg : own_command_line()) line += (line.empty() ? "" : " ") + shell_quote(arg);
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   io::atomic_write_text((std::filesystem::path(out_dir) / "command.txt").string(),
@@ -279,10 +284,7 @@ void add_train(CLI::App& app) {
       std::vector<std::string> env{"ONEBIT_LOCAL_WORKER=1"};
       if (opts->threads > 0) env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(opts->threads));
       const int code = train::run_local_workers(worker_command_line(), *nproc, 5, env);
-      if (code == 130) {
-        std::cerr << "onebit: interrupted; continue with: onebit train --resume " << opts->out_dir
-                  << " (and the same options)" << std::endl;
-      }
+      // 130: interrupted; rank 0 has said how to continue.
       if (code != 0) throw CLI::RuntimeError(code);
       return;
     }
