@@ -79,10 +79,10 @@ void train_steps(nn::Graph& model, const std::vector<int64_t>& shape, int64_t cl
 /// may produce is a sign flip: a float value that feeds a binary layer (a batch-norm output, a
 /// shortcut sum) lies within rounding of zero, LibTorch's and the runtime's summation orders
 /// give it different signs, and in a randomly initialized network the flip then spreads to an
-/// arbitrary logit vector (which rounding differs depends on the CPU's BLAS and oneDNN kernels).
-/// Flips are rare and independent per image; a wrong kernel, layer or conversion changes
-/// every image. So at least `min_matching` images must match, and every image that matches picks
-/// LibTorch's class unless LibTorch's own top two are within rounding.
+/// arbitrary logit vector (which values round differently depends on LibTorch's thread count and
+/// the CPU's BLAS and oneDNN kernels). Flips are rare and independent per image; a wrong kernel,
+/// layer or conversion changes every image. So at least `min_matching` images must match, and every
+/// image that matches picks LibTorch's class unless LibTorch's own top two are within rounding.
 void expect_agreement(nn::Graph& model, const std::vector<int64_t>& shape, int64_t n,
                       const std::string& what, int64_t min_matching) {
   model->eval();
