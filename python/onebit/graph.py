@@ -7,10 +7,13 @@ module's weights to the C++ library, which builds its own model from them and ru
 summary and converter: Python adds no third walker over layers. `from_architecture` goes the
 other way (e.g. for the zoo's models).
 
-Supported: the layers of onebit.nn; torch.nn's Linear, Conv2d, BatchNorm1d/2d, MaxPool2d,
-AvgPool2d, AdaptiveAvgPool2d, Flatten, ReLU, Sigmoid, Hardtanh, Dropout, Softmax; and in
-forward code `x + y` (an Add node), `torch.cat([...], 1)` (Concat), `torch.flatten(x, 1)` /
-`x.flatten(1)`, `F.relu`. Containers (Sequential, your own modules) are traced through.
+Supported: the layers of onebit.nn (quantized dense, 1-D/2-D, depthwise and separable
+convolutions, BatchNorm, Quantizer, Add, Concat, Multiply, Slice, LearnableBias, BlurPool2d);
+torch.nn's Linear, Conv1d/2d, BatchNorm1d/2d, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool2d,
+Flatten, ReLU, PReLU, Sigmoid, Hardtanh, Dropout, Softmax; and in forward code `x + y` (an Add
+node), `x * s` (Multiply), `x[:, a:b]` (Slice), `torch.cat([...], 1)` (Concat),
+`torch.flatten(x, 1)` / `x.flatten(1)`, `F.relu`. Containers (Sequential, your own modules) are
+traced through.
 Anything else raises ValueError naming the node.
 """
 
@@ -29,27 +32,32 @@ __all__ = ["describe", "from_architecture", "Graph", "summary", "convert", "stat
 
 # ---- layer kinds: one entry per kind, both directions ----------------------------------------
 
-def _ints(v):
-    return [v, v] if isinstance(v, int) else [int(i) for i in v]
+def _ints(v, n=2):
+    return [v] * n if isinstance(v, int) else [int(i) for i in v]
 
 
-def _torch_conv2d(m):
+def _torch_conv(m):
     if m.padding_mode != "zeros":
         mode = {"reflect": "kReflect", "replicate": "kReplicate", "circular": "kCircular"}
         padding_mode = mode[m.padding_mode]
     else:
         padding_mode = "kZeros"
-    padding = m.padding if isinstance(m.padding, str) else _ints(m.padding)
+    n = len(m.kernel_size)
+    padding = m.padding if isinstance(m.padding, str) else _ints(m.padding, n)
     return {"in_channels": m.in_channels, "out_channels": m.out_channels,
-            "kernel_size": _ints(m.kernel_size), "stride": _ints(m.stride), "padding": padding,
-            "dilation": _ints(m.dilation), "groups": m.groups, "bias": m.bias is not None,
-            "padding_mode": padding_mode}
+            "kernel_size": _ints(m.kernel_size, n), "stride": _ints(m.stride, n),
+            "padding": padding, "dilation": _ints(m.dilation, n), "groups": m.groups,
+            "bias": m.bias is not None, "padding_mode": padding_mode}
 
 
-def _build_torch_conv2d(o):
+def _build_torch_conv(cls):
+    return lambda o: _make_torch_conv(cls, o)
+
+
+def _make_torch_conv(cls, o):
     modes = {"kZeros": "zeros", "kReflect": "reflect", "kReplicate": "replicate",
              "kCircular": "circular"}
-    return torch.nn.Conv2d(o["in_channels"], o["out_channels"], o["kernel_size"],
+    return cls(o["in_channels"], o["out_channels"], o["kernel_size"],
                            stride=o.get("stride", 1), padding=o.get("padding", 0),
                            dilation=o.get("dilation", 1), groups=o.get("groups", 1),
                            bias=o.get("bias", True),
@@ -67,17 +75,51 @@ def _build_bn(cls):
                          track_running_stats=o.get("track_running_stats", True))
 
 
+def _pool_dims(m):
+    return 1 if isinstance(m, (torch.nn.MaxPool1d, torch.nn.AvgPool1d)) else 2
+
+
 def _maxpool(m):
+    n = _pool_dims(m)
     stride = m.stride if m.stride is not None else m.kernel_size
-    return {"kernel_size": _ints(m.kernel_size), "stride": _ints(stride),
-            "padding": _ints(m.padding), "dilation": _ints(m.dilation), "ceil_mode": m.ceil_mode}
+    return {"kernel_size": _ints(m.kernel_size, n), "stride": _ints(stride, n),
+            "padding": _ints(m.padding, n), "dilation": _ints(m.dilation, n),
+            "ceil_mode": m.ceil_mode}
 
 
 def _avgpool(m):
+    n = _pool_dims(m)
     stride = m.stride if m.stride is not None else m.kernel_size
-    return {"kernel_size": _ints(m.kernel_size), "stride": _ints(stride),
-            "padding": _ints(m.padding), "ceil_mode": m.ceil_mode,
-            "count_include_pad": m.count_include_pad, "divisor_override": m.divisor_override}
+    out = {"kernel_size": _ints(m.kernel_size, n), "stride": _ints(stride, n),
+           "padding": _ints(m.padding, n), "ceil_mode": m.ceil_mode,
+           "count_include_pad": m.count_include_pad}
+    if n == 2:
+        out["divisor_override"] = m.divisor_override
+    return out
+
+
+def _build_prelu(num_parameters, init):
+    m = torch.nn.PReLU(num_parameters, init)
+    m.init = float(init)
+    return m
+
+
+def _build_maxpool(cls):
+    return lambda o: cls(o["kernel_size"], stride=o.get("stride"), padding=o.get("padding", 0),
+                         dilation=o.get("dilation", 1), ceil_mode=o.get("ceil_mode", False))
+
+
+def _build_avgpool(cls):
+    def build(o):
+        kw = {}
+        if cls is torch.nn.AvgPool2d:
+            kw["divisor_override"] = o.get("divisor_override")
+        elif o.get("divisor_override") is not None:
+            raise ValueError("onebit: torch.AvgPool1d has no divisor_override")
+        return cls(o["kernel_size"], stride=o.get("stride"), padding=o.get("padding", 0),
+                   ceil_mode=o.get("ceil_mode", False),
+                   count_include_pad=o.get("count_include_pad", True), **kw)
+    return build
 
 
 def _adaptive(m):
@@ -87,25 +129,31 @@ def _adaptive(m):
 
 
 # class -> (kind name, options of a module); kind name -> module from options.
+_ONEBIT_LAYERS = (obn.QuantDense, obn.QuantConv1d, obn.QuantConv2d, obn.QuantDepthwiseConv2d,
+                  obn.QuantSeparableConv1d, obn.QuantSeparableConv2d, obn.BatchNorm,
+                  obn.Quantizer, obn.Add, obn.Concat, obn.Multiply, obn.Slice,
+                  obn.LearnableBias, obn.BlurPool2d)
+
 _DESCRIBE = {
-    obn.QuantDense: ("QuantDense", lambda m: m.options()),
-    obn.QuantConv2d: ("QuantConv2d", lambda m: m.options()),
-    obn.BatchNorm: ("BatchNorm", lambda m: m.options()),
-    obn.Quantizer: ("Quantizer", lambda m: m.options()),
-    obn.Add: ("Add", lambda m: {}),
-    obn.Concat: ("Concat", lambda m: {}),
+    **{cls: (cls.kind, lambda m: m.options()) for cls in _ONEBIT_LAYERS},
     torch.nn.Linear: ("torch.Linear", lambda m: {"in_features": m.in_features,
                                                 "out_features": m.out_features,
                                                 "bias": m.bias is not None}),
-    torch.nn.Conv2d: ("torch.Conv2d", _torch_conv2d),
+    torch.nn.Conv1d: ("torch.Conv1d", _torch_conv),
+    torch.nn.Conv2d: ("torch.Conv2d", _torch_conv),
     torch.nn.BatchNorm1d: ("torch.BatchNorm1d", _bn),
     torch.nn.BatchNorm2d: ("torch.BatchNorm2d", _bn),
+    torch.nn.MaxPool1d: ("torch.MaxPool1d", _maxpool),
     torch.nn.MaxPool2d: ("torch.MaxPool2d", _maxpool),
+    torch.nn.AvgPool1d: ("torch.AvgPool1d", _avgpool),
     torch.nn.AvgPool2d: ("torch.AvgPool2d", _avgpool),
     torch.nn.AdaptiveAvgPool2d: ("torch.AdaptiveAvgPool2d", _adaptive),
     torch.nn.Flatten: ("torch.Flatten", lambda m: {"start_dim": m.start_dim,
                                                   "end_dim": m.end_dim}),
     torch.nn.ReLU: ("torch.ReLU", lambda m: {"inplace": m.inplace}),
+    # PyTorch 1.13's PReLU does not keep `init` (2.x does); _build_prelu records it.
+    torch.nn.PReLU: ("torch.PReLU", lambda m: {"num_parameters": m.num_parameters,
+                                              "init": float(getattr(m, "init", 0.25))}),
     torch.nn.Sigmoid: ("torch.Sigmoid", lambda m: {}),
     torch.nn.Hardtanh: ("torch.Hardtanh", lambda m: {"min_val": m.min_val,
                                                     "max_val": m.max_val}),
@@ -114,34 +162,28 @@ _DESCRIBE = {
 }
 
 _BUILD = {
-    "QuantDense": obn.QuantDense.from_options,
-    "QuantConv2d": obn.QuantConv2d.from_options,
-    "BatchNorm": obn.BatchNorm.from_options,
-    "Quantizer": obn.Quantizer.from_options,
-    "Add": obn.Add.from_options,
-    "Concat": obn.Concat.from_options,
+    **{cls.kind: cls.from_options for cls in _ONEBIT_LAYERS},
     "torch.Linear": lambda o: torch.nn.Linear(o["in_features"], o["out_features"],
                                               bias=o.get("bias", True)),
-    "torch.Conv2d": _build_torch_conv2d,
+    "torch.Conv1d": _build_torch_conv(torch.nn.Conv1d),
+    "torch.Conv2d": _build_torch_conv(torch.nn.Conv2d),
     "torch.BatchNorm1d": _build_bn(torch.nn.BatchNorm1d),
     "torch.BatchNorm2d": _build_bn(torch.nn.BatchNorm2d),
-    "torch.MaxPool2d": lambda o: torch.nn.MaxPool2d(
-        o["kernel_size"], stride=o.get("stride"), padding=o.get("padding", 0),
-        dilation=o.get("dilation", 1), ceil_mode=o.get("ceil_mode", False)),
-    "torch.AvgPool2d": lambda o: torch.nn.AvgPool2d(
-        o["kernel_size"], stride=o.get("stride"), padding=o.get("padding", 0),
-        ceil_mode=o.get("ceil_mode", False), count_include_pad=o.get("count_include_pad", True),
-        divisor_override=o.get("divisor_override")),
+    "torch.MaxPool1d": _build_maxpool(torch.nn.MaxPool1d),
+    "torch.MaxPool2d": _build_maxpool(torch.nn.MaxPool2d),
+    "torch.AvgPool1d": _build_avgpool(torch.nn.AvgPool1d),
+    "torch.AvgPool2d": _build_avgpool(torch.nn.AvgPool2d),
     "torch.AdaptiveAvgPool2d": lambda o: torch.nn.AdaptiveAvgPool2d(tuple(o["output_size"])),
     "torch.Flatten": lambda o: torch.nn.Flatten(o.get("start_dim", 1), o.get("end_dim", -1)),
     "torch.ReLU": lambda o: torch.nn.ReLU(o.get("inplace", False)),
+    "torch.PReLU": lambda o: _build_prelu(o.get("num_parameters", 1), o.get("init", 0.25)),
     "torch.Sigmoid": lambda o: torch.nn.Sigmoid(),
     "torch.Hardtanh": lambda o: torch.nn.Hardtanh(o.get("min_val", -1.0), o.get("max_val", 1.0)),
     "torch.Dropout": lambda o: torch.nn.Dropout(o.get("p", 0.5), o.get("inplace", False)),
     "torch.Softmax": lambda o: torch.nn.Softmax(o["dim"]),
 }
 
-_MULTI_INPUT = {"Add", "Concat"}
+_MULTI_INPUT = {"Add", "Concat", "Multiply"}
 
 
 class _Tracer(torch.fx.Tracer):
@@ -225,6 +267,11 @@ def _function_node(n):
     t, args, kw = n.target, n.args, n.kwargs
     if t in (operator.add, torch.add) and len(args) == 2 and not kw:
         return "Add", {}, list(args)
+    if t in (operator.mul, torch.mul) and len(args) == 2 and not kw:
+        return "Multiply", {}, list(args)
+    if t is operator.getitem and len(args) == 2:
+        begin, end = _channel_slice(n, args[1])
+        return "Slice", {"begin": begin, "end": end}, [args[0]]
     if t is torch.cat:
         dim = args[1] if len(args) > 1 else kw.get("dim", 0)
         if dim != 1:
@@ -238,6 +285,19 @@ def _function_node(n):
         return "torch.ReLU", {"inplace": False}, [args[0]]
     raise ValueError(f"onebit: node {n.name!r} calls {getattr(t, '__name__', t)}, which has no "
                      "onebit layer kind; use a layer of onebit.nn or torch.nn (see onebit.graph)")
+
+
+def _channel_slice(n, index):
+    """(begin, end) of `x[:, begin:end]`; anything else is a ValueError naming the node."""
+    ok = (isinstance(index, tuple) and len(index) == 2 and index[0] == slice(None) and
+          isinstance(index[1], slice) and index[1].step in (None, 1) and
+          isinstance(index[1].start, (int, type(None))) and isinstance(index[1].stop, int))
+    if ok:
+        begin = index[1].start or 0
+        if 0 <= begin < index[1].stop:
+            return begin, index[1].stop
+    raise ValueError(f"onebit: node {n.name!r} indexes a tensor with {index!r}; only a channel "
+                     "slice x[:, begin:end] (0 <= begin < end) has a onebit layer kind (Slice)")
 
 
 def describe(model):

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from onebit import quantizers as _q
 from onebit._ops import ops
 
-__all__ = ["QuantDense", "QuantConv2d", "BatchNorm", "Quantizer", "Add", "Concat",
-           "apply_constraints", "quantized_parameters"]
+__all__ = ["QuantDense", "QuantConv1d", "QuantConv2d", "QuantDepthwiseConv2d",
+           "QuantSeparableConv1d", "QuantSeparableConv2d", "BatchNorm", "Quantizer", "Add",
+           "Concat", "Multiply", "Slice", "LearnableBias", "BlurPool2d", "apply_constraints",
+           "quantized_parameters"]
 
 
 def _constraint(spec):
@@ -36,17 +38,61 @@ def _constraint(spec):
     return json.loads(ops.constraint_spec(json.dumps(spec)))
 
 
-def _pair(v, name):
+def _ntuple(v, n, name):
     if isinstance(v, int):
-        return (v, v)
+        return (v,) * n
     t = tuple(v)
-    if len(t) != 2 or not all(isinstance(i, int) for i in t):
-        raise ValueError(f"{name} must be an int or 2 ints, got {v!r}")
+    if len(t) != n or not all(isinstance(i, int) for i in t):
+        raise ValueError(f"{name} must be an int or {n} ints, got {v!r}")
     return t
 
 
+def _pair(v, name):
+    return _ntuple(v, 2, name)
+
+
+def _conv_padding(padding, dims):
+    """"same", or the per-dimension amounts ("valid" is zeros)."""
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same', 'valid' or amounts, got {padding!r}")
+        return "same" if padding == "same" else (0,) * dims
+    return _ntuple(padding, dims, "padding")
+
+
+def _pad_for_conv(x, padding, kernel_size, stride, dilation, pad_values):
+    """(input, conv padding) as onebit's C++ `pad_input` computes them: symmetric zero padding
+    is left to the convolution; anything else (Keras' "same" with an odd total, pad_values != 0)
+    is padded explicitly with pad_values. "same" is Keras' rule: out = ceil(in / stride), the
+    odd pixel after."""
+    dims = len(kernel_size)
+    if padding != "same":
+        pads = [(p, p) for p in padding]
+    else:
+        pads = []
+        for i in range(dims):
+            size, k, s, d = x.shape[2 + i], kernel_size[i], stride[i], dilation[i]
+            out = (size + s - 1) // s
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+    if pad_values == 0.0 and all(a == b for a, b in pads):
+        return x, [a for a, _ in pads]
+    flat = []
+    for a, b in reversed(pads):  # last dimension first, as F.pad expects
+        flat += [a, b]
+    return F.pad(x, flat, value=pad_values), [0] * dims
+
+
+def _check_input(x, layer, channels, dims):
+    if x.dim() != 2 + dims or x.shape[1] != channels:
+        spatial = ", ".join(["L"] if dims == 1 else ["H", "W"])
+        raise ValueError(f"{layer}: expected input of shape [N, {channels}, {spatial}], got "
+                         f"{list(x.shape)}")
+
+
 class _QuantLayer(torch.nn.Module):
-    """What QuantDense and QuantConv2d share: quantizers, constraint, options as JSON."""
+    """What the quantized layers share: quantizers, constraint, options as JSON. A layer whose
+    kernels are not (weight, kernel_quantizer, kernel_constraint) overrides `quantized_kernels`."""
 
     def _init_quant(self, input_quantizer, kernel_quantizer, kernel_constraint):
         self.input_quantizer = _q.get(input_quantizer)
@@ -58,6 +104,11 @@ class _QuantLayer(torch.nn.Module):
                 "kernel_quantizer":
                     self.kernel_quantizer.to_json() if self.kernel_quantizer else None,
                 "kernel_constraint": self.kernel_constraint}
+
+    def quantized_kernels(self):
+        """(parameter name, quantizer, constraint, depth multiplier) of each kernel (the depth
+        multiplier decides how a per-channel quantizer groups a depthwise kernel; 0 otherwise)."""
+        return [("weight", self.kernel_quantizer, self.kernel_constraint, 0)]
 
     def quantized_weight(self):
         """The kernel as the forward pass uses it (e.g. exact +-1), detached."""
@@ -109,29 +160,26 @@ class QuantDense(_QuantLayer):
         return F.linear(self._quantize(x), w, self.bias)
 
 
-class QuantConv2d(_QuantLayer):
-    """conv2d(pad(q_in(x), pad_values), q_k(W)) + b (Larq's QuantConv2D). `padding` is an int,
-    2 ints, "valid" or "same" (Keras' rule: out = ceil(in / stride), the odd pixel after);
-    `pad_values` 1.0 keeps a binary input binary."""
+class _QuantConvNd(_QuantLayer):
+    """conv(pad(q_in(x), pad_values), q_k(W)) + b over `dims` spatial dimensions (Larq's
+    QuantConv1D/2D). `padding` is an int, `dims` ints, "valid" or "same" (Keras' rule: out =
+    ceil(in / stride), the odd pixel after); `pad_values` 1.0 keeps a binary input binary."""
 
-    kind = "QuantConv2d"
+    dims = 2
+    _conv = staticmethod(F.conv2d)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, pad_values=0.0, input_quantizer=None,
                  kernel_quantizer=None, kernel_constraint=None):
         super().__init__()
+        n = self.dims
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"padding must be 'same', 'valid' or amounts, got {padding!r}")
-            self.padding = "same" if padding == "same" else (0, 0)
-        else:
-            self.padding = _pair(padding, "padding")
+        self.kernel_size = _ntuple(kernel_size, n, "kernel_size")
+        self.stride = _ntuple(stride, n, "stride")
+        self.dilation = _ntuple(dilation, n, "dilation")
+        self.padding = _conv_padding(padding, n)
         self.groups = int(groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups ({groups}) must divide in_channels ({in_channels}) and "
                              f"out_channels ({out_channels})")
         self.pad_values = float(pad_values)
@@ -142,14 +190,10 @@ class QuantConv2d(_QuantLayer):
         self.reset_parameters()
 
     def reset_parameters(self):
-        torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight[0].numel()
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            torch.nn.init.uniform_(self.bias, -bound, bound)
+        _init_like_torch_conv(self.weight, self.bias)
 
     def options(self):
-        """The options as onebit's C++ QuantConv2d describes them."""
+        """The options as onebit's C++ layer of the same kind describes them."""
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": self.padding if self.padding == "same" else list(self.padding),
@@ -167,33 +211,217 @@ class QuantConv2d(_QuantLayer):
                    kernel_quantizer=o.get("kernel_quantizer"),
                    kernel_constraint=o.get("kernel_constraint"))
 
-    def _pads(self, x):
-        if self.padding != "same":
-            return [(p, p) for p in self.padding]
-        pads = []
-        for i in range(2):
-            size, k, s, d = x.shape[2 + i], self.kernel_size[i], self.stride[i], self.dilation[i]
-            out = (size + s - 1) // s
-            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-            pads.append((total // 2, total - total // 2))
-        return pads
-
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"QuantConv2d({self.in_channels}, {self.out_channels}): expected "
-                             f"input of shape [N, {self.in_channels}, H, W], got {list(x.shape)}")
+        _check_input(x, f"{self.kind}({self.in_channels}, {self.out_channels})",
+                     self.in_channels, self.dims)
         x = self._quantize(x)
         w = self.kernel_quantizer(self.weight) if self.kernel_quantizer else self.weight
-        # As the C++ layer: symmetric zero padding is left to the convolution, anything else is
-        # padded explicitly with pad_values.
-        pads = self._pads(x)
-        if self.pad_values == 0.0 and all(a == b for a, b in pads):
-            conv_padding = [a for a, _ in pads]
-        else:
-            x = F.pad(x, [pads[1][0], pads[1][1], pads[0][0], pads[0][1]],
-                      value=self.pad_values)
-            conv_padding = [0, 0]
-        return F.conv2d(x, w, self.bias, self.stride, conv_padding, self.dilation, self.groups)
+        x, conv_padding = _pad_for_conv(x, self.padding, self.kernel_size, self.stride,
+                                        self.dilation, self.pad_values)
+        return self._conv(x, w, self.bias, self.stride, conv_padding, self.dilation, self.groups)
+
+
+class QuantConv1d(_QuantConvNd):
+    """A quantized 1-D convolution over [N, C, L] (Larq's QuantConv1D); options as QuantConv2d."""
+
+    kind = "QuantConv1d"
+    dims = 1
+    _conv = staticmethod(F.conv1d)
+
+
+class QuantConv2d(_QuantConvNd):
+    """A quantized 2-D convolution over [N, C, H, W] (Larq's QuantConv2D): conv2d(pad(q_in(x),
+    pad_values), q_k(W)) + b, grouped and dilated if asked."""
+
+    kind = "QuantConv2d"
+    dims = 2
+    _conv = staticmethod(F.conv2d)
+
+
+def _init_like_torch_conv(weight, bias):
+    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in = weight[0].numel()
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        torch.nn.init.uniform_(bias, -bound, bound)
+
+
+class QuantDepthwiseConv2d(_QuantLayer):
+    """A quantized depthwise convolution (Larq's QuantDepthwiseConv2D): each input channel is
+    convolved with its own `depth_multiplier` kernels; output channels in_channels x
+    depth_multiplier. A per-channel `depthwise_quantizer` (e.g. magnitude_aware_sign) groups the
+    kernel as Larq does, per depth-multiplier index."""
+
+    kind = "QuantDepthwiseConv2d"
+
+    def __init__(self, in_channels, kernel_size, depth_multiplier=1, stride=1, padding=0,
+                 dilation=1, bias=True, pad_values=0.0, input_quantizer=None,
+                 depthwise_quantizer=None, depthwise_constraint=None):
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.depth_multiplier = int(depth_multiplier)
+        if self.in_channels < 1 or self.depth_multiplier < 1:
+            raise ValueError(f"QuantDepthwiseConv2d: in_channels and depth_multiplier must be "
+                             f">= 1, got {in_channels} and {depth_multiplier}")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        self.padding = _conv_padding(padding, 2)
+        self.pad_values = float(pad_values)
+        out = self.in_channels * self.depth_multiplier
+        self.weight = torch.nn.Parameter(torch.empty(out, 1, *self.kernel_size))
+        self.bias = torch.nn.Parameter(torch.empty(out)) if bias else None
+        self._init_quant(input_quantizer, depthwise_quantizer, depthwise_constraint)
+        _init_like_torch_conv(self.weight, self.bias)
+
+    def quantized_kernels(self):
+        return [("weight", self.kernel_quantizer, self.kernel_constraint, self.depth_multiplier)]
+
+    def quantized_weight(self):
+        with torch.no_grad():
+            return self._kernel()
+
+    def _kernel(self):
+        if self.kernel_quantizer is None:
+            return self.weight
+        return self.kernel_quantizer(self.weight, "kernel", self.depth_multiplier)
+
+    def options(self):
+        """The options as onebit's C++ QuantDepthwiseConv2d describes them."""
+        return {"in_channels": self.in_channels, "kernel_size": list(self.kernel_size),
+                "depth_multiplier": self.depth_multiplier, "stride": list(self.stride),
+                "padding": self.padding if self.padding == "same" else list(self.padding),
+                "dilation": list(self.dilation), "bias": self.bias is not None,
+                "pad_values": self.pad_values,
+                "input_quantizer": self.input_quantizer.to_json() if self.input_quantizer else None,
+                "depthwise_quantizer":
+                    self.kernel_quantizer.to_json() if self.kernel_quantizer else None,
+                "depthwise_constraint": self.kernel_constraint}
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o["in_channels"], o["kernel_size"],
+                   depth_multiplier=o.get("depth_multiplier", 1), stride=o.get("stride", 1),
+                   padding=o.get("padding", 0), dilation=o.get("dilation", 1),
+                   bias=o.get("bias", True), pad_values=o.get("pad_values", 0.0),
+                   input_quantizer=o.get("input_quantizer"),
+                   depthwise_quantizer=o.get("depthwise_quantizer"),
+                   depthwise_constraint=o.get("depthwise_constraint"))
+
+    def forward(self, x):
+        _check_input(x, f"QuantDepthwiseConv2d({self.in_channels})", self.in_channels, 2)
+        x, conv_padding = _pad_for_conv(self._quantize(x), self.padding, self.kernel_size,
+                                        self.stride, self.dilation, self.pad_values)
+        return F.conv2d(x, self._kernel(), self.bias, self.stride, conv_padding, self.dilation,
+                        self.in_channels)
+
+
+class _QuantSeparableConvNd(_QuantLayer):
+    """A depthwise convolution (`depth_multiplier` kernels per input channel, no bias) followed
+    by a 1x1 pointwise convolution with bias (Larq's QuantSeparableConv1D/2D); the input is
+    quantized once, each kernel by its own quantizer and constraint."""
+
+    dims = 2
+    _conv = staticmethod(F.conv2d)
+
+    def __init__(self, in_channels, out_channels, kernel_size, depth_multiplier=1, stride=1,
+                 padding=0, dilation=1, bias=True, pad_values=0.0, input_quantizer=None,
+                 depthwise_quantizer=None, pointwise_quantizer=None, depthwise_constraint=None,
+                 pointwise_constraint=None):
+        super().__init__()
+        n = self.dims
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.depth_multiplier = int(depth_multiplier)
+        if min(self.in_channels, self.out_channels, self.depth_multiplier) < 1:
+            raise ValueError(f"{self.kind}: in_channels, out_channels and depth_multiplier must "
+                             f"be >= 1, got {in_channels}, {out_channels}, {depth_multiplier}")
+        self.kernel_size = _ntuple(kernel_size, n, "kernel_size")
+        self.stride = _ntuple(stride, n, "stride")
+        self.dilation = _ntuple(dilation, n, "dilation")
+        self.padding = _conv_padding(padding, n)
+        self.pad_values = float(pad_values)
+        mid = self.in_channels * self.depth_multiplier
+        self.depthwise_weight = torch.nn.Parameter(torch.empty(mid, 1, *self.kernel_size))
+        self.pointwise_weight = torch.nn.Parameter(
+            torch.empty(self.out_channels, mid, *([1] * n)))
+        self.bias = torch.nn.Parameter(torch.empty(self.out_channels)) if bias else None
+        self.input_quantizer = _q.get(input_quantizer)
+        self.depthwise_quantizer = _q.get(depthwise_quantizer)
+        self.pointwise_quantizer = _q.get(pointwise_quantizer)
+        self.depthwise_constraint = _constraint(depthwise_constraint)
+        self.pointwise_constraint = _constraint(pointwise_constraint)
+        _init_like_torch_conv(self.depthwise_weight, None)
+        _init_like_torch_conv(self.pointwise_weight, self.bias)
+
+    def quantized_kernels(self):
+        return [("depthwise_weight", self.depthwise_quantizer, self.depthwise_constraint,
+                 self.depth_multiplier),
+                ("pointwise_weight", self.pointwise_quantizer, self.pointwise_constraint, 0)]
+
+    def quantized_weight(self):
+        """(depthwise, pointwise) kernels as the forward pass uses them, detached."""
+        with torch.no_grad():
+            return self._kernels()
+
+    def _kernels(self):
+        wd, wp = self.depthwise_weight, self.pointwise_weight
+        if self.depthwise_quantizer is not None:
+            wd = self.depthwise_quantizer(wd, "kernel", self.depth_multiplier)
+        if self.pointwise_quantizer is not None:
+            wp = self.pointwise_quantizer(wp)
+        return wd, wp
+
+    def options(self):
+        """The options as onebit's C++ layer of the same kind describes them."""
+        def q(v):
+            return v.to_json() if v else None
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "depth_multiplier": self.depth_multiplier,
+                "stride": list(self.stride),
+                "padding": self.padding if self.padding == "same" else list(self.padding),
+                "dilation": list(self.dilation), "bias": self.bias is not None,
+                "pad_values": self.pad_values, "input_quantizer": q(self.input_quantizer),
+                "depthwise_quantizer": q(self.depthwise_quantizer),
+                "pointwise_quantizer": q(self.pointwise_quantizer),
+                "depthwise_constraint": self.depthwise_constraint,
+                "pointwise_constraint": self.pointwise_constraint}
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o["in_channels"], o["out_channels"], o["kernel_size"],
+                   depth_multiplier=o.get("depth_multiplier", 1), stride=o.get("stride", 1),
+                   padding=o.get("padding", 0), dilation=o.get("dilation", 1),
+                   bias=o.get("bias", True), pad_values=o.get("pad_values", 0.0),
+                   input_quantizer=o.get("input_quantizer"),
+                   depthwise_quantizer=o.get("depthwise_quantizer"),
+                   pointwise_quantizer=o.get("pointwise_quantizer"),
+                   depthwise_constraint=o.get("depthwise_constraint"),
+                   pointwise_constraint=o.get("pointwise_constraint"))
+
+    def forward(self, x):
+        _check_input(x, f"{self.kind}({self.in_channels}, {self.out_channels})",
+                     self.in_channels, self.dims)
+        wd, wp = self._kernels()
+        x, conv_padding = _pad_for_conv(self._quantize(x), self.padding, self.kernel_size,
+                                        self.stride, self.dilation, self.pad_values)
+        mid = self._conv(x, wd, None, self.stride, conv_padding, self.dilation, self.in_channels)
+        return self._conv(mid, wp, self.bias)
+
+
+class QuantSeparableConv1d(_QuantSeparableConvNd):
+    """A quantized separable 1-D convolution over [N, C, L] (Larq's QuantSeparableConv1D)."""
+
+    kind = "QuantSeparableConv1d"
+    dims = 1
+    _conv = staticmethod(F.conv1d)
+
+
+class QuantSeparableConv2d(_QuantSeparableConvNd):
+    """A quantized separable 2-D convolution over [N, C, H, W] (Larq's QuantSeparableConv2D)."""
+
+    kind = "QuantSeparableConv2d"
+    dims = 2
+    _conv = staticmethod(F.conv2d)
 
 
 class BatchNorm(torch.nn.Module):
@@ -290,11 +518,134 @@ class Concat(torch.nn.Module):
         return torch.cat(list(xs), 1)
 
 
+class Multiply(torch.nn.Module):
+    """[x, s] -> x * s, where s has x's shape or is a per-channel scale [N, C] or [N, C, 1, 1]
+    (Real-to-Binary's squeeze-excite scaling branch); `x * s` in a traced model becomes the
+    same node."""
+
+    kind = "Multiply"
+
+    def options(self):
+        return {}
+
+    @classmethod
+    def from_options(cls, o):
+        return cls()
+
+    def forward(self, xs):
+        if len(xs) != 2:
+            raise ValueError(f"Multiply: needs exactly 2 inputs, got {len(xs)}")
+        x, s = xs
+        if s.shape == x.shape:
+            return x * s
+        per_channel = (x.dim() == 4 and s.dim() in (2, 4) and s.shape[:2] == x.shape[:2] and
+                       (s.dim() == 2 or tuple(s.shape[2:]) == (1, 1)))
+        if not per_channel:
+            raise ValueError(f"Multiply: the second input must have the first's shape "
+                             f"{list(x.shape)} or be a per-channel scale [N, C] or [N, C, 1, 1], "
+                             f"got {list(s.shape)}")
+        return x * s.reshape(s.shape[0], s.shape[1], 1, 1)
+
+
+class Slice(torch.nn.Module):
+    """Channels [begin, end) of the input (dim 1); `x[:, begin:end]` in a traced model becomes
+    the same node (MeliusNet's improvement block adds into such a slice)."""
+
+    kind = "Slice"
+
+    def __init__(self, begin, end):
+        super().__init__()
+        self.begin, self.end = int(begin), int(end)
+        if self.begin < 0 or self.end <= self.begin:
+            raise ValueError(f"Slice: expected 0 <= begin < end, got begin {begin}, end {end}")
+
+    def options(self):
+        return {"begin": self.begin, "end": self.end}
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o["begin"], o["end"])
+
+    def forward(self, x):
+        if x.dim() < 2 or x.shape[1] < self.end:
+            raise ValueError(f"Slice({self.begin}, {self.end}): input must have at least "
+                             f"{self.end} channels (dim 1), got shape {list(x.shape)}")
+        return x[:, self.begin:self.end]
+
+    def extra_repr(self):
+        return f"begin={self.begin}, end={self.end}"
+
+
+class LearnableBias(torch.nn.Module):
+    """x + b with one trainable bias per channel (dim 1), zero at first (ReActNet's RSign and
+    RPReLU shifts)."""
+
+    kind = "LearnableBias"
+
+    def __init__(self, channels):
+        super().__init__()
+        self.channels = int(channels)
+        if self.channels < 1:
+            raise ValueError(f"LearnableBias: channels must be >= 1, got {channels}")
+        self.bias = torch.nn.Parameter(torch.zeros(self.channels))
+
+    def options(self):
+        return {"channels": self.channels}
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o["channels"])
+
+    def forward(self, x):
+        if x.dim() < 2 or x.shape[1] != self.channels:
+            raise ValueError(f"LearnableBias({self.channels}): expected input [N, "
+                             f"{self.channels}, ...], got shape {list(x.shape)}")
+        return x + self.bias.view(1, self.channels, *([1] * (x.dim() - 2)))
+
+    def extra_repr(self):
+        return str(self.channels)
+
+
+class BlurPool2d(torch.nn.Module):
+    """QuickNet's anti-aliased downsampling: a fixed depthwise [1 2 1]^T [1 2 1] / 16 filter,
+    Keras' "same" padding, then `stride` (a non-trainable weight, as in the C++ layer)."""
+
+    kind = "BlurPool2d"
+
+    def __init__(self, channels, stride=2):
+        super().__init__()
+        self.channels, self.stride = int(channels), int(stride)
+        if self.channels < 1 or self.stride < 1:
+            raise ValueError(f"BlurPool2d: channels and stride must be >= 1, got channels "
+                             f"{channels}, stride {stride}")
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        blur = (torch.outer(taps, taps) / 16.0).view(1, 1, 3, 3).repeat(self.channels, 1, 1, 1)
+        self.weight = torch.nn.Parameter(blur.contiguous(), requires_grad=False)
+
+    def options(self):
+        return {"channels": self.channels, "stride": self.stride}
+
+    @classmethod
+    def from_options(cls, o):
+        return cls(o["channels"], o.get("stride", 2))
+
+    def forward(self, x):
+        _check_input(x, f"BlurPool2d({self.channels})", self.channels, 2)
+        s = (self.stride, self.stride)
+        x, conv_padding = _pad_for_conv(x, "same", (3, 3), s, (1, 1), 0.0)
+        return F.conv2d(x, self.weight.to(x.dtype), None, s, conv_padding, 1, self.channels)
+
+    def extra_repr(self):
+        return f"{self.channels}, stride={self.stride}"
+
+
 def quantized_parameters(model):
-    """(name, parameter, layer) of every quantized kernel in `model`."""
+    """(name, parameter, quantizer) of every quantized kernel in `model`."""
     for name, m in model.named_modules():
-        if isinstance(m, _QuantLayer) and m.kernel_quantizer is not None:
-            yield (f"{name}.weight" if name else "weight"), m.weight, m
+        if isinstance(m, _QuantLayer):
+            for pname, quantizer, _, _ in m.quantized_kernels():
+                if quantizer is not None:
+                    yield (f"{name}.{pname}" if name else pname), getattr(m, pname), quantizer
 
 
 def apply_constraints(model):
@@ -302,5 +653,9 @@ def apply_constraints(model):
     Keras does after each update). Uses onebit's C++ constraints."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, _QuantLayer) and m.kernel_constraint is not None:
-                m.weight.copy_(ops.constrain(m.weight, json.dumps(m.kernel_constraint)))
+            if not isinstance(m, _QuantLayer):
+                continue
+            for pname, _, constraint, _ in m.quantized_kernels():
+                if constraint is not None:
+                    w = getattr(m, pname)
+                    w.copy_(ops.constrain(w, json.dumps(constraint)))

@@ -68,8 +68,8 @@ class Bop(torch.optim.Optimizer):
 def is_binary(model):
     """A predicate (name, parameter) -> bool claiming the kernels of `model`'s layers whose
     kernel quantizer has 1 bit (Larq's `Bop.is_binary_variable`), as they are now."""
-    ids = {id(p) for _, p, layer in obn.quantized_parameters(model)
-           if layer.kernel_quantizer.precision == 1}
+    ids = {id(p) for _, p, quantizer in obn.quantized_parameters(model)
+           if quantizer.precision == 1}
     return lambda name, p: id(p) in ids
 
 

@@ -35,9 +35,10 @@ def resolve_options(name, quantized=True, input_shape=None, num_classes=0, bn_mo
 
 
 def build(name, quantized=True, input_shape=None, num_classes=0, bn_momentum=None, bn_eps=None):
-    """Zoo model `name` as a trainable `onebit.graph.Graph` (a torch.nn.Module). `quantized`
-    False gives the float copy. Models with layers the Python package cannot build yet raise
-    ValueError naming the layer (the published ImageNet models use depthwise and other layers)."""
+    """Zoo model `name` as a trainable `onebit.graph.Graph` (a torch.nn.Module), fresh weights;
+    every model of `names()` builds. `quantized` False gives the float copy. `input_shape`
+    (C, H, W) and `num_classes` default to the model's own (3x224x224 and 1000 for the published
+    ImageNet models)."""
     return from_architecture(architecture(name, quantized, input_shape, num_classes,
                                           bn_momentum, bn_eps))
 

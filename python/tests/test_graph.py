@@ -166,6 +166,7 @@ def test_convert_errors_come_from_cpp(tmp_path):
 
 
 def test_from_architecture_refuses_unknown_kinds():
-    with pytest.raises(ValueError, match="QuantDepthwiseConv2d"):
+    with pytest.raises(ValueError, match="'d' is a QuantConvTranspose2d, which the Python "
+                                         "package cannot build"):
         graph.from_architecture({"type": "Graph", "output": 1, "nodes": [
-            {"name": "d", "type": "QuantDepthwiseConv2d", "options": {}, "inputs": [0]}]})
+            {"name": "d", "type": "QuantConvTranspose2d", "options": {}, "inputs": [0]}]})
