@@ -215,7 +215,7 @@ void validate(const TrainOptions& o, const data::Dataset& train_set) {
   if (o.bn_reestimate_batches < 0) {
     fail("bn_reestimate_batches must be >= 0, got " + std::to_string(o.bn_reestimate_batches));
   }
-  if (o.gamma_schedule != "constant" && o.optimizer != "bop") {
+  if (o.gamma_schedule != "constant" && o.gamma_schedule != "auto" && o.optimizer != "bop") {
     fail("gamma_schedule \"" + o.gamma_schedule + "\" needs optimizer \"bop\", not \"" +
          o.optimizer + "\"");
   }
@@ -470,9 +470,11 @@ std::vector<std::shared_ptr<Callback>> schedule_callbacks(const TrainOptions& o,
   } else {
     optim::schedules::by_name(o.lr_schedule, o.lr, total);  // the name is checked either way
   }
-  if (o.gamma_schedule != "constant") {
+  const std::string gamma_schedule =
+      o.gamma_schedule != "auto" ? o.gamma_schedule : o.optimizer == "bop" ? "cosine" : "constant";
+  if (gamma_schedule != "constant") {
     out.push_back(std::make_shared<optim::HyperparameterScheduler>(
-        optim::schedules::by_name(o.gamma_schedule, o.optimizer_options.value("gamma", 1e-3),
+        optim::schedules::by_name(gamma_schedule, o.optimizer_options.value("gamma", 1e-3),
                                   total, steps_per_epoch),
         "gamma", optim::UpdateFreq::kStep, "bop"));
   }

@@ -374,6 +374,42 @@ TEST(Schedules, OneCycleAndWarmUp) {
   EXPECT_THROW(one_cycle(1.0, 10, 1.5), std::invalid_argument);
 }
 
+/// Bop's gamma as the run logged it at the end of each epoch.
+std::vector<double> logged_gamma(const train::TrainResult& r) {
+  std::vector<double> out;
+  for (const auto& m : r.history) {
+    for (const auto& item : m.items()) {
+      const std::string& k = item.key();
+      if (k.size() >= 5 && k.compare(k.size() - 5, 5, "gamma") == 0) {
+        out.push_back(item.value().get<double>());
+      }
+    }
+  }
+  return out;
+}
+
+TEST(Schedules, BopDecaysGammaWithACosineByDefault) {
+  auto o = small_options(temp_dir("bop_auto"));
+  o.optimizer = "bop";
+  o.bn_reestimate_batches = 0;
+  EXPECT_EQ(o.gamma_schedule, "auto");
+  const auto gamma = logged_gamma(run(o));
+  // 2 epochs: half-way down the cosine (1e-3 / 2) after the first, 0 at the last step.
+  ASSERT_EQ(gamma.size(), 2u);
+  EXPECT_NEAR(gamma[0], 0.5e-3, 1e-5);
+  EXPECT_NEAR(gamma[1], 0.0, 1e-9);
+  // "constant" keeps it; "auto" with another optimizer is accepted and schedules nothing.
+  auto c = small_options(temp_dir("bop_constant"));
+  c.optimizer = "bop";
+  c.bn_reestimate_batches = 0;
+  c.epochs = 1;
+  c.gamma_schedule = "constant";
+  EXPECT_TRUE(logged_gamma(run(c)).empty());
+  auto a = small_options(temp_dir("adam_auto"));
+  a.epochs = 1;
+  EXPECT_TRUE(logged_gamma(run(a)).empty());
+}
+
 TEST(Distillation, LossIsTemperatureScaledKlWithItsGradient) {
   auto gen = at::detail::createCPUGenerator(4);
   auto student = at::randn({5, 7}, gen).requires_grad_(true);

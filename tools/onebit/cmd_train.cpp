@@ -157,8 +157,8 @@ void add_train(CLI::App& app) {
       "warmup_epochs")
       ->capture_default_str();
   key(cmd->add_option("--gamma-schedule", opts->gamma_schedule,
-                      "Schedule of Bop's gamma, updated every step (constant, cosine, step, "
-                      "one-cycle)"),
+                      "Schedule of Bop's gamma, updated every step (auto: cosine for Bop; "
+                      "constant, cosine, step, one-cycle)"),
       "gamma_schedule")
       ->capture_default_str();
   key(cmd->add_option("--weight-decay", opts->weight_decay,

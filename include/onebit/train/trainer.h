@@ -59,7 +59,9 @@ struct TrainOptions {
   /// `lr_schedule` starts; not with "one-cycle", which has its own.
   double warmup_epochs = 0;
   /// Schedule of Bop's gamma (optimizer "bop"), same names, from optimizer_options' gamma.
-  std::string gamma_schedule = "constant";
+  /// "auto": "cosine" with optimizer "bop" (Bop's default: fewer flips in the last epochs, so
+  /// the final weights and their batch-norm statistics agree), "constant" otherwise.
+  std::string gamma_schedule = "auto";
   /// Decoupled weight decay (AdamW, or SGD's) of the real-valued weights with two or more
   /// dimensions. Latent binary weights (what Bop or a sign quantizer reads), biases and
   /// batch-norm parameters are never decayed.
