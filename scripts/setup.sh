@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-pthread   # LibTorch 1.13 (CPU); OpenBLAS makes its matmuls ~10x faster
+  libopenblas-dev                     # cblas.h: the benchmark of onebit's float kernels vs OpenBLAS
   libgloo-dev                         # Gloo's headers, for LibTorch's c10d data-parallel training
   nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
