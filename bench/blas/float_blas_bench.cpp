@@ -67,9 +67,7 @@ struct BlasConv {
     output.resize(static_cast<std::size_t>(out_hw * out_hw * cout));
   }
 
-  double macs() const {
-    return static_cast<double>(out_hw * out_hw * cout * k * k * cin / groups);
-  }
+  double macs() const { return static_cast<double>(out_hw * out_hw * cout * k * k * cin / groups); }
 
   void run() {
     const std::int64_t cg = cin / groups, og = cout / groups, kk = k * k * cg;
@@ -143,8 +141,8 @@ void BM_BlasConv(benchmark::State& state) {
   const std::int64_t k = state.range(3), stride = state.range(4), groups = state.range(5);
   time_conv(state, BlasConv(cin, cout, hw, k, stride, groups),
             std::to_string(cin) + "->" + std::to_string(cout) + " " + std::to_string(k) + "x" +
-                std::to_string(k) + " s" + std::to_string(stride) + " g" +
-                std::to_string(groups) + " at " + std::to_string(hw));
+                std::to_string(k) + " s" + std::to_string(stride) + " g" + std::to_string(groups) +
+                " at " + std::to_string(hw));
 }
 BENCHMARK(BM_BlasConv)
     ->Args({3, 16, 224, 3, 2, 1})
