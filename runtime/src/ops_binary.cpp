@@ -2,9 +2,9 @@
 // GEMM with fused output transform) and binary max pooling.
 
 #include <algorithm>
-#include <map>
 #include <climits>
 #include <cstring>
+#include <map>
 #include <memory>
 
 #include "ops.h"

@@ -10,11 +10,11 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
-#include <mutex>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 
@@ -292,8 +292,7 @@ void remove_stale_temporaries(const std::string& dir) {
     if (at == std::string::npos) continue;
     const std::string rest = name.substr(at + 5);
     const auto dot = rest.find('.');
-    if (dot == std::string::npos || dot == 0 ||
-        rest.find_first_not_of("0123456789") != dot) {
+    if (dot == std::string::npos || dot == 0 || rest.find_first_not_of("0123456789") != dot) {
       continue;
     }
     const long pid = std::strtol(rest.substr(0, dot).c_str(), nullptr, 10);
@@ -359,8 +358,8 @@ at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor&
                              double temperature) {
   if (student_logits.sizes() != teacher_logits.sizes()) {
     std::ostringstream msg;
-    msg << "distillation: the student's logits " << student_logits.sizes()
-        << " and the teacher's " << teacher_logits.sizes() << " differ (other classes?)";
+    msg << "distillation: the student's logits " << student_logits.sizes() << " and the teacher's "
+        << teacher_logits.sizes() << " differ (other classes?)";
     throw std::invalid_argument(msg.str());
   }
   const auto log_s = at::log_softmax(student_logits / temperature, 1);
@@ -405,15 +404,15 @@ at::Tensor random_crop_flip(const at::Tensor& images, int64_t padding, at::Gener
   const int64_t n = images.size(0), h = images.size(2), w = images.size(3);
   auto offsets = at::randint(0, 2 * padding + 1, {n, 2}, generator, at::kLong);
   auto flips = at::randint(0, 2, {n}, generator, at::kLong);
-  const auto padded =
-      padding > 0 ? at::constant_pad_nd(images, {padding, padding, padding, padding}, -1.0)
-                  : images;
+  const auto padded = padding > 0
+                          ? at::constant_pad_nd(images, {padding, padding, padding, padding}, -1.0)
+                          : images;
   auto out = at::empty_like(images);
   const auto* off = offsets.data_ptr<int64_t>();
   const auto* flip = flips.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
-    auto crop = padded[i].slice(1, off[2 * i], off[2 * i] + h).slice(2, off[2 * i + 1],
-                                                                   off[2 * i + 1] + w);
+    auto crop =
+        padded[i].slice(1, off[2 * i], off[2 * i] + h).slice(2, off[2 * i + 1], off[2 * i + 1] + w);
     out[i].copy_(flip[i] ? crop.flip({2}) : crop);
   }
   return out;
@@ -470,12 +469,13 @@ std::vector<std::shared_ptr<Callback>> schedule_callbacks(const TrainOptions& o,
   } else {
     optim::schedules::by_name(o.lr_schedule, o.lr, total);  // the name is checked either way
   }
-  const std::string gamma_schedule =
-      o.gamma_schedule != "auto" ? o.gamma_schedule : o.optimizer == "bop" ? "cosine" : "constant";
+  const std::string gamma_schedule = o.gamma_schedule != "auto" ? o.gamma_schedule
+                                     : o.optimizer == "bop"     ? "cosine"
+                                                                : "constant";
   if (gamma_schedule != "constant") {
     out.push_back(std::make_shared<optim::HyperparameterScheduler>(
-        optim::schedules::by_name(gamma_schedule, o.optimizer_options.value("gamma", 1e-3),
-                                  total, steps_per_epoch),
+        optim::schedules::by_name(gamma_schedule, o.optimizer_options.value("gamma", 1e-3), total,
+                                  steps_per_epoch),
         "gamma", optim::UpdateFreq::kStep, "bop"));
   }
   return out;
@@ -497,8 +497,8 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
         1, static_cast<int64_t>(std::llround(options.val_split * static_cast<double>(total))));
     if (held >= total) throw std::invalid_argument("val_split leaves no training image");
     train_set = full_train_set.head(total - held);
-    val_set = {full_train_set.images.slice(0, total - held), full_train_set.labels.slice(0, total - held),
-               full_train_set.num_classes};
+    val_set = {full_train_set.images.slice(0, total - held),
+               full_train_set.labels.slice(0, total - held), full_train_set.num_classes};
   }
   if (options.threads > 0) at::set_num_threads(options.threads);
   // Data parallelism (distributed.h): rank 0 alone writes files and progress.
@@ -552,10 +552,11 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
                                    " batches per epoch (other data or batch size?)");
         }
       }
-      if (c.contains("generator")) set_generator_state(c.at("generator").get<std::string>(), ck.path);
+      if (c.contains("generator"))
+        set_generator_state(c.at("generator").get<std::string>(), ck.path);
     } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(ck.path + ": the stored training position is damaged (" +
-                               e.what() + ")");
+      throw std::runtime_error(ck.path + ": the stored training position is damaged (" + e.what() +
+                               ")");
     } catch (const std::runtime_error& e) {
       const std::string what = e.what();
       if (what.rfind(ck.path, 0) == 0) throw;
@@ -641,9 +642,10 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
         at::Tensor teacher_logits;
         if (teacher) {
           at::NoGradGuard no_grad;
-          teacher_logits = options.attention_weight > 0
-                               ? teacher->forward_with_taps(x, options.attention_nodes, teacher_maps)
-                               : teacher->forward(x);
+          teacher_logits =
+              options.attention_weight > 0
+                  ? teacher->forward_with_taps(x, options.attention_nodes, teacher_maps)
+                  : teacher->forward(x);
         }
         auto logits = options.attention_weight > 0
                           ? model->forward_with_taps(x, options.attention_nodes, maps)
@@ -685,8 +687,8 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
       if (s + 1 < steps && stop_now(s + 1)) {
         if (root) {
           auto config = config_for(epoch - 1);
-          config["position"] = {{"epoch", epoch},   {"batch", s + 1},    {"loss_sum", loss_sum},
-                                {"correct", correct}, {"seen", seen},     {"seconds", secs}};
+          config["position"] = {{"epoch", epoch},     {"batch", s + 1}, {"loss_sum", loss_sum},
+                                {"correct", correct}, {"seen", seen},   {"seconds", secs}};
           save_checkpoint(ckpt_path, model, optimizer.get(), config);
         }
         bar.finish("interrupted");

@@ -118,9 +118,8 @@ TEST(Resume, APositionThatDoesNotFitTheRunIsAClearError) {
   auto o = recipe_options(dir);
   o.resume = dir;
   o.batch_size = 128;  // 2 batches per epoch: batch 3 of epoch 1 does not exist
-  expect_throw_with<std::runtime_error>([&] { run(o); },
-                                        {"checkpoint.pt", "position (epoch 1, batch 3)",
-                                         "2 batches per epoch"});
+  expect_throw_with<std::runtime_error>(
+      [&] { run(o); }, {"checkpoint.pt", "position (epoch 1, batch 3)", "2 batches per epoch"});
   fs::remove_all(dir);
 }
 
@@ -136,16 +135,22 @@ TEST(TrainConfig, EveryOptionRoundTripsThroughJson) {
   o.model_options.binary_weights = false;
   const auto j = o.to_json();
   EXPECT_EQ(train::TrainOptions::from_json(j).to_json(), j);
-  for (const char* k : {"lr_schedule", "warmup_epochs", "gamma_schedule", "weight_decay",
-                        "label_smoothing", "augment", "crop_padding", "bn_reestimate_batches",
-                        "val_split", "teacher", "distill_weight", "distill_temperature",
-                        "attention_weight", "attention_nodes"}) {
+  for (const char* k :
+       {"lr_schedule", "warmup_epochs", "gamma_schedule", "weight_decay", "label_smoothing",
+        "augment", "crop_padding", "bn_reestimate_batches", "val_split", "teacher",
+        "distill_weight", "distill_temperature", "attention_weight", "attention_nodes"}) {
     EXPECT_TRUE(j.contains(k)) << k;
   }
   expect_throw_with<std::invalid_argument>(
-      [] { train::TrainOptions::from_json({{"augment", "yes"}}); }, {"augment", "wrong type"});
-  expect_throw_with<std::invalid_argument>([] { train::TrainOptions::from_json({{"lr_sched", 1}}); },
-                                           {"unknown train option \"lr_sched\""});
+      [] {
+        train::TrainOptions::from_json({{"augment", "yes"}});
+      },
+      {"augment", "wrong type"});
+  expect_throw_with<std::invalid_argument>(
+      [] {
+        train::TrainOptions::from_json({{"lr_sched", 1}});
+      },
+      {"unknown train option \"lr_sched\""});
 }
 
 TEST(TrainConfig, BadRecipeOptionsAreRejected) {
@@ -263,8 +268,8 @@ TEST(Augmentation, RandomCropAndFlipAreCropsOfThePaddedImage) {
   auto images = at::rand({n, 2, 5, 6}, gen);
   auto out = train::random_crop_flip(images, pad, at::detail::createCPUGenerator(9));
   ASSERT_EQ(out.sizes(), images.sizes());
-  EXPECT_TRUE(torch::equal(out, train::random_crop_flip(images, pad,
-                                                        at::detail::createCPUGenerator(9))));
+  EXPECT_TRUE(
+      torch::equal(out, train::random_crop_flip(images, pad, at::detail::createCPUGenerator(9))));
   auto padded = at::constant_pad_nd(images, {pad, pad, pad, pad}, -1.0);
   int64_t flips = 0;
   std::vector<int64_t> rows(2 * pad + 1, 0);
@@ -316,12 +321,11 @@ TEST(WeightDecay, SkipsLatentBinaryWeightsBiasesAndBatchNorm) {
   for (const std::string optimizer : {"adam", "sgd", "bop"}) {
     o.optimizer = optimizer;
     at::manual_seed(1);
-    nn::Graph model(torch::nn::Sequential(
-        nn::QuantDense(nn::QuantDenseOptions(8, 8)
-                           .input_quantizer("ste_sign")
-                           .kernel_quantizer("ste_sign")
-                           .kernel_constraint("weight_clip")),
-        nn::BatchNorm(8), torch::nn::Linear(8, 4)));
+    nn::Graph model(torch::nn::Sequential(nn::QuantDense(nn::QuantDenseOptions(8, 8)
+                                                             .input_quantizer("ste_sign")
+                                                             .kernel_quantizer("ste_sign")
+                                                             .kernel_constraint("weight_clip")),
+                                          nn::BatchNorm(8), torch::nn::Linear(8, 4)));
     auto opt = train::make_optimizer(o, model);
     const auto binary = optim::is_binary_in(*model);
     std::vector<std::vector<torch::optim::OptimizerParamGroup>*> all{&opt->param_groups()};
@@ -335,7 +339,8 @@ TEST(WeightDecay, SkipsLatentBinaryWeightsBiasesAndBatchNorm) {
     for (auto* gs : all) {
       for (auto& g : *gs) {
         double wd = 0;
-        if (auto* a = dynamic_cast<torch::optim::AdamWOptions*>(&g.options())) wd = a->weight_decay();
+        if (auto* a = dynamic_cast<torch::optim::AdamWOptions*>(&g.options()))
+          wd = a->weight_decay();
         if (auto* s = dynamic_cast<torch::optim::SGDOptions*>(&g.options())) wd = s->weight_decay();
         for (const auto& p : g.params()) {
           const bool should = p.dim() >= 2 && !binary("", p);
@@ -444,8 +449,8 @@ TEST(Distillation, AttentionLossMatchesNormalizedSpatialMaps) {
   EXPECT_NEAR(loss.item<double>(), expected, 1e-5);
   // Scale does not matter; the same maps give 0.
   EXPECT_NEAR(train::attention_loss({s * 3}, {s}).item<double>(), 0.0, 1e-6);
-  expect_throw_with<std::invalid_argument>(
-      [&] { train::attention_loss({s}, {t.slice(2, 0, 2)}); }, {"pair 0", "same N, H, W"});
+  expect_throw_with<std::invalid_argument>([&] { train::attention_loss({s}, {t.slice(2, 0, 2)}); },
+                                           {"pair 0", "same N, H, W"});
 }
 
 TEST(Distillation, GraphTapsReturnNamedNodeOutputs) {

@@ -83,9 +83,9 @@ void write_command(const std::string& out_dir) {
   for (const auto& arg : own_command_line()) line += (line.empty() ? "" : " ") + shell_quote(arg);
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
-  io::atomic_write_text((std::filesystem::path(out_dir) / "command.txt").string(),
-                        "cd " + shell_quote(std::filesystem::current_path().string()) + " && " +
-                            line + "\n");
+  io::atomic_write_text(
+      (std::filesystem::path(out_dir) / "command.txt").string(),
+      "cd " + shell_quote(std::filesystem::current_path().string()) + " && " + line + "\n");
 }
 
 /// Ctrl-C: the first asks training to save its exact position and stop; another, more than two
@@ -128,18 +128,26 @@ void add_train(CLI::App& app) {
   };
   std::string names;
   for (const auto& n : zoo::model_names()) names += (names.empty() ? "" : ", ") + n;
-  key(cmd->add_option("--model", opts->model, "Model name (" + names + "; `onebit models` lists them)"), "model")
+  key(cmd->add_option("--model", opts->model,
+                      "Model name (" + names + "; `onebit models` lists them)"),
+      "model")
       ->capture_default_str();
-  key(cmd->add_option("--dataset", opts->dataset, "Data set (fashion-mnist, mnist, cifar10)"), "dataset")
+  key(cmd->add_option("--dataset", opts->dataset, "Data set (fashion-mnist, mnist, cifar10)"),
+      "dataset")
       ->capture_default_str();
-  key(cmd->add_option("--data-dir", opts->data_dir,
-                  "Directory of the data set files (default: the data set's standard location)"), "data_dir");
-  key(cmd->add_option("--epochs", opts->epochs, "Number of epochs"), "epochs")->capture_default_str();
-  key(cmd->add_option("--batch-size", opts->batch_size, "Batch size"), "batch_size")->capture_default_str();
+  key(cmd->add_option(
+          "--data-dir", opts->data_dir,
+          "Directory of the data set files (default: the data set's standard location)"),
+      "data_dir");
+  key(cmd->add_option("--epochs", opts->epochs, "Number of epochs"), "epochs")
+      ->capture_default_str();
+  key(cmd->add_option("--batch-size", opts->batch_size, "Batch size"), "batch_size")
+      ->capture_default_str();
   key(cmd->add_option("--lr", opts->lr, "Learning rate"), "lr")->capture_default_str();
   key(cmd->add_option("--seed", opts->seed, "Random seed"), "seed")->capture_default_str();
   key(cmd->add_option("--optimizer", opts->optimizer,
-                  "Optimizer (adam, sgd, bop: Bop for binary kernels + Adam for the rest)"), "optimizer")
+                      "Optimizer (adam, sgd, bop: Bop for binary kernels + Adam for the rest)"),
+      "optimizer")
       ->capture_default_str();
   auto bop_threshold = std::make_shared<double>(0.0);
   auto bop_gamma = std::make_shared<double>(0.0);
@@ -215,22 +223,29 @@ void add_train(CLI::App& app) {
                   "Read every option from this JSON file (a run's config.json, or any subset of "
                   "its keys); options given on the command line override it");
   key(cmd->add_option("--out", opts->out_dir,
-                  "Output directory (checkpoint.pt, metrics.jsonl, config.json)"), "out_dir")
+                      "Output directory (checkpoint.pt, metrics.jsonl, config.json)"),
+      "out_dir")
       ->capture_default_str();
-  key(cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)"), "threads")
+  key(cmd->add_option("--threads", opts->threads, "Intra-op threads (0: LibTorch's default)"),
+      "threads")
       ->capture_default_str();
   auto bn_momentum = std::make_shared<double>(0.0);
   auto* bn_momentum_opt = cmd->add_option(
       "--bn-momentum", *bn_momentum,
       "Batch-norm momentum, LibTorch convention (Keras 0.99 = 0.01; default: the model's own)");
   key(cmd->add_option("--train-limit", opts->train_limit,
-                  "Use only the first N training images (0: all)"), "train_limit");
-  key(cmd->add_option("--test-limit", opts->test_limit, "Use only the first N test images (0: all)"), "test_limit");
+                      "Use only the first N training images (0: all)"),
+      "train_limit");
+  key(cmd->add_option("--test-limit", opts->test_limit,
+                      "Use only the first N test images (0: all)"),
+      "test_limit");
   key(cmd->add_option("--weights", opts->weights,
-                  "Start from the model weights of this checkpoint (fine-tuning); missing or "
-                  "mis-shaped tensors are listed"), "weights");
+                      "Start from the model weights of this checkpoint (fine-tuning); missing or "
+                      "mis-shaped tensors are listed"),
+      "weights");
   key(cmd->add_option("--resume", opts->resume,
-                  "Continue training from this checkpoint (file or directory)"), "resume");
+                      "Continue training from this checkpoint (file or directory)"),
+      "resume");
   auto nproc = std::make_shared<int>(1);
   auto dist = std::make_shared<train::DistributedOptions>();
   cmd->add_option("--nproc", *nproc,
@@ -245,8 +260,8 @@ void add_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--dist-backend", dist->backend, "Data-parallel backend (gloo)")
       ->capture_default_str();
-  auto* float_opt =
-      cmd->add_flag("--float", *float_model, "Train the float copy of the model (all quantizers off)");
+  auto* float_opt = cmd->add_flag("--float", *float_model,
+                                  "Train the float copy of the model (all quantizers off)");
   cmd->add_flag("--no-progress", *no_progress, "Do not draw the progress bar");
   cmd->add_flag("--json", *json, "Print the result as one JSON line");
   cmd->callback([=] {
