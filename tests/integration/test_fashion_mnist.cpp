@@ -209,7 +209,18 @@ TEST(Tool, BenchReportsPercentOfTheMeasuredPeak) {
     const double expected = 100.0 * lines[i]["binary_macs_per_s"].get<double>() /
                             (lines[i]["clock_ghz"].get<double>() * 1e9) / active_peak;
     EXPECT_NEAR(lines[i]["percent_of_peak"].get<double>(), expected, 1e-6 * expected);
+    // The baselines a user would pick instead, timed in the same run: LibTorch's float conv2d
+    // and, where its build has a quantized engine (Debian's: oneDNN, QNNPACK), its int8 conv.
+    EXPECT_GT(lines[i]["float_us"].get<double>(), 0.0);
+    if (!lines[i]["int8_engine"].get<std::string>().empty()) {
+      ASSERT_TRUE(lines[i]["int8_us"].is_number()) << lines[i].dump();
+      EXPECT_NEAR(lines[i]["speedup_vs_int8"].get<double>(),
+                  lines[i]["int8_us"].get<double>() / lines[i]["binary_us"].get<double>(),
+                  1e-9 * lines[i]["speedup_vs_int8"].get<double>());
+    }
   }
+  // Every x86 LibTorch build we support has a quantized engine (Debian's 1.13: oneDNN).
+  EXPECT_FALSE(lines[1]["int8_engine"].get<std::string>().empty()) << lines[1].dump();
 }
 
 TEST(Tool, ZooCommandsListSummarizeConvertAndBenchEveryKindOfModel) {

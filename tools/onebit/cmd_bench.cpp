@@ -3,8 +3,13 @@
 // LibTorch eval mode).
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <c10/core/QEngine.h>
 #include <torch/utils.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -53,8 +58,72 @@ std::vector<std::string> default_shapes() {
   return shapes;
 }
 
+// The quantized engine a user of this LibTorch would run an int8 conv on: x86's (2.x), FBGEMM,
+// oneDNN, then QNNPACK; "" when the build has none.
+std::string pick_quantized_engine() {
+  const auto& supported = at::globalContext().supportedQEngines();
+  auto has = [&](c10::QEngine e) {
+    return std::find(supported.begin(), supported.end(), e) != supported.end();
+  };
+  std::vector<std::pair<c10::QEngine, const char*>> preferred;
+#if TORCH_VERSION_MAJOR >= 2
+  preferred.emplace_back(c10::QEngine::X86, "x86");
+#endif
+  preferred.emplace_back(c10::QEngine::FBGEMM, "fbgemm");
+  preferred.emplace_back(c10::QEngine::ONEDNN, "onednn");
+  preferred.emplace_back(c10::QEngine::QNNPACK, "qnnpack");
+  for (const auto& [engine, name] : preferred) {
+    if (has(engine)) {
+      at::globalContext().setQEngine(engine);
+      return name;
+    }
+  }
+  return "";
+}
+
+// Median time of LibTorch's int8 conv (quantized::conv2d on its quantized engine: quint8
+// activations in channels-last layout, per-tensor qint8 weights prepacked once, requantized
+// quint8 output) for the float conv's `x` and `w`; the input is quantized outside the timing, as
+// it would be by the layer before. Negative when this LibTorch has no quantized engine or op.
+double int8_conv_seconds(const at::Tensor& x, const at::Tensor& w, int64_t pad, double min_seconds,
+                         std::string& engine) {
+  engine = pick_quantized_engine();
+  if (engine.empty()) return -1;
+  try {
+    const double x_scale = x.abs().max().item<double>() / 127.0;
+    const double w_scale = w.abs().max().item<double>() / 127.0;
+    const at::Tensor qx = at::quantize_per_tensor(x, x_scale, 128, at::kQUInt8)
+                              .contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor qw = at::quantize_per_tensor(w, w_scale, 0, at::kQInt8);
+    auto& dispatcher = c10::Dispatcher::singleton();
+    const auto prepack = dispatcher.findSchemaOrThrow("quantized::conv2d_prepack", "");
+    const auto conv = dispatcher.findSchemaOrThrow("quantized::conv2d", "new");
+    torch::jit::Stack stack{qw,
+                            c10::IValue(),
+                            std::vector<int64_t>{1, 1},
+                            std::vector<int64_t>{pad, pad},
+                            std::vector<int64_t>{1, 1},
+                            int64_t{1}};
+    prepack.callBoxed(&stack);
+    const c10::IValue packed = stack.at(0);
+    // Output scale: the float conv's output range over the 255 levels of quint8.
+    const double out_scale =
+        std::max(at::conv2d(x, w, {}, 1, pad).abs().max().item<double>() / 127.0, 1e-6);
+    return median_seconds_per_run(
+        [&] {
+          torch::jit::Stack s{qx, packed, out_scale, int64_t{128}};
+          conv.callBoxed(&s);
+        },
+        min_seconds);
+  } catch (const std::exception& e) {
+    engine += std::string(" (failed: ") + e.what() + ")";
+    return -1;
+  }
+}
+
 // One conv shape: the median of `repeats` runtime measurements (bench_binary_conv) and the
-// median time of LibTorch's float conv2d (same shape, 3x3, padding 1, no bias).
+// median times of LibTorch's float conv2d and of its int8 conv (same shape, 3x3, padding 1, no
+// bias, same threads).
 nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, double min_seconds,
                            int repeats) {
   std::vector<runtime::BenchResult> results;
@@ -72,18 +141,31 @@ nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, d
   const int64_t pad = shape.kernel / 2;
   const double float_seconds = median_seconds_per_run([&] { at::conv2d(x, w, {}, 1, pad); },
                                                       min_seconds * static_cast<double>(repeats));
+  std::string engine;
+  const double int8_seconds =
+      int8_conv_seconds(x, w, pad, min_seconds * static_cast<double>(repeats), engine);
 
-  return {{"shape", b.shape},
-          {"threads", threads},
-          {"isa", b.isa},
-          {"binary_macs_per_s", b.binary_macs_per_s},
-          {"percent_of_peak", b.percent_of_peak},
-          {"peak_binary_macs_per_cycle", b.peak_binary_macs_per_cycle},
-          {"clock_ghz", b.clock_hz * 1e-9},
-          {"binary_us", b.seconds_per_run * 1e6},
-          {"float_us", float_seconds * 1e6},
-          {"float_macs_per_s", static_cast<double>(shape.binary_macs()) / float_seconds},
-          {"speedup_vs_float", float_seconds / b.seconds_per_run}};
+  nlohmann::json out = {
+      {"shape", b.shape},
+      {"threads", threads},
+      {"isa", b.isa},
+      {"binary_macs_per_s", b.binary_macs_per_s},
+      {"percent_of_peak", b.percent_of_peak},
+      {"peak_binary_macs_per_cycle", b.peak_binary_macs_per_cycle},
+      {"clock_ghz", b.clock_hz * 1e-9},
+      {"binary_us", b.seconds_per_run * 1e6},
+      {"float_us", float_seconds * 1e6},
+      {"float_macs_per_s", static_cast<double>(shape.binary_macs()) / float_seconds},
+      {"speedup_vs_float", float_seconds / b.seconds_per_run},
+      {"int8_engine", engine}};
+  if (int8_seconds > 0) {
+    out["int8_us"] = int8_seconds * 1e6;
+    out["speedup_vs_int8"] = int8_seconds / b.seconds_per_run;
+  } else {
+    out["int8_us"] = nullptr;
+    out["speedup_vs_int8"] = nullptr;
+  }
+  return out;
 }
 
 // This core's measured peak for every ISA it has (cached: the percent of peak of every shape
@@ -371,10 +453,13 @@ void add_bench(CLI::App& app) {
       }
       std::cout << "binary 3x3 conv, batch 1, " << a->threads << " thread(s), kernels "
                 << runtime::isa_name(runtime::active_kernels().isa)
-                << ", % of the measured peak of that ISA x threads\n"
+                << ", % of the measured peak of that ISA x threads; float: LibTorch's conv2d; "
+                   "int8: LibTorch's quantized::conv2d ("
+                << pick_quantized_engine() << ")\n"
                 << std::left << std::setw(12) << "shape" << std::right << std::setw(14)
                 << "binary GMAC/s" << std::setw(10) << "% peak" << std::setw(12) << "binary us"
-                << std::setw(12) << "float us" << std::setw(10) << "speedup" << std::endl;
+                << std::setw(12) << "float us" << std::setw(10) << "vs float" << std::setw(12)
+                << "int8 us" << std::setw(10) << "vs int8" << std::endl;
     }
     for (const auto& shape : shapes) {
       const nlohmann::json r = bench_shape(shape, a->threads, a->min_seconds, a->repeats);
@@ -387,7 +472,14 @@ void add_bench(CLI::App& app) {
                 << r["binary_macs_per_s"].get<double>() * 1e-9 << std::setprecision(1)
                 << std::setw(10) << r["percent_of_peak"].get<double>() << std::setw(12)
                 << r["binary_us"].get<double>() << std::setw(12) << r["float_us"].get<double>()
-                << std::setw(10) << r["speedup_vs_float"].get<double>() << std::endl;
+                << std::setw(10) << r["speedup_vs_float"].get<double>();
+      if (r["int8_us"].is_number()) {
+        std::cout << std::setw(12) << r["int8_us"].get<double>() << std::setw(10)
+                  << r["speedup_vs_int8"].get<double>();
+      } else {
+        std::cout << std::setw(22) << "(no int8 engine)";
+      }
+      std::cout << std::endl;
     }
     if (a->no_model) return;
     nn::Graph model(nullptr);
