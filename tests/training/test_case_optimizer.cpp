@@ -222,6 +222,10 @@ train::TrainOptions bop_options(const std::string& out, int epochs) {
   o.model = "larq-mnist";
   o.optimizer = "bop";
   o.optimizer_options = {{"threshold", 1e-7}, {"gamma", 1e-2}};
+  // A 2-epoch run extended to 3 must equal a 3-epoch run: Bop's state carries over, and gamma
+  // stays constant (the default cosine spans the run's epochs, so it would differ; resuming an
+  // interrupted run with schedules is Resume.InterruptedMidEpochAndResumedEqualsUninterrupted).
+  o.gamma_schedule = "constant";
   o.epochs = epochs;
   o.batch_size = 32;
   o.threads = 1;
