@@ -105,8 +105,9 @@ TEST(Report, RendersInHeadlessChromiumWithoutNetworkRequests) {
               std::string::npos)
         << series;
   }
-  // Bop's gamma and threshold are logged and drawn; larq-mnist has 5 binary kernels.
-  EXPECT_NE(dom.find("data-series=\"gamma\" data-points=\"3\""), std::string::npos);
+  // Bop's gamma (its default cosine schedule logs it as "bop/gamma") and threshold are logged and
+  // drawn; larq-mnist has 5 binary kernels.
+  EXPECT_NE(dom.find("data-series=\"bop/gamma\" data-points=\"3\""), std::string::npos);
   const std::regex flip_series("<g class=\"series\" data-series=\"[^\"]+\" data-points=\"3\">");
   std::size_t series_count = 0;
   for (auto it = std::sregex_iterator(dom.begin(), dom.end(), flip_series);
