@@ -47,10 +47,6 @@ def _ntuple(v, n, name):
     return t
 
 
-def _pair(v, name):
-    return _ntuple(v, 2, name)
-
-
 def _conv_padding(padding, dims):
     """"same", or the per-dimension amounts ("valid" is zeros)."""
     if isinstance(padding, str):
@@ -83,6 +79,29 @@ def _pad_for_conv(x, padding, kernel_size, stride, dilation, pad_values):
     return F.pad(x, flat, value=pad_values), [0] * dims
 
 
+class _ConvGeometry:
+    """Kernel size, stride, dilation, padding ("same" or amounts) and pad_values of a
+    convolution over `dims` spatial dimensions: how the quantized convolutions store, describe
+    and apply them."""
+
+    def _init_geometry(self, dims, kernel_size, stride, padding, dilation, pad_values):
+        self.kernel_size = _ntuple(kernel_size, dims, "kernel_size")
+        self.stride = _ntuple(stride, dims, "stride")
+        self.dilation = _ntuple(dilation, dims, "dilation")
+        self.padding = _conv_padding(padding, dims)
+        self.pad_values = float(pad_values)
+
+    def _geometry_json(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": self.padding if self.padding == "same" else list(self.padding),
+                "dilation": list(self.dilation), "pad_values": self.pad_values}
+
+    def _pad(self, x):
+        """(input, conv padding): see `_pad_for_conv`."""
+        return _pad_for_conv(x, self.padding, self.kernel_size, self.stride, self.dilation,
+                             self.pad_values)
+
+
 def _check_input(x, layer, channels, dims):
     if x.dim() != 2 + dims or x.shape[1] != channels:
         spatial = ", ".join(["L"] if dims == 1 else ["H", "W"])
@@ -110,10 +129,20 @@ class _QuantLayer(torch.nn.Module):
         multiplier decides how a per-channel quantizer groups a depthwise kernel; 0 otherwise)."""
         return [("weight", self.kernel_quantizer, self.kernel_constraint, 0)]
 
+    def _kernels(self):
+        """Each kernel of `quantized_kernels` as the forward pass uses it."""
+        out = []
+        for name, quantizer, _, depth_multiplier in self.quantized_kernels():
+            w = getattr(self, name)
+            out.append(quantizer(w, "kernel", depth_multiplier) if quantizer else w)
+        return out
+
     def quantized_weight(self):
-        """The kernel as the forward pass uses it (e.g. exact +-1), detached."""
+        """The kernel as the forward pass uses it (e.g. exact +-1), detached; a tuple for layers
+        with several kernels (separable: depthwise, pointwise)."""
         with torch.no_grad():
-            return self.kernel_quantizer(self.weight) if self.kernel_quantizer else self.weight
+            kernels = self._kernels()
+            return kernels[0] if len(kernels) == 1 else tuple(kernels)
 
     def _quantize(self, x):
         return self.input_quantizer(x, "activation") if self.input_quantizer else x
@@ -156,11 +185,11 @@ class QuantDense(_QuantLayer):
                    kernel_constraint=o.get("kernel_constraint"))
 
     def forward(self, x):
-        w = self.kernel_quantizer(self.weight) if self.kernel_quantizer else self.weight
+        (w,) = self._kernels()
         return F.linear(self._quantize(x), w, self.bias)
 
 
-class _QuantConvNd(_QuantLayer):
+class _QuantConvNd(_QuantLayer, _ConvGeometry):
     """conv(pad(q_in(x), pad_values), q_k(W)) + b over `dims` spatial dimensions (Larq's
     QuantConv1D/2D). `padding` is an int, `dims` ints, "valid" or "same" (Keras' rule: out =
     ceil(in / stride), the odd pixel after); `pad_values` 1.0 keeps a binary input binary."""
@@ -172,17 +201,12 @@ class _QuantConvNd(_QuantLayer):
                  groups=1, bias=True, pad_values=0.0, input_quantizer=None,
                  kernel_quantizer=None, kernel_constraint=None):
         super().__init__()
-        n = self.dims
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _ntuple(kernel_size, n, "kernel_size")
-        self.stride = _ntuple(stride, n, "stride")
-        self.dilation = _ntuple(dilation, n, "dilation")
-        self.padding = _conv_padding(padding, n)
+        self._init_geometry(self.dims, kernel_size, stride, padding, dilation, pad_values)
         self.groups = int(groups)
         if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups ({groups}) must divide in_channels ({in_channels}) and "
                              f"out_channels ({out_channels})")
-        self.pad_values = float(pad_values)
         self.weight = torch.nn.Parameter(
             torch.empty(self.out_channels, self.in_channels // self.groups, *self.kernel_size))
         self.bias = torch.nn.Parameter(torch.empty(self.out_channels)) if bias else None
@@ -195,10 +219,7 @@ class _QuantConvNd(_QuantLayer):
     def options(self):
         """The options as onebit's C++ layer of the same kind describes them."""
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": self.padding if self.padding == "same" else list(self.padding),
-                "dilation": list(self.dilation), "groups": self.groups,
-                "bias": self.bias is not None, "pad_values": self.pad_values,
+                **self._geometry_json(), "groups": self.groups, "bias": self.bias is not None,
                 **self._quant_json()}
 
     @classmethod
@@ -214,10 +235,8 @@ class _QuantConvNd(_QuantLayer):
     def forward(self, x):
         _check_input(x, f"{self.kind}({self.in_channels}, {self.out_channels})",
                      self.in_channels, self.dims)
-        x = self._quantize(x)
-        w = self.kernel_quantizer(self.weight) if self.kernel_quantizer else self.weight
-        x, conv_padding = _pad_for_conv(x, self.padding, self.kernel_size, self.stride,
-                                        self.dilation, self.pad_values)
+        (w,) = self._kernels()
+        x, conv_padding = self._pad(self._quantize(x))
         return self._conv(x, w, self.bias, self.stride, conv_padding, self.dilation, self.groups)
 
 
@@ -246,7 +265,7 @@ def _init_like_torch_conv(weight, bias):
         torch.nn.init.uniform_(bias, -bound, bound)
 
 
-class QuantDepthwiseConv2d(_QuantLayer):
+class QuantDepthwiseConv2d(_QuantLayer, _ConvGeometry):
     """A quantized depthwise convolution (Larq's QuantDepthwiseConv2D): each input channel is
     convolved with its own `depth_multiplier` kernels; output channels in_channels x
     depth_multiplier. A per-channel `depthwise_quantizer` (e.g. magnitude_aware_sign) groups the
@@ -263,11 +282,7 @@ class QuantDepthwiseConv2d(_QuantLayer):
         if self.in_channels < 1 or self.depth_multiplier < 1:
             raise ValueError(f"QuantDepthwiseConv2d: in_channels and depth_multiplier must be "
                              f">= 1, got {in_channels} and {depth_multiplier}")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
-        self.padding = _conv_padding(padding, 2)
-        self.pad_values = float(pad_values)
+        self._init_geometry(2, kernel_size, stride, padding, dilation, pad_values)
         out = self.in_channels * self.depth_multiplier
         self.weight = torch.nn.Parameter(torch.empty(out, 1, *self.kernel_size))
         self.bias = torch.nn.Parameter(torch.empty(out)) if bias else None
@@ -277,26 +292,14 @@ class QuantDepthwiseConv2d(_QuantLayer):
     def quantized_kernels(self):
         return [("weight", self.kernel_quantizer, self.kernel_constraint, self.depth_multiplier)]
 
-    def quantized_weight(self):
-        with torch.no_grad():
-            return self._kernel()
-
-    def _kernel(self):
-        if self.kernel_quantizer is None:
-            return self.weight
-        return self.kernel_quantizer(self.weight, "kernel", self.depth_multiplier)
-
     def options(self):
         """The options as onebit's C++ QuantDepthwiseConv2d describes them."""
-        return {"in_channels": self.in_channels, "kernel_size": list(self.kernel_size),
-                "depth_multiplier": self.depth_multiplier, "stride": list(self.stride),
-                "padding": self.padding if self.padding == "same" else list(self.padding),
-                "dilation": list(self.dilation), "bias": self.bias is not None,
-                "pad_values": self.pad_values,
-                "input_quantizer": self.input_quantizer.to_json() if self.input_quantizer else None,
-                "depthwise_quantizer":
-                    self.kernel_quantizer.to_json() if self.kernel_quantizer else None,
-                "depthwise_constraint": self.kernel_constraint}
+        q = self._quant_json()
+        return {"in_channels": self.in_channels, "depth_multiplier": self.depth_multiplier,
+                **self._geometry_json(), "bias": self.bias is not None,
+                "input_quantizer": q["input_quantizer"],
+                "depthwise_quantizer": q["kernel_quantizer"],
+                "depthwise_constraint": q["kernel_constraint"]}
 
     @classmethod
     def from_options(cls, o):
@@ -310,13 +313,13 @@ class QuantDepthwiseConv2d(_QuantLayer):
 
     def forward(self, x):
         _check_input(x, f"QuantDepthwiseConv2d({self.in_channels})", self.in_channels, 2)
-        x, conv_padding = _pad_for_conv(self._quantize(x), self.padding, self.kernel_size,
-                                        self.stride, self.dilation, self.pad_values)
-        return F.conv2d(x, self._kernel(), self.bias, self.stride, conv_padding, self.dilation,
+        (w,) = self._kernels()
+        x, conv_padding = self._pad(self._quantize(x))
+        return F.conv2d(x, w, self.bias, self.stride, conv_padding, self.dilation,
                         self.in_channels)
 
 
-class _QuantSeparableConvNd(_QuantLayer):
+class _QuantSeparableConvNd(_QuantLayer, _ConvGeometry):
     """A depthwise convolution (`depth_multiplier` kernels per input channel, no bias) followed
     by a 1x1 pointwise convolution with bias (Larq's QuantSeparableConv1D/2D); the input is
     quantized once, each kernel by its own quantizer and constraint."""
@@ -335,11 +338,7 @@ class _QuantSeparableConvNd(_QuantLayer):
         if min(self.in_channels, self.out_channels, self.depth_multiplier) < 1:
             raise ValueError(f"{self.kind}: in_channels, out_channels and depth_multiplier must "
                              f"be >= 1, got {in_channels}, {out_channels}, {depth_multiplier}")
-        self.kernel_size = _ntuple(kernel_size, n, "kernel_size")
-        self.stride = _ntuple(stride, n, "stride")
-        self.dilation = _ntuple(dilation, n, "dilation")
-        self.padding = _conv_padding(padding, n)
-        self.pad_values = float(pad_values)
+        self._init_geometry(n, kernel_size, stride, padding, dilation, pad_values)
         mid = self.in_channels * self.depth_multiplier
         self.depthwise_weight = torch.nn.Parameter(torch.empty(mid, 1, *self.kernel_size))
         self.pointwise_weight = torch.nn.Parameter(
@@ -358,29 +357,13 @@ class _QuantSeparableConvNd(_QuantLayer):
                  self.depth_multiplier),
                 ("pointwise_weight", self.pointwise_quantizer, self.pointwise_constraint, 0)]
 
-    def quantized_weight(self):
-        """(depthwise, pointwise) kernels as the forward pass uses them, detached."""
-        with torch.no_grad():
-            return self._kernels()
-
-    def _kernels(self):
-        wd, wp = self.depthwise_weight, self.pointwise_weight
-        if self.depthwise_quantizer is not None:
-            wd = self.depthwise_quantizer(wd, "kernel", self.depth_multiplier)
-        if self.pointwise_quantizer is not None:
-            wp = self.pointwise_quantizer(wp)
-        return wd, wp
-
     def options(self):
         """The options as onebit's C++ layer of the same kind describes them."""
         def q(v):
             return v.to_json() if v else None
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "depth_multiplier": self.depth_multiplier,
-                "stride": list(self.stride),
-                "padding": self.padding if self.padding == "same" else list(self.padding),
-                "dilation": list(self.dilation), "bias": self.bias is not None,
-                "pad_values": self.pad_values, "input_quantizer": q(self.input_quantizer),
+                "depth_multiplier": self.depth_multiplier, **self._geometry_json(),
+                "bias": self.bias is not None, "input_quantizer": q(self.input_quantizer),
                 "depthwise_quantizer": q(self.depthwise_quantizer),
                 "pointwise_quantizer": q(self.pointwise_quantizer),
                 "depthwise_constraint": self.depthwise_constraint,
@@ -402,8 +385,7 @@ class _QuantSeparableConvNd(_QuantLayer):
         _check_input(x, f"{self.kind}({self.in_channels}, {self.out_channels})",
                      self.in_channels, self.dims)
         wd, wp = self._kernels()
-        x, conv_padding = _pad_for_conv(self._quantize(x), self.padding, self.kernel_size,
-                                        self.stride, self.dilation, self.pad_values)
+        x, conv_padding = self._pad(self._quantize(x))
         mid = self._conv(x, wd, None, self.stride, conv_padding, self.dilation, self.in_channels)
         return self._conv(mid, wp, self.bias)
 
@@ -481,11 +463,8 @@ class Quantizer(torch.nn.Module):
         return self.quantizer(x, "activation")
 
 
-class Add(torch.nn.Module):
-    """Elementwise sum of a list of tensors (a shortcut merge); `x + y` in a traced model
-    becomes the same node."""
-
-    kind = "Add"
+class _Merge(torch.nn.Module):
+    """A layer of a list of tensors without options (Add, Concat, Multiply)."""
 
     def options(self):
         return {}
@@ -493,6 +472,13 @@ class Add(torch.nn.Module):
     @classmethod
     def from_options(cls, o):
         return cls()
+
+
+class Add(_Merge):
+    """Elementwise sum of a list of tensors (a shortcut merge); `x + y` in a traced model
+    becomes the same node."""
+
+    kind = "Add"
 
     def forward(self, xs):
         out = xs[0]
@@ -501,36 +487,22 @@ class Add(torch.nn.Module):
         return out
 
 
-class Concat(torch.nn.Module):
+class Concat(_Merge):
     """Concatenation of a list of tensors along dim 1; `torch.cat([...], 1)` in a traced model
     becomes the same node."""
 
     kind = "Concat"
 
-    def options(self):
-        return {}
-
-    @classmethod
-    def from_options(cls, o):
-        return cls()
-
     def forward(self, xs):
         return torch.cat(list(xs), 1)
 
 
-class Multiply(torch.nn.Module):
+class Multiply(_Merge):
     """[x, s] -> x * s, where s has x's shape or is a per-channel scale [N, C] or [N, C, 1, 1]
     (Real-to-Binary's squeeze-excite scaling branch); `x * s` in a traced model becomes the
     same node."""
 
     kind = "Multiply"
-
-    def options(self):
-        return {}
-
-    @classmethod
-    def from_options(cls, o):
-        return cls()
 
     def forward(self, xs):
         if len(xs) != 2:
