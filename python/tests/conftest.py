@@ -7,8 +7,50 @@ import pytest
 import torch
 
 import onebit
+import onebit.graph as graph
+import onebit.nn as obn
+from onebit._ops import ops
 
 torch.set_num_threads(2)
+
+
+def cpp_forward(model, x):
+    """The output of the C++ model built from `model`'s description and weights (eval mode)."""
+    arch, names, values = graph._cpp_args(model)
+    return ops.forward(arch, names, values, x)
+
+
+def inline_graphs(arch):
+    """The nodes of an architecture with nested graphs replaced by their nodes (as the trace
+    of a Python model inlines them)."""
+    out = []
+    for n in arch["nodes"]:
+        out.extend(inline_graphs(n["options"]) if n["type"] == "Graph" else [n])
+    return out
+
+
+def randomize(model, seed=1):
+    """`model` in eval mode with non-trivial batch-norm statistics and affine parameters, and
+    non-zero learnable biases and PReLU slopes, so that every layer matters."""
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(t, low, high):
+        t.copy_(torch.rand(t.shape, generator=g) * (high - low) + low)
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (obn.BatchNorm, torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                uniform(m.running_mean, -0.5, 0.5)
+                uniform(m.running_var, 0.5, 2.0)
+                if m.weight is not None:
+                    uniform(m.weight, 0.5, 1.5)
+                if m.bias is not None:
+                    uniform(m.bias, -0.3, 0.3)
+            elif isinstance(m, obn.LearnableBias):
+                uniform(m.bias, -0.1, 0.1)
+            elif isinstance(m, torch.nn.PReLU):
+                uniform(m.weight, 0.0, 0.5)
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

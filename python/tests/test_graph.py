@@ -12,11 +12,7 @@ import onebit.graph as graph
 import onebit.nn as obn
 from onebit._ops import ops
 
-
-def cpp_forward(model, x):
-    """The output of the C++ model built from `model`'s description and weights (eval mode)."""
-    arch, names, values = graph._cpp_args(model)
-    return ops.forward(arch, names, values, x)
+from conftest import cpp_forward, inline_graphs, randomize
 
 
 def binary_conv(i, o, **kw):
@@ -44,19 +40,6 @@ class Block(torch.nn.Module):
         x = x + self.bn(self.conv(x))
         x = torch.cat([x, self.dense_conv(x)], 1)
         return self.head(self.pool(x))
-
-
-def randomize(model):
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (obn.BatchNorm, torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                if m.weight is not None:
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.3, 0.3)
-    return model
 
 
 def test_describe_of_plain_pytorch_code():
@@ -102,15 +85,8 @@ def test_zoo_model_round_trips_through_the_cpp_description():
         # Same layers, options and wiring (nested graphs are inlined by the trace).
         assert json.loads(ops.describe(json.dumps(arch))) == arch
         flat = [(n["type"], n["options"]) for n in arch["nodes"]]
-        expected = [(n["type"], n["options"]) for n in _inline(cpp)]
+        expected = [(n["type"], n["options"]) for n in inline_graphs(cpp)]
         assert flat == expected, name
-
-
-def _inline(arch):
-    out = []
-    for n in arch["nodes"]:
-        out.extend(_inline(n["options"]) if n["type"] == "Graph" else [n])
-    return out
 
 
 def test_summary_prints_the_cli_table(tool, capsys):

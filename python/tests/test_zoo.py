@@ -6,7 +6,6 @@ one by one against the C++ layers of the same description."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,6 +13,8 @@ import onebit
 import onebit.graph as graph
 import onebit.nn as obn
 from onebit._ops import ops
+
+from conftest import cpp_forward, inline_graphs, randomize
 
 ALEXNETS = {"binary-alexnet", "xnornet", "dorefanet"}
 PUBLISHED = ["binary-alexnet", "xnornet", "dorefanet", "birealnet", "binary-resnet-e18",
@@ -25,38 +26,6 @@ PUBLISHED = ["binary-alexnet", "xnornet", "dorefanet", "birealnet", "binary-resn
 def small_shape(name):
     """3x64x64 for the AlexNet family (three 3x3/2 max pools), 3x32x32 for the rest."""
     return (3, 64, 64) if name in ALEXNETS else (3, 32, 32)
-
-
-def cpp_forward(model, x):
-    arch, names, values = graph._cpp_args(model)
-    return ops.forward(arch, names, values, x)
-
-
-def randomize(model, seed=1):
-    """Non-trivial batch-norm statistics and affine parameters, and non-zero learnable biases
-    and PReLU slopes, so that every layer matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (obn.BatchNorm, torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
-                if m.weight is not None:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.6 - 0.3)
-            elif isinstance(m, obn.LearnableBias):
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
-            elif isinstance(m, torch.nn.PReLU):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5)
-    return model.eval()
-
-
-def _inline(arch):
-    out = []
-    for n in arch["nodes"]:
-        out.extend(_inline(n["options"]) if n["type"] == "Graph" else [n])
-    return out
 
 
 def matching_images(a, b):
@@ -74,7 +43,7 @@ def test_published_model_builds_describes_and_equals_cpp(name):
     arch = graph.describe(model)
     cpp = onebit.zoo.architecture(name, input_shape=small_shape(name), num_classes=10)
     assert [(n["type"], n["options"]) for n in arch["nodes"]] == \
-        [(n["type"], n["options"]) for n in _inline(cpp)]
+        [(n["type"], n["options"]) for n in inline_graphs(cpp)]
     randomize(model)
     x = torch.randn(8, *small_shape(name), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
