@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "../runtime/float_shapes.h"
+
 namespace {
 
 std::vector<float> random_values(std::size_t n, unsigned seed) {
@@ -127,10 +129,7 @@ void BM_BlasConv1x1(benchmark::State& state) {
             std::to_string(cin) + "->" + std::to_string(cout) + " at " + std::to_string(hw));
 }
 BENCHMARK(BM_BlasConv1x1)
-    ->Args({64, 128, 28})
-    ->Args({128, 256, 14})
-    ->Args({256, 512, 7})
-    ->Args({16, 64, 56})
+    ->Apply(onebit::bench_shapes::conv1x1)
     ->MinTime(0.1)
     ->Unit(benchmark::kMicrosecond);
 
@@ -145,9 +144,7 @@ void BM_BlasConv(benchmark::State& state) {
                 " at " + std::to_string(hw));
 }
 BENCHMARK(BM_BlasConv)
-    ->Args({3, 16, 224, 3, 2, 1})
-    ->Args({64, 64, 28, 3, 1, 1})
-    ->Args({64, 64, 28, 3, 1, 4})
+    ->Apply(onebit::bench_shapes::conv)
     ->MinTime(0.1)
     ->Unit(benchmark::kMicrosecond);
 
@@ -167,6 +164,9 @@ void BM_BlasDense(benchmark::State& state) {
   }
   report(state, static_cast<double>(in * out), std::to_string(in) + "->" + std::to_string(out));
 }
-BENCHMARK(BM_BlasDense)->Args({512, 1000})->MinTime(0.1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_BlasDense)
+    ->Apply(onebit::bench_shapes::dense)
+    ->MinTime(0.1)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

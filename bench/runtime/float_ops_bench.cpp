@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "float_shapes.h"
 #include "onebit/runtime/bench.h"
 #include "onebit/runtime/builder.h"
 
@@ -72,10 +73,7 @@ void BM_FloatConv1x1(benchmark::State& state) {
           std::to_string(cin) + "->" + std::to_string(cout) + " at " + std::to_string(hw));
 }
 BENCHMARK(BM_FloatConv1x1)
-    ->Args({64, 128, 28})
-    ->Args({128, 256, 14})
-    ->Args({256, 512, 7})
-    ->Args({16, 64, 56})
+    ->Apply(onebit::bench_shapes::conv1x1)
     ->MinTime(0.1)
     ->Unit(benchmark::kMicrosecond);
 
@@ -94,9 +92,7 @@ void BM_FloatConv(benchmark::State& state) {
               " at " + std::to_string(hw));
 }
 BENCHMARK(BM_FloatConv)
-    ->Args({3, 16, 224, 3, 2, 1})  // QuickNet stem
-    ->Args({64, 64, 28, 3, 1, 1})  // a float 3x3 conv (im2col)
-    ->Args({64, 64, 28, 3, 1, 4})  // grouped, 16 channels per group
+    ->Apply(onebit::bench_shapes::conv)
     ->MinTime(0.1)
     ->Unit(benchmark::kMicrosecond);
 
@@ -108,7 +104,10 @@ void BM_FloatDense(benchmark::State& state) {
                    random_weights(static_cast<std::size_t>(in * out)), random_weights(out)));
   time_op(state, b.build(), 0, 0.0, std::to_string(in) + "->" + std::to_string(out));
 }
-BENCHMARK(BM_FloatDense)->Args({512, 1000})->MinTime(0.1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_FloatDense)
+    ->Apply(onebit::bench_shapes::dense)
+    ->MinTime(0.1)
+    ->Unit(benchmark::kMicrosecond);
 
 // Elementwise and pooling ops on 64x56x56: arg 0 relu, 1 batch norm, 2 add, 3 max pool 3x3 s2.
 void BM_FloatElementwise(benchmark::State& state) {
