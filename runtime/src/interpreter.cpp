@@ -40,6 +40,7 @@ struct Interpreter::Impl {
   std::atomic<int> threads{1};
   std::size_t max_activation_bytes = 0;
   NonFiniteInput non_finite = NonFiniteInput::kReject;
+  bool channels_last = false;  // NHWC input and output
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
   std::size_t last_op = 0;          // ops after the one producing the output are not run
@@ -151,15 +152,17 @@ struct Interpreter::Impl {
     while (std::isfinite(input[i])) ++i;
     const ValueInfo& in = values[0];
     const auto image = static_cast<std::size_t>(in.c * in.h * in.w);
-    const auto hw = static_cast<std::size_t>(in.h * in.w), at = i % image;
+    const auto c = static_cast<std::size_t>(in.c), w = static_cast<std::size_t>(in.w);
+    const auto hw = static_cast<std::size_t>(in.h) * w, at = i % image;
+    const std::size_t channel = channels_last ? at % c : at / hw;
+    const std::size_t pixel = channels_last ? at / c : at % hw;
     const std::string value = std::isnan(input[i]) ? "NaN" : input[i] > 0 ? "+inf" : "-inf";
-    throw std::invalid_argument(
-        std::string(what) + ": input value " + std::to_string(i) + " (image " +
-        std::to_string(i / image) + ", channel " + std::to_string(at / hw) + ", row " +
-        std::to_string(at % hw / static_cast<std::size_t>(in.w)) + ", column " +
-        std::to_string(at % static_cast<std::size_t>(in.w)) + ") is " + value +
-        "; inputs must be finite (InterpreterOptions::non_finite = "
-        "NonFiniteInput::kPropagate runs them through)");
+    throw std::invalid_argument(std::string(what) + ": input value " + std::to_string(i) +
+                                " (image " + std::to_string(i / image) + ", channel " +
+                                std::to_string(channel) + ", row " + std::to_string(pixel / w) +
+                                ", column " + std::to_string(pixel % w) + ") is " + value +
+                                "; inputs must be finite (InterpreterOptions::non_finite = "
+                                "NonFiniteInput::kPropagate runs them through)");
   }
 
   std::vector<ValueLifetime> lifetimes_for(std::size_t batch) const {
@@ -219,24 +222,30 @@ struct Interpreter::Impl {
     idle.push_back(std::move(state));
   }
 
-  // One run. With kProfile the op loop also reads the clock and fills `timings`; the two
-  // instantiations share everything else, so their outputs are identical and `run` (kProfile =
-  // false) contains no clock call at all.
-  template <bool kProfile>
-  std::vector<float> run(const char* what, const float* input, std::size_t size, std::size_t batch,
-                         std::vector<OpTiming>* timings) const {
+  // Throws unless `size` floats are `batch` > 0 input images.
+  void check_size(const char* what, std::size_t size, std::size_t batch) const {
     const ValueInfo& in = values[0];
     const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
-    if (batch == 0 || size != batch * c * hw) {
+    if (batch == 0 || size / batch != c * hw || size % batch != 0) {
       throw std::invalid_argument(std::string(what) + ": input has " + std::to_string(size) +
                                   " floats, expected batch " + std::to_string(batch) + " x " +
                                   std::to_string(c * hw) + " (C,H,W = " + std::to_string(in.c) +
                                   "," + std::to_string(in.h) + "," + std::to_string(in.w) + ")");
     }
+  }
+
+  // One run into `result` (batch x the output image). With kProfile the op loop also reads the
+  // clock and fills `timings`; the two instantiations share everything else, so their outputs are
+  // identical and `run` (kProfile = false) contains no clock call at all.
+  template <bool kProfile>
+  void run(const char* what, const float* input, std::size_t size, std::size_t batch, float* result,
+           std::vector<OpTiming>* timings) const {
+    check_size(what, size, batch);
+    const ValueInfo& in = values[0];
+    const auto c = static_cast<std::size_t>(in.c), hw = static_cast<std::size_t>(in.h * in.w);
     if (non_finite == NonFiniteInput::kReject) check_finite(what, input, size);
     const ValueInfo& out = values[static_cast<std::size_t>(model.output)];
     const auto out_image = static_cast<std::size_t>(out.c * out.h * out.w);
-    std::vector<float> result(batch * out_image);
     if constexpr (kProfile) timings->clear();
     // Passes of at most images_per_pass images through all ops: no op mixes images, so the
     // result is the same as one pass, and a pass's activations stay in cache.
@@ -254,7 +263,7 @@ struct Interpreter::Impl {
         const float* input;
         float* result;
         std::size_t batch, pass, in_image, out_image;
-      } job{this, input, result.data(), batch, pass, c * hw, out_image};
+      } job{this, input, result, batch, pass, c * hw, out_image};
       const std::size_t count = (batch + pass - 1) / pass;
       detail::run_tasks(
           count, threads_now,
@@ -267,16 +276,15 @@ struct Interpreter::Impl {
             j.self->release(std::move(state));
           },
           &job);
-      return result;
+      return;
     }
     std::unique_ptr<RunState> state = acquire(pass);
     for (std::size_t first = 0; first < batch; first += pass) {
       const std::size_t n = std::min(pass, batch - first);
-      run_pass<kProfile>(*state, input + first * c * hw, n, result.data() + first * out_image,
-                         timings, first == 0, threads_now);
+      run_pass<kProfile>(*state, input + first * c * hw, n, result + first * out_image, timings,
+                         first == 0, threads_now);
     }
     release(std::move(state));
-    return result;
   }
 
   // One pass of `batch` images (at most the batch `state` is planned for) on `op_threads`
@@ -290,7 +298,7 @@ struct Interpreter::Impl {
     std::vector<Buffer>& buffers = state.buffers;
     float* x = buffers[0].f();
     buffers[0].data[(batch * c * hw - 1) / 2] = 0;  // the padding half of an odd float count
-    if (c == 1 || hw == 1) {                        // NCHW and NHWC are the same layout
+    if (channels_last || c == 1 || hw == 1) {       // NHWC given, or the same layout
       std::memcpy(x, input, batch * c * hw * sizeof(float));
     } else {
       for (std::size_t n = 0; n < batch; ++n) {  // NCHW -> NHWC
@@ -327,8 +335,16 @@ struct Interpreter::Impl {
     const ValueInfo& out = values[output];
     const auto oc = static_cast<std::size_t>(out.c), ohw = static_cast<std::size_t>(out.h * out.w);
     const Buffer& ob = buffers[output];
-    if (out.dtype != DType::kBits && (oc == 1 || ohw == 1)) {  // the same layout
+    if (out.dtype != DType::kBits && (channels_last || oc == 1 || ohw == 1)) {  // NHWC wanted
       std::memcpy(result, ob.f(), batch * oc * ohw * sizeof(float));
+      return;
+    }
+    if (channels_last) {  // bits to +-1, NHWC
+      for (std::size_t r = 0; r < batch * ohw; ++r) {
+        for (std::size_t ch = 0; ch < oc; ++ch) {
+          result[r * oc + ch] = bit_value(get_bit(ob.b() + r * words_for_bits(oc), ch));
+        }
+      }
       return;
     }
     for (std::size_t n = 0; n < batch; ++n) {  // NHWC -> NCHW
@@ -365,6 +381,7 @@ Interpreter::Interpreter(Model model, InterpreterOptions options)
   impl_->threads = options.threads;
   impl_->max_activation_bytes = options.max_activation_bytes;
   impl_->non_finite = options.non_finite;
+  impl_->channels_last = options.channels_last;
   impl_->prepare();
 }
 
@@ -391,13 +408,24 @@ std::vector<float> Interpreter::run(const std::vector<float>& input, std::size_t
 }
 
 std::vector<float> Interpreter::run(const float* input, std::size_t size, std::size_t batch) const {
-  return impl_->run<false>("Interpreter::run", input, size, batch, nullptr);
+  impl_->check_size("Interpreter::run", size, batch);
+  std::vector<float> result(batch * output_size());
+  impl_->run<false>("Interpreter::run", input, size, batch, result.data(), nullptr);
+  return result;
+}
+
+void Interpreter::run(const float* input, std::size_t size, std::size_t batch,
+                      float* output) const {
+  impl_->run<false>("Interpreter::run", input, size, batch, output, nullptr);
 }
 
 std::vector<float> Interpreter::run_profiled(const float* input, std::size_t size,
                                              std::size_t batch,
                                              std::vector<OpTiming>& timings) const {
-  return impl_->run<true>("Interpreter::run_profiled", input, size, batch, &timings);
+  impl_->check_size("Interpreter::run_profiled", size, batch);
+  std::vector<float> result(batch * output_size());
+  impl_->run<true>("Interpreter::run_profiled", input, size, batch, result.data(), &timings);
+  return result;
 }
 
 std::vector<std::int64_t> Interpreter::input_shape() const {

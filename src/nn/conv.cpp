@@ -7,6 +7,7 @@
 
 #include "layer_util.h"
 #include "onebit/nn/format.h"
+#include "onebit/nn/training_kernels.h"
 
 namespace onebit::nn {
 
@@ -61,6 +62,23 @@ at::Tensor QuantConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
   auto padded =
       pad_input<D>(x, options.padding(), options.kernel_size(), options.stride(),
                    options.dilation(), options.pad_values(), [this] { return this->describe(); });
+  if constexpr (D == 2) {
+    if (detail::use_runtime_kernels(options.input_quantizer().get(),
+                                    options.kernel_quantizer().get(), input, weight,
+                                    options.pad_values())) {
+      const auto& o = options;
+      detail::Conv2dGeometry g;
+      g.stride.assign(o.stride()->begin(), o.stride()->end());
+      g.padding = padded.conv_padding;
+      g.dilation.assign(o.dilation()->begin(), o.dilation()->end());
+      g.groups = o.groups();
+      g.same = o.padding().same();
+      if (!g.same) g.pads.assign(o.padding().amount()->begin(), o.padding().amount()->end());
+      g.pad_value = o.pad_values();
+      return detail::runtime_conv2d(x, padded.input, w, bias, g,
+                                    o.input_quantizer().get() != nullptr);
+    }
+  }
   return at::convolution(padded.input, w, bias, *options.stride(), padded.conv_padding,
                          *options.dilation(),
                          /*transposed=*/false, std::vector<int64_t>(D, 0), options.groups());

@@ -7,6 +7,7 @@
 
 #include "layer_util.h"
 #include "onebit/nn/format.h"
+#include "onebit/nn/training_kernels.h"
 
 namespace onebit::nn {
 
@@ -43,6 +44,11 @@ at::Tensor QuantDenseImpl::forward(const at::Tensor& input) {
   auto x = quantizers::apply(options.input_quantizer().get(), input,
                              quantizers::TensorRole::activation());
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
+  if (input.dim() == 2 &&
+      detail::use_runtime_kernels(options.input_quantizer().get(), options.kernel_quantizer().get(),
+                                  input, weight)) {
+    return detail::runtime_dense(x, w, bias, options.input_quantizer().get() != nullptr);
+  }
   return at::linear(x, w, bias);
 }
 

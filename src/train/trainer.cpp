@@ -22,6 +22,7 @@
 #include "onebit/io.h"
 #include "onebit/metrics.h"
 #include "onebit/nn/batch_norm.h"
+#include "onebit/nn/training_kernels.h"
 #include "onebit/optim/scheduler.h"
 #include "onebit/train/checkpoint.h"
 #include "onebit/train/distributed.h"
@@ -53,6 +54,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"lr_schedule", lr_schedule},
           {"warmup_epochs", warmup_epochs},
           {"gamma_schedule", gamma_schedule},
+          {"training_kernels", training_kernels},
           {"weight_decay", weight_decay},
           {"label_smoothing", label_smoothing},
           {"augment", augment},
@@ -113,6 +115,8 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
         o.warmup_epochs = v.get<double>();
       else if (k == "gamma_schedule")
         o.gamma_schedule = v.get<std::string>();
+      else if (k == "training_kernels")
+        o.training_kernels = v.get<std::string>();
       else if (k == "weight_decay")
         o.weight_decay = v.get<double>();
       else if (k == "label_smoothing")
@@ -214,6 +218,11 @@ void validate(const TrainOptions& o, const data::Dataset& train_set) {
   }
   if (o.bn_reestimate_batches < 0) {
     fail("bn_reestimate_batches must be >= 0, got " + std::to_string(o.bn_reestimate_batches));
+  }
+  if (o.training_kernels != "binary" && o.training_kernels != "float") {
+    fail("training_kernels \"" + o.training_kernels +
+         "\" is unknown: expected \"binary\" (onebit's runtime kernels) or \"float\" "
+         "(LibTorch's float operations)");
   }
   if (o.gamma_schedule != "constant" && o.gamma_schedule != "auto" && o.optimizer != "bop") {
     fail("gamma_schedule \"" + o.gamma_schedule + "\" needs optimizer \"bop\", not \"" +
@@ -500,7 +509,8 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
     val_set = {full_train_set.images.slice(0, total - held),
                full_train_set.labels.slice(0, total - held), full_train_set.num_classes};
   }
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  nn::set_intra_op_threads(options.threads);
+  const nn::TrainingKernelsGuard kernels(nn::parse_training_kernels(options.training_kernels));
   // Data parallelism (distributed.h): rank 0 alone writes files and progress.
   DataParallel parallel(options.process_group, model);
   const bool root = parallel.is_root();

@@ -251,6 +251,60 @@ TEST(Interpreter, ThreadsAndConcurrentCallsGiveTheSameResult) {
   for (const auto& r : results) EXPECT_EQ(r, expected);
 }
 
+// NHWC copy of NCHW `x` (`n` images of c x h x w).
+std::vector<float> to_nhwc(const std::vector<float>& x, std::size_t n, std::size_t c,
+                           std::size_t hw) {
+  std::vector<float> y(x.size());
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t ch = 0; ch < c; ++ch)
+      for (std::size_t p = 0; p < hw; ++p) y[(i * hw + p) * c + ch] = x[(i * c + ch) * hw + p];
+  return y;
+}
+
+TEST(Interpreter, ChannelsLastInputAndOutputSkipTheTransposes) {
+  // A conv model with a spatial float output and one with a bit output: the NHWC run gives the
+  // NHWC copy of the NCHW run, into a caller's buffer, with 1 and 3 threads.
+  std::mt19937 rng(8);
+  for (const bool bits_out : {false, true}) {
+    SCOPED_TRACE(bits_out ? "bit output" : "float output");
+    ModelBuilder b;
+    ValueRef x = b.sign(b.input({5, 6, 7}));
+    const auto w = testing::random_signs(9 * 5 * 9, rng);
+    x = b.conv2d(x, Conv2dParams(9, 3).padding(1, 1).binary_kernel(true), w);
+    if (bits_out) x = b.sign(x);
+    b.output(x);
+    const Model model = b.build();
+    const auto input = testing::random_normal(3 * 5 * 6 * 7, rng);
+    const std::vector<float> nchw = Interpreter(model).run(input, 3);
+    for (const int threads : {1, 3}) {
+      InterpreterOptions o;
+      o.threads = threads;
+      o.channels_last = true;
+      const Interpreter net(model, o);
+      const std::vector<float> in = to_nhwc(input, 3, 5, 42);
+      std::vector<float> out(3 * net.output_size(), -7.0f);
+      net.run(in.data(), in.size(), 3, out.data());
+      EXPECT_EQ(out, to_nhwc(nchw, 3, 9, 42));
+      EXPECT_EQ(net.run(in, 3), out);
+    }
+  }
+  // A non-finite input is located in NHWC terms: value 5 is channel 0 of pixel (0, 1).
+  InterpreterOptions o;
+  o.channels_last = true;
+  ModelBuilder b;
+  b.output(b.relu(b.input({5, 2, 2})));
+  const Interpreter net(b.build(), o);
+  std::vector<float> in(20, 1.0f);
+  in[5] = std::nanf("");
+  try {
+    net.run(in, 1);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("channel 0, row 0, column 1"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Interpreter, RejectsWrongInputSize) {
   ModelBuilder b;
   b.output(b.relu(b.input({1, 4, 4})));

@@ -169,6 +169,11 @@ void add_train(CLI::App& app) {
                       "constant, cosine, step, one-cycle)"),
       "gamma_schedule")
       ->capture_default_str();
+  key(cmd->add_option("--training-kernels", opts->training_kernels,
+                      "Forward kernels of quantized layers (binary: onebit's bit-packed kernels "
+                      "for every +-1 kernel, same outputs; float: LibTorch's float operations)"),
+      "training_kernels")
+      ->capture_default_str();
   key(cmd->add_option("--weight-decay", opts->weight_decay,
                       "Decoupled weight decay of real-valued weights (AdamW; never latent binary "
                       "weights, biases or batch norm)"),

@@ -62,6 +62,11 @@ struct TrainOptions {
   /// "auto": "cosine" with optimizer "bop" (Bop's default: fewer flips in the last epochs, so
   /// the final weights and their batch-norm statistics agree), "constant" otherwise.
   std::string gamma_schedule = "auto";
+  /// Forward kernels of the quantized layers while training and evaluating (see
+  /// nn::TrainingKernels): "binary" runs every layer with a +-1 kernel on onebit's runtime
+  /// kernels (bit-packed XNOR-popcount where the input is binary too; the outputs equal the
+  /// float path's), "float" uses LibTorch's float operations throughout.
+  std::string training_kernels = "binary";
   /// Decoupled weight decay (AdamW, or SGD's) of the real-valued weights with two or more
   /// dimensions. Latent binary weights (what Bop or a sign quantizer reads), biases and
   /// batch-norm parameters are never decayed.

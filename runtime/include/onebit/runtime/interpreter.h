@@ -53,6 +53,11 @@ struct InterpreterOptions {
   std::uint64_t max_model_bytes = kDefaultMaxModelBytes;
   /// What `run` does with NaN or +-infinity in the input.
   NonFiniteInput non_finite = NonFiniteInput::kReject;
+  /// Layout of `run`'s input and output: false (the default) for NCHW, PyTorch's default;
+  /// true for NHWC (batch, rows, columns, channels: PyTorch's `channels_last` memory format and
+  /// the runtime's own layout), which skips the two transposes. Bit outputs are written as +-1
+  /// floats in the same layout.
+  bool channels_last = false;
 };
 
 /// Time of one op in a profiled run (`Interpreter::run_profiled`).
@@ -93,6 +98,9 @@ class Interpreter {
   std::vector<float> run(const std::vector<float>& input, std::size_t batch) const;
   /// Same as above on a raw buffer of `size` floats.
   std::vector<float> run(const float* input, std::size_t size, std::size_t batch) const;
+  /// Same as above, writing the `batch * output_size()` output floats to `output` (which must
+  /// not overlap the input): no allocation per call.
+  void run(const float* input, std::size_t size, std::size_t batch, float* output) const;
   /// Runs like `run` and also reports the wall time of every op, in execution order.
   /// The output is identical to `run`'s (same kernels, same threads; a profiled run always
   /// splits each op over the threads rather than running groups of images in parallel, so

@@ -1,0 +1,105 @@
+#pragma once
+/// \file
+/// Which kernels quantized layers use in their forward pass: LibTorch's float operations on the
+/// quantized values (the reference), or onebit's runtime kernels, which run a layer with a +-1
+/// kernel on bit-packed data (XNOR-popcount) while it trains.
+///
+/// ```
+/// onebit::nn::TrainingKernelsGuard guard(onebit::nn::TrainingKernels::kBinary);
+/// auto loss = criterion(model->forward(x), y);  // binary convs and dense layers run packed
+/// loss.backward();                               // the straight-through backward, unchanged
+/// ```
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "onebit/quantizers.h"
+
+namespace onebit::nn {
+
+/// The forward kernels of quantized layers (QuantConv2d, QuantDense).
+enum class TrainingKernels {
+  /// LibTorch float convolution / matrix product on the quantized values.
+  kFloat,
+  /// onebit's runtime kernels for every QuantConv2d and QuantDense whose kernel quantizer gives
+  /// exactly +-1 (`ForwardKind::kSign` without a scale) on float32 CPU tensors: with a sign
+  /// input quantizer the layer runs as a binary GEMM on packed bits, whose integer sums equal
+  /// the float path's exactly (bit for bit without a bias); with a float input (a first layer)
+  /// it runs on the runtime's float kernels, equal within float rounding. Convolution outputs
+  /// are channels-last (NHWC) tensors, which LibTorch's pooling and batch norm also run faster
+  /// on. The backward pass is LibTorch's convolution / matrix-product gradient on the same
+  /// saved values as the float path. Every other layer keeps the float path.
+  kBinary,
+};
+
+/// "float" or "binary".
+const char* training_kernels_name(TrainingKernels kernels);
+/// Parses "float" or "binary"; throws std::invalid_argument naming the value otherwise.
+TrainingKernels parse_training_kernels(const std::string& name);
+
+/// The kernels quantized layers use when they run on this thread (default kFloat). Like
+/// LibTorch's grad mode, the choice is per thread: data-parallel ranks that are threads of one
+/// process set it independently.
+TrainingKernels training_kernels();
+/// Sets this thread's choice (see `TrainingKernelsGuard` for a scoped one).
+void set_training_kernels(TrainingKernels kernels);
+
+/// Sets the training kernels for its lifetime and restores the previous choice afterwards.
+class TrainingKernelsGuard {
+ public:
+  explicit TrainingKernelsGuard(TrainingKernels kernels);
+  ~TrainingKernelsGuard();
+  TrainingKernelsGuard(const TrainingKernelsGuard&) = delete;
+  TrainingKernelsGuard& operator=(const TrainingKernelsGuard&) = delete;
+
+ private:
+  TrainingKernels previous_;
+};
+
+/// Sets LibTorch's intra-op threads and sizes OpenBLAS's own pool to one thread when the process
+/// uses OpenBLAS (LibTorch calls it from its threads; a second pool of idle OpenBLAS threads
+/// spins in sched_yield and takes the cores from them). `threads` <= 0 keeps LibTorch's default.
+void set_intra_op_threads(int threads);
+
+namespace detail {
+
+/// Geometry of a 2-D convolution. `padding` is the symmetric zero padding LibTorch's
+/// convolution applies to the input after `pad_input` (what the backward pass uses); the
+/// runtime instead reads the layer's own padding from `same` / `pads` and `pad_value`, so that
+/// a binary input is never padded with materialized zeros (which a sign would read as +1).
+struct Conv2dGeometry {
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups = 1;
+  bool same = false;          ///< Keras "same" padding (else explicit `pads`).
+  std::vector<int64_t> pads;  ///< Explicit symmetric padding per spatial dimension.
+  double pad_value = 0;       ///< Value of padded inputs: 0 or 1.
+};
+
+/// True when a layer with these quantizers can use the runtime kernels for `input`: the
+/// training kernels are kBinary, the kernel quantizer gives exactly +-1, the input quantizer
+/// is a sign or absent (then `pad_value` must be 0: the runtime pads float inputs with zeros
+/// only), and the tensors are float32 on the CPU.
+bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
+                         const quantizers::QuantizerPtr& kernel_quantizer, const at::Tensor& input,
+                         const at::Tensor& weight, double pad_value = 0);
+
+/// conv2d of quantized `x` (N, C, H, W; `padded` is `x` after `pad_input`) and +-1 `w`
+/// (O, C/groups, kh, kw) plus `bias` on the runtime's kernels (binary when `binary_input`).
+/// When the runtime refuses the values (a kernel quantizer that declares a sign but gives other
+/// values) the float path's convolution gives the result. Differentiable with respect to
+/// `padded`, `w` and `bias`: LibTorch's convolution gradient on the same saved values as the
+/// float path.
+at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
+                          const at::Tensor& bias, const Conv2dGeometry& geometry,
+                          bool binary_input);
+
+/// linear(x, w, bias) of quantized `x` (N, F) and +-1 `w` (O, F) on the runtime's kernels, as
+/// `runtime_conv2d`.
+at::Tensor runtime_dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                         bool binary_input);
+
+}  // namespace detail
+}  // namespace onebit::nn
