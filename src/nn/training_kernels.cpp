@@ -88,6 +88,38 @@ at::Tensor runtime_conv2d_values(const at::Tensor& x, const at::Tensor& w, const
   return run_channels_last(net, x, {x.size(0), out[0], out[1], out[2]});
 }
 
+// dL/dw of a convolution (one group) from the channels-last output gradient `g` (N, O, OH, OW)
+// and the channels-last input `x` (N, C, H, W, before the convolution's zero `padding`): the
+// product of g as an (N*OH*OW) x O matrix with the input patches as an (N*OH*OW) x (kh*kw*C)
+// matrix, equal to LibTorch's weight gradient within float rounding. LibTorch's
+// convolution_backward is several times slower for a first layer's few input channels.
+at::Tensor weight_gradient(const at::Tensor& g, const at::Tensor& x, at::IntArrayRef w_sizes,
+                           const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                           const std::vector<int64_t>& dilation) {
+  const int64_t n = g.size(0), o = g.size(1), oh = g.size(2), ow = g.size(3);
+  const int64_t c = w_sizes[1], kh = w_sizes[2], kw = w_sizes[3];
+  at::Tensor xp = x;
+  if (padding[0] != 0 || padding[1] != 0) {
+    xp = at::constant_pad_nd(x, {padding[1], padding[1], padding[0], padding[0]}, 0.0)
+             .contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  const at::Tensor nhwc = xp.permute({0, 2, 3, 1});
+  at::Tensor cols = at::empty({n, oh, ow, kh, kw, c}, x.options());
+  for (int64_t ky = 0; ky < kh; ++ky) {
+    for (int64_t kx = 0; kx < kw; ++kx) {
+      const int64_t y0 = ky * dilation[0], x0 = kx * dilation[1];
+      cols.select(3, ky).select(3, kx).copy_(
+          nhwc.slice(1, y0, y0 + (oh - 1) * stride[0] + 1, stride[0])
+              .slice(2, x0, x0 + (ow - 1) * stride[1] + 1, stride[1]));
+    }
+  }
+  const at::Tensor g2 = g.permute({0, 2, 3, 1}).reshape({n * oh * ow, o});
+  return at::mm(g2.t(), cols.view({n * oh * ow, kh * kw * c}))
+      .view({o, kh, kw, c})
+      .permute({0, 3, 1, 2})
+      .contiguous();
+}
+
 class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunction> {
  public:
   // `geometry` travels as a pointer: the caller's object outlives the forward call, and the
@@ -115,15 +147,32 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const bool has_bias = ctx->saved_data["bias"].toBool();
+    const std::vector<int64_t> stride = ctx->saved_data["stride"].toIntVector();
+    const std::vector<int64_t> padding = ctx->saved_data["padding"].toIntVector();
+    const std::vector<int64_t> dilation = ctx->saved_data["dilation"].toIntVector();
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    // The layers' outputs are channels-last, and so are the tensors after them: the backward
+    // pass reads the saved input in that layout too rather than mixing layouts (which makes
+    // LibTorch copy).
+    const at::Tensor g = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor x = saved[0].contiguous(at::MemoryFormat::ChannelsLast);
+    if (!ctx->needs_input_grad(0) && groups == 1) {
+      // A first layer (its input needs no gradient): one matrix product (see weight_gradient).
+      return {at::Tensor(),
+              ctx->needs_input_grad(1)
+                  ? weight_gradient(g, x, saved[1].sizes(), stride, padding, dilation)
+                  : at::Tensor(),
+              has_bias && ctx->needs_input_grad(2) ? g.sum({0, 2, 3}) : at::Tensor(),
+              at::Tensor(),
+              at::Tensor(),
+              at::Tensor()};
+    }
     const std::vector<int64_t> bias_sizes{saved[1].size(0)};
     const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                    has_bias && ctx->needs_input_grad(2)};
     auto [gx, gw, gb] = at::convolution_backward(
-        grads[0], saved[0], saved[1],
-        has_bias ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
-        ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
-        ctx->saved_data["dilation"].toIntVector(), /*transposed=*/false, {0, 0},
-        ctx->saved_data["groups"].toInt(), mask);
+        g, x, saved[1], has_bias ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
+        stride, padding, dilation, /*transposed=*/false, {0, 0}, groups, mask);
     return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

@@ -223,6 +223,36 @@ TEST(Tool, BenchReportsPercentOfTheMeasuredPeak) {
   EXPECT_FALSE(lines[1]["int8_engine"].get<std::string>().empty()) << lines[1].dump();
 }
 
+TEST(Tool, BenchTrainTimesBothTrainingKernels) {
+  // larq-mnist and a shortcut model: images/s of each kernels choice and thread count, with the
+  // step split into forward, backward and optimizer.
+  for (const std::string model : {"larq-mnist", "bireal-mnist"}) {
+    auto b = run_tool("bench --train --model " + model +
+                      " --thread-counts 1,2 --batch-size 16 --min-seconds 0.01 --json");
+    ASSERT_EQ(b.status, 0) << b.out;
+    const auto j = last_json_line(b.out);
+    EXPECT_EQ(j["model"], model);
+    EXPECT_FALSE(j["cpu"].get<std::string>().empty());
+    ASSERT_EQ(j["train"].size(), 4u) << j.dump();
+    for (const auto& r : j["train"]) {
+      const double step = r["step_ms"].get<double>();
+      EXPECT_GT(r["images_per_second"].get<double>(), 0.0);
+      EXPECT_NEAR(r["images_per_second"].get<double>(), 16.0 / (step * 1e-3), 1e-6 * 16e3 / step);
+      for (const char* phase : {"forward_ms", "backward_ms", "optimizer_ms"}) {
+        EXPECT_GT(r[phase].get<double>(), 0.0) << phase;
+        EXPECT_LE(r[phase].get<double>(), 1.5 * step) << phase;  // medians of the same steps
+      }
+    }
+    EXPECT_EQ(j["train"][0]["kernels"], "float");
+    EXPECT_EQ(j["train"][1]["kernels"], "binary");
+    EXPECT_EQ(j["train"][3]["threads"], 2);
+    EXPECT_DOUBLE_EQ(j["train"][0]["speedup_vs_float"].get<double>(), 1.0);
+  }
+  auto bad = run_tool("bench --train --model larq-mnist --batch-size 0");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("--batch-size must be >= 1"), std::string::npos) << bad.out;
+}
+
 TEST(Tool, ZooCommandsListSummarizeConvertAndBenchEveryKindOfModel) {
   auto models = run_tool("models --json");
   ASSERT_EQ(models.status, 0) << models.out;

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_train.h"
 #include "commands.h"
 #include "onebit/convert.h"
 #include "onebit/runtime/bench.h"
@@ -393,6 +394,8 @@ void add_bench(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto m = std::make_shared<ModelBenchArgs>();
+  auto tr = std::make_shared<TrainBenchArgs>();
+  auto train_flag = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand(
       "bench",
       "Benchmark binary 3x3 convolutions (percent of peak, speedup vs LibTorch float) "
@@ -425,7 +428,23 @@ void add_bench(CLI::App& app) {
   cmd->add_flag("--profile", m->profile,
                 "With --model: per-op time and share (binary vs float) at the first thread count");
   cmd->add_flag("--no-baseline", m->no_baseline, "With --model: skip the LibTorch timings");
-  cmd->callback([a, m] {
+  cmd->add_flag("--train", *train_flag,
+                "Time training steps of --model (default larq-mnist) on LibTorch's float kernels "
+                "and on onebit's binary kernels, per --thread-counts: images/s and the split "
+                "between forward, backward and optimizer");
+  cmd->add_option("--batch-size", tr->batch_size, "With --train: batch size")
+      ->capture_default_str();
+  cmd->add_option("--optimizer", tr->optimizer, "With --train: adam, sgd or bop")
+      ->capture_default_str();
+  cmd->callback([a, m, tr, train_flag] {
+    if (*train_flag) {
+      tr->zoo = m->zoo;
+      tr->threads = m->threads;
+      tr->json = a->json;
+      tr->min_seconds = std::max(a->min_seconds, 0.05) * 10.0;
+      bench_training(*tr);
+      return;
+    }
     if (!m->zoo.model.empty()) {
       m->json = a->json;
       m->min_seconds = std::max(a->min_seconds, 0.05) * 3.0;

@@ -1,0 +1,26 @@
+#pragma once
+// `onebit bench --train`: training throughput of a zoo model on the float and the binary
+// training kernels.
+
+#include <string>
+#include <vector>
+
+#include "zoo_args.h"
+
+namespace onebit::cli {
+
+/// Arguments of `onebit bench --train`.
+struct TrainBenchArgs {
+  ZooModelArgs zoo;  ///< The model (default larq-mnist).
+  std::vector<int> threads = {1, 2};
+  int64_t batch_size = 64;
+  std::string optimizer = "adam";  ///< As `onebit train --optimizer`.
+  double min_seconds = 1.0;        ///< Timed seconds per configuration (after warm-up).
+  bool json = false;
+};
+
+/// Times training steps (forward + loss, backward, optimizer step + constraints) on random
+/// images with each training-kernels choice and thread count; prints a table or JSON lines.
+void bench_training(const TrainBenchArgs& args);
+
+}  // namespace onebit::cli
