@@ -6,6 +6,7 @@
 #include <torch/optim/adam.h>
 
 #include "onebit/constraints.h"
+#include "onebit/nn/training_kernels.h"
 #include "onebit/train/trainer.h"
 #include "onebit/zoo/models.h"
 
@@ -13,8 +14,11 @@ namespace {
 
 void BM_TrainStep(benchmark::State& state) {
   const bool quantized = state.range(0) != 0;
+  const bool binary_kernels = state.range(0) == 2;
   const int64_t batch = state.range(1);
-  at::set_num_threads(static_cast<int>(state.range(2)));
+  onebit::nn::set_intra_op_threads(static_cast<int>(state.range(2)));
+  const onebit::nn::TrainingKernelsGuard kernels(
+      binary_kernels ? onebit::nn::TrainingKernels::kBinary : onebit::nn::TrainingKernels::kFloat);
   at::manual_seed(0);
   onebit::zoo::ModelOptions o;
   o.quantized = quantized;
@@ -31,18 +35,23 @@ void BM_TrainStep(benchmark::State& state) {
     onebit::apply_constraints(*model);
     benchmark::DoNotOptimize(correct);
   }
-  state.counters["images_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);
-  state.SetLabel(quantized ? "bnn" : "float");
+  state.counters["images_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);
+  state.SetLabel(binary_kernels ? "bnn, binary kernels"
+                 : quantized    ? "bnn, float kernels"
+                                : "float");
 }
 
 }  // namespace
 
-// Args: quantized (1 = BNN, 0 = float copy), batch size, threads.
+// Args: mode (2 = BNN on onebit's binary training kernels, 1 = BNN on LibTorch's float kernels,
+// 0 = the float copy), batch size, threads.
 BENCHMARK(BM_TrainStep)
-    ->ArgNames({"quantized", "batch", "threads"})
+    ->ArgNames({"mode", "batch", "threads"})
+    ->Args({2, 64, 1})
     ->Args({1, 64, 1})
     ->Args({0, 64, 1})
+    ->Args({2, 64, 2})
     ->Args({1, 64, 2})
     ->Args({0, 64, 2})
     ->Unit(benchmark::kMillisecond)

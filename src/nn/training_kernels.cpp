@@ -34,24 +34,32 @@ std::vector<float> floats_of(const at::Tensor& t) {
   return std::vector<float>(p, p + c.numel());
 }
 
-rt::InterpreterOptions interpreter_options() {
+// True when a layer keeps its tensors channels-last: its input is, or has one channel (the same
+// memory either way; a first layer then starts the network's channels-last layout). A
+// network whose tensors are NCHW stays NCHW: mixing layouts makes LibTorch copy in every op.
+bool channels_last(const at::Tensor& x) {
+  return x.dim() == 4 &&
+         (x.size(1) == 1 || x.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
+}
+
+rt::InterpreterOptions interpreter_options(bool channels_last_io) {
   rt::InterpreterOptions o;
   o.threads = at::get_num_threads();
-  o.channels_last = true;
+  o.channels_last = channels_last_io;
   // The float path lets NaN run through; so does this one (the trainer checks the loss).
   o.non_finite = rt::NonFiniteInput::kPropagate;
   return o;
 }
 
-// Runs `net` on the NHWC data of `x` into a new tensor of `shape` (N, C, H, W) in NHWC memory.
-at::Tensor run_channels_last(const rt::Interpreter& net, const at::Tensor& x,
-                             std::vector<int64_t> shape) {
-  const at::Tensor input =
-      x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous();
+// Runs `net` (built with `interpreter_options(channels_last(x))`) on `x` into a new tensor of
+// `shape` (N, C, H, W, or N, F), NHWC when `channels_last(x)`.
+at::Tensor run_net(const rt::Interpreter& net, const at::Tensor& x, std::vector<int64_t> shape) {
+  const at::MemoryFormat format =
+      channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor input = x.contiguous(format);
   const auto batch = static_cast<std::size_t>(x.size(0));
-  at::Tensor y = shape.size() == 4
-                     ? at::empty(shape, x.options().memory_format(at::MemoryFormat::ChannelsLast))
-                     : at::empty(shape, x.options());
+  at::Tensor y = shape.size() == 4 ? at::empty(shape, x.options().memory_format(format))
+                                   : at::empty(shape, x.options());
   net.run(input.data_ptr<float>(), static_cast<std::size_t>(input.numel()), batch,
           y.data_ptr<float>());
   return y;
@@ -84,8 +92,8 @@ at::Tensor runtime_conv2d_values(const at::Tensor& x, const at::Tensor& w, const
   v = b.conv2d(v, p, floats_of(w), bias.defined() ? floats_of(bias) : std::vector<float>{});
   b.output(v);
   const std::vector<int64_t> out = b.shape(v);
-  const rt::Interpreter net(b.build(), interpreter_options());
-  return run_channels_last(net, x, {x.size(0), out[0], out[1], out[2]});
+  const rt::Interpreter net(b.build(), interpreter_options(channels_last(x)));
+  return run_net(net, x, {x.size(0), out[0], out[1], out[2]});
 }
 
 // dL/dw of a convolution (one group) from the channels-last output gradient `g` (N, O, OH, OW)
@@ -135,6 +143,7 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     ctx->saved_data["dilation"] = g.dilation;
     ctx->saved_data["groups"] = g.groups;
     ctx->saved_data["bias"] = bias.defined();
+    ctx->saved_data["channels_last"] = channels_last(x);
     try {
       return runtime_conv2d_values(x, w, bias, g, binary_input);
     } catch (const std::invalid_argument&) {
@@ -151,11 +160,13 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const std::vector<int64_t> padding = ctx->saved_data["padding"].toIntVector();
     const std::vector<int64_t> dilation = ctx->saved_data["dilation"].toIntVector();
     const int64_t groups = ctx->saved_data["groups"].toInt();
-    // The layers' outputs are channels-last, and so are the tensors after them: the backward
-    // pass reads the saved input in that layout too rather than mixing layouts (which makes
-    // LibTorch copy).
-    const at::Tensor g = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
-    const at::Tensor x = saved[0].contiguous(at::MemoryFormat::ChannelsLast);
+    // The layout of the forward pass (see channels_last) for both: mixing layouts makes
+    // LibTorch copy.
+    const at::MemoryFormat format = ctx->saved_data["channels_last"].toBool()
+                                        ? at::MemoryFormat::ChannelsLast
+                                        : at::MemoryFormat::Contiguous;
+    const at::Tensor g = grads[0].contiguous(format);
+    const at::Tensor x = saved[0].contiguous(format);
     if (!ctx->needs_input_grad(0) && groups == 1) {
       // A first layer (its input needs no gradient): one matrix product (see weight_gradient).
       return {at::Tensor(),
@@ -185,8 +196,8 @@ at::Tensor runtime_dense_values(const at::Tensor& x, const at::Tensor& w, const 
   v = b.dense(v, rt::DenseParams(w.size(0)).binary_kernel(true), floats_of(w),
               bias.defined() ? floats_of(bias) : std::vector<float>{});
   b.output(v);
-  const rt::Interpreter net(b.build(), interpreter_options());
-  return run_channels_last(net, x, {x.size(0), w.size(0)});
+  const rt::Interpreter net(b.build(), interpreter_options(false));
+  return run_net(net, x, {x.size(0), w.size(0)});
 }
 
 class RuntimeDenseFunction : public torch::autograd::Function<RuntimeDenseFunction> {

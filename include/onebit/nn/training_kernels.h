@@ -28,9 +28,10 @@ enum class TrainingKernels {
   /// exactly +-1 (`ForwardKind::kSign` without a scale) on float32 CPU tensors: with a sign
   /// input quantizer the layer runs as a binary GEMM on packed bits, whose integer sums equal
   /// the float path's exactly (bit for bit without a bias); with a float input (a first layer)
-  /// it runs on the runtime's float kernels, equal within float rounding. Convolution outputs
-  /// are channels-last (NHWC) tensors, which LibTorch's pooling and batch norm also run faster
-  /// on. The backward pass is LibTorch's convolution / matrix-product gradient on the same
+  /// it runs on the runtime's float kernels, equal within float rounding. A convolution's output
+  /// keeps its input's layout (channels-last when the input is, or has one channel: a first
+  /// layer starts a channels-last network, on which LibTorch's pooling and batch norm run
+  /// faster). The backward pass is LibTorch's convolution / matrix-product gradient on the same
   /// saved values as the float path. Every other layer keeps the float path.
   kBinary,
 };
