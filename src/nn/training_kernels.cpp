@@ -249,6 +249,14 @@ TrainingKernelsGuard::TrainingKernelsGuard(TrainingKernels kernels) : previous_(
 
 TrainingKernelsGuard::~TrainingKernelsGuard() { g_kernels = previous_; }
 
+at::Tensor training_layout(const at::Tensor& batch) {
+  if (training_kernels() != TrainingKernels::kBinary || batch.dim() != 4) return batch;
+  // `contiguous(ChannelsLast)` keeps NCHW strides when C == 1 (both layouts are contiguous):
+  // allocate with NHWC strides instead.
+  return at::empty(batch.sizes(), batch.options().memory_format(at::MemoryFormat::ChannelsLast))
+      .copy_(batch);
+}
+
 void set_intra_op_threads(int threads) {
   if (threads > 0) at::set_num_threads(threads);
   using SetThreads = void (*)(int);

@@ -222,6 +222,23 @@ TEST(TrainingKernels, AQuantizerThatOnlyClaimsToBeASignFallsBackToTheFloatPath) 
   EXPECT_TRUE(at::equal(conv->forward(x), reference));
 }
 
+TEST(TrainingKernels, BatchesAreChannelsLastOnTheBinaryPathEvenWithOneChannel) {
+  const at::Tensor gray = torch::randn({4, 1, 5, 6}), rgb = torch::randn({4, 3, 5, 6});
+  {
+    TrainingKernelsGuard guard(TrainingKernels::kBinary);
+    for (const at::Tensor& x : {gray, rgb}) {
+      const at::Tensor y = training_layout(x);
+      EXPECT_EQ(y.stride(1), 1);  // NHWC strides, which LibTorch's convolutions follow
+      EXPECT_EQ(y.stride(3), x.size(1));
+      EXPECT_TRUE(at::equal(y, x));
+    }
+    const at::Tensor flat = torch::randn({4, 10});
+    EXPECT_TRUE(training_layout(flat).is_same(flat));
+  }
+  TrainingKernelsGuard guard(TrainingKernels::kFloat);
+  EXPECT_TRUE(training_layout(rgb).is_same(rgb));
+}
+
 TEST(TrainingKernels, NamesParseAndBadNamesAreExplained) {
   EXPECT_EQ(parse_training_kernels("binary"), TrainingKernels::kBinary);
   EXPECT_EQ(parse_training_kernels("float"), TrainingKernels::kFloat);

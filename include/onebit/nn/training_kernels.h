@@ -60,6 +60,12 @@ class TrainingKernelsGuard {
   TrainingKernels previous_;
 };
 
+/// A batch of images (N, C, H, W) in the memory layout the training kernels want: with kBinary a
+/// channels-last copy (strides of NHWC even for one channel, so that LibTorch's own first
+/// convolution also writes channels-last and the whole network stays in that layout); with
+/// kFloat, or for other ranks, `batch` itself.
+at::Tensor training_layout(const at::Tensor& batch);
+
 /// Sets LibTorch's intra-op threads and sizes OpenBLAS's own pool to one thread when the process
 /// uses OpenBLAS (LibTorch calls it from its threads; a second pool of idle OpenBLAS threads
 /// spins in sched_yield and takes the cores from them). `threads` <= 0 keeps LibTorch's default.
