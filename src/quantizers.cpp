@@ -1,6 +1,7 @@
 #include "onebit/quantizers.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -41,15 +42,46 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
   }
 };
 
-/// dy * 1{|x| <= clip}; identity when clip is unset.
+// True when `f` can run as one pass over the raw float32 storage of tensors with `x`'s strides
+// (CPU, dense, no overlap: any memory format, channels-last included).
+bool one_pass(const at::Tensor& x, const at::Tensor& other = at::Tensor()) {
+  if (x.scalar_type() != at::kFloat || !x.device().is_cpu() || !x.is_non_overlapping_and_dense()) {
+    return false;
+  }
+  if (!other.defined()) return true;
+  return other.scalar_type() == at::kFloat && other.device().is_cpu() &&
+         other.sizes() == x.sizes() && other.strides() == x.strides();
+}
+
+/// dy * 1{|x| <= clip}; identity when clip is unset. One pass over memory for float32 CPU
+/// tensors of one layout (the same values as the composed operations: a product with 1 or 0,
+/// so a non-finite dy outside the mask still gives NaN).
 at::Tensor ste(const at::Tensor& x, const at::Tensor& dy, const std::optional<double>& clip) {
   if (!clip) return dy;
-  return dy * x.abs().le(*clip).to(dy.scalar_type());
+  if (!one_pass(x, dy)) return dy * x.abs().le(*clip).to(dy.scalar_type());
+  at::Tensor out = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* dp = dy.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const auto c = static_cast<float>(*clip);  // as x.abs().le(clip) compares: in float
+  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      op[i] = dp[i] * (std::fabs(xp[i]) <= c ? 1.0f : 0.0f);
+    }
+  });
+  return out;
 }
 
 at::Tensor sign_pm1(const at::Tensor& x) {
-  // +1 for x >= 0 (sign(0) = +1), -1 otherwise.
-  return x.ge(0).to(x.scalar_type()).mul_(2).sub_(1);
+  // +1 for x >= 0 (sign(0) = +1), -1 otherwise (NaN too); one pass for float32 CPU tensors.
+  if (!one_pass(x)) return x.ge(0).to(x.scalar_type()).mul_(2).sub_(1);
+  at::Tensor out = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) op[i] = xp[i] >= 0.0f ? 1.0f : -1.0f;
+  });
+  return out;
 }
 
 // Mean over every axis but the output channel (axis 0), kept for broadcasting; the mean of all

@@ -55,6 +55,45 @@ TEST(SteSign, UpstreamGradientIsScaled) {
               {3, -2, 0});
 }
 
+TEST(SteSign, OnePassKernelsEqualTheComposedOperationsInEveryLayout) {
+  // sign and the straight-through mask run as one pass over float32 memory; they must give the
+  // composed operations' values for every layout, non-finite values and a clip that float
+  // cannot represent (0.1 rounds up in float: |x| == float(0.1) passes, as with x.abs().le()).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  at::Tensor base = torch::randn({3, 5, 4, 6}) * 0.3;
+  base[0][0][0][0] = nan;
+  base[0][0][0][1] = -inf;
+  base[0][0][0][2] = 0.0f;
+  base[0][0][0][3] = -0.0f;
+  base[0][0][0][4] = static_cast<float>(0.1);
+  base[0][0][0][5] = -1.0f;
+  at::Tensor dy = torch::randn({3, 5, 4, 6});
+  dy[0][0][1][0] = inf;
+  dy[0][0][1][1] = nan;
+  for (const double clip : {1.0, 0.1}) {
+    const SteSign q(clip);
+    const std::vector<std::pair<std::string, std::pair<at::Tensor, at::Tensor>>> layouts = {
+        {"NCHW", {base, dy}},
+        {"channels-last",
+         {base.contiguous(at::MemoryFormat::ChannelsLast),
+          dy.contiguous(at::MemoryFormat::ChannelsLast)}},
+        {"mixed", {base.contiguous(at::MemoryFormat::ChannelsLast), dy}},
+        {"strided slice", {base.slice(1, 1, 4), dy.slice(1, 1, 4)}},
+    };
+    for (const auto& [name, pair] : layouts) {
+      SCOPED_TRACE(name + ", clip " + std::to_string(clip));
+      const auto& [x, d] = pair;
+      const at::Tensor sign = x.ge(0).to(at::kFloat).mul(2).sub(1);
+      const at::Tensor grad = d * x.abs().le(clip).to(at::kFloat);
+      EXPECT_TRUE(at::equal(q.quantize(x), sign));
+      const at::Tensor g = q.gradient(x, d);
+      EXPECT_TRUE(at::equal(g.isnan(), grad.isnan()));
+      EXPECT_TRUE(at::equal(g.nan_to_num(0), grad.nan_to_num(0)));
+    }
+  }
+}
+
 TEST(ApproxSign, Gradient) {
   auto [y, g] = run(ApproxSign(), {-1.5f, -1.f, -0.5f, 0.f, 0.25f, 1.f, 2.f});
   expect_near(y, {-1, -1, -1, 1, 1, 1, 1});
