@@ -96,8 +96,8 @@ at::Tensor runtime_conv2d_values(const at::Tensor& x, const at::Tensor& w, const
   return run_net(net, x, {x.size(0), out[0], out[1], out[2]});
 }
 
-// dL/dw of a convolution (one group) from the channels-last output gradient `g` (N, O, OH, OW)
-// and the channels-last input `x` (N, C, H, W, before the convolution's zero `padding`): the
+// dL/dw of a convolution (one group) from the output gradient `g` (N, O, OH, OW) and the input
+// `x` (N, C, H, W, before the convolution's zero `padding`), any layout: the
 // product of g as an (N*OH*OW) x O matrix with the input patches as an (N*OH*OW) x (kh*kw*C)
 // matrix, equal to LibTorch's weight gradient within float rounding. LibTorch's
 // convolution_backward is several times slower for a first layer's few input channels.

@@ -300,10 +300,8 @@ void add_train(CLI::App& app) {
                                     "): use one or the other");
       }
       dist->validate();
-      // OpenBLAS ignores --threads (at::set_num_threads) and keeps its own pool, whose idle
-      // threads spin (sched_yield) and take CPU from the other workers: size it too.
-      std::vector<std::string> env{"ONEBIT_LOCAL_WORKER=1"};
-      if (opts->threads > 0) env.push_back("OPENBLAS_NUM_THREADS=" + std::to_string(opts->threads));
+      // Each worker's trainer sizes OpenBLAS's own pool (nn::set_intra_op_threads).
+      const std::vector<std::string> env{"ONEBIT_LOCAL_WORKER=1"};
       const int code = train::run_local_workers(worker_command_line(), *nproc, 5, env);
       // 130: interrupted; rank 0 has said how to continue.
       if (code != 0) throw CLI::RuntimeError(code);
