@@ -2,6 +2,7 @@
 
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 
 #include "op_table.h"
@@ -23,7 +24,16 @@ void check_size(const std::string& what, const std::string& arg, std::size_t fou
   }
 }
 
+// Both checks scan without branches (they run on every weight each time a layer is built, and
+// the training path builds layers every step); the position is searched only after a failure.
 void check_finite(const std::string& what, const std::string& arg, const std::vector<float>& v) {
+  std::uint32_t bad = 0;
+  for (const float x : v) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bad |= static_cast<std::uint32_t>((bits & 0x7F800000u) == 0x7F800000u);
+  }
+  if (!bad) return;
   for (std::size_t i = 0; i < v.size(); ++i) {
     if (!std::isfinite(v[i])) {
       fail(what, "'" + arg + "'[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
@@ -33,6 +43,13 @@ void check_finite(const std::string& what, const std::string& arg, const std::ve
 }
 
 void check_binary(const std::string& what, const std::vector<float>& w) {
+  std::uint32_t bad = 0;
+  for (const float x : w) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bad |= static_cast<std::uint32_t>((bits & 0x7FFFFFFFu) != 0x3F800000u);  // |x| != 1
+  }
+  if (!bad) return;
   for (std::size_t i = 0; i < w.size(); ++i) {
     if (w[i] != 1.0f && w[i] != -1.0f) {
       fail(what, "binary kernel weight[" + std::to_string(i) + "] = " + std::to_string(w[i]) +

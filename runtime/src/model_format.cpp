@@ -8,6 +8,7 @@
 #include <limits>
 #include <sstream>
 
+#include "onebit/runtime/bitpack.h"
 #include "onebit/runtime/model.h"
 #include "op_table.h"
 
@@ -388,9 +389,7 @@ Tensor Tensor::from_signs(std::string name, std::vector<std::int64_t> shape,
                      " values for a shape of " + std::to_string(t.numel()) + " elements");
   }
   t.data.assign(words_for_bits(values.size()), 0);
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (sign_bit(values[i])) set_bit(t.data.data(), i, true);
-  }
+  pack_signs(values.data(), values.size(), t.data.data());
   return t;
 }
 

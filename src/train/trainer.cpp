@@ -511,6 +511,7 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
                full_train_set.labels.slice(0, total - held), full_train_set.num_classes};
   }
   nn::set_intra_op_threads(options.threads);
+  nn::retain_freed_memory();
   const nn::TrainingKernelsGuard kernels(nn::parse_training_kernels(options.training_kernels));
   // Data parallelism (distributed.h): rank 0 alone writes files and progress.
   DataParallel parallel(options.process_group, model);

@@ -2,6 +2,9 @@
 // onebit's runtime kernels against LibTorch's float path, forward and backward.
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
 #include <torch/torch.h>
 
 #include "ext_test_util.h"
@@ -87,6 +90,10 @@ TEST(TrainingKernels, BinaryConvEqualsTheFloatPathForwardAndBackward) {
       {32, 64, 3, 1, 1, 4, 8, true, true, false, true},     // groups
       {3, 8, 1, 1, 1, 1, 7, false, false, false, true},     // 1x1
       {130, 96, 3, 1, 1, 1, 6, false, false, false, true},  // more than two words
+      // Patches of >= 1024 values: the backward pass is conv2d_backward_gemm.
+      {128, 72, 3, 2, 1, 1, 9, true, false, false, true},   // stride 2, "same" zero padding
+      {120, 40, 3, 1, 2, 1, 10, true, true, true, true},    // dilation, one-padding, bias
+      {200, 24, 3, 1, 1, 1, 3, true, false, false, true},   // 3x3 map, mostly padding
       {8, 16, 3, 1, 1, 1, 9, true, false, true, true},      // bias
       {1, 32, 3, 1, 1, 1, 28, false, false, false, false},  // float input (larq-mnist's first)
       {3, 16, 3, 2, 1, 1, 15, true, false, true, false},    // float input, stride, bias
@@ -126,6 +133,54 @@ TEST(TrainingKernels, BinaryConvEqualsTheFloatPathForwardAndBackward) {
       EXPECT_FALSE(b1.grad_input.defined());
       expect_close(b1.grad_weight, f1.grad_weight, "kernel gradient without input gradient");
       expect_close(b1.grad_bias, f1.grad_bias, "bias gradient without input gradient");
+    }
+  }
+}
+
+TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
+  // conv2d_backward_gemm against LibTorch's convolution_backward on random values: strides,
+  // zero padding, dilation, non-square kernels and maps, either layout, and patch budgets that
+  // split the batch into chunks of one, two and all images.
+  struct Case {
+    int64_t n, c, o, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+  };
+  const std::vector<Case> cases = {
+      {3, 5, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1},  {2, 4, 6, 11, 10, 3, 2, 2, 1, 0, 1, 1, 1},
+      {4, 3, 5, 12, 9, 3, 3, 1, 2, 2, 1, 2, 1}, {5, 1, 8, 7, 7, 1, 1, 1, 1, 0, 0, 1, 1},
+      {3, 6, 4, 5, 6, 5, 4, 1, 1, 2, 2, 1, 1},
+  };
+  for (const Case& c : cases) {
+    torch::manual_seed(11);
+    const at::Tensor x = torch::randn({c.n, c.c, c.h, c.w});
+    const at::Tensor w = torch::randn({c.o, c.c, c.kh, c.kw});
+    const std::vector<int64_t> stride{c.sh, c.sw}, padding{c.ph, c.pw}, dilation{c.dh, c.dw};
+    const at::Tensor y = at::convolution(x, w, {}, stride, padding, dilation, false, {0, 0}, 1);
+    const at::Tensor g = torch::randn_like(y);
+    const auto [ref_gx, ref_gw, unused] =
+        at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride, padding, dilation,
+                                 false, {0, 0}, 1, {true, true, false});
+    const int64_t patch = c.kh * c.kw * c.c * y.size(2) * y.size(3);
+    for (const int64_t budget : {patch, 2 * patch + 1, c.n * patch}) {
+      for (const bool cl : {false, true}) {
+        SCOPED_TRACE("case n " + std::to_string(c.n) + " c " + std::to_string(c.c) + " k " +
+                     std::to_string(c.kh) + "x" + std::to_string(c.kw) + ", budget " +
+                     std::to_string(budget) + (cl ? ", channels-last" : ", NCHW"));
+        const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+        const auto [gx, gw] =
+            nn::detail::conv2d_backward_gemm(g.contiguous(format), x.contiguous(format), w, stride,
+                                             padding, dilation, true, true, budget);
+        EXPECT_TRUE(gx.is_contiguous(at::MemoryFormat::ChannelsLast));
+        expect_close(gx, ref_gx, "input gradient");
+        expect_close(gw, ref_gw, "kernel gradient");
+        const auto [no_gx, only_gw] = nn::detail::conv2d_backward_gemm(
+            g, x, w, stride, padding, dilation, false, true, budget);
+        EXPECT_FALSE(no_gx.defined());
+        expect_close(only_gw, ref_gw, "kernel gradient alone");
+        const auto [only_gx, no_gw] = nn::detail::conv2d_backward_gemm(
+            g, x, w, stride, padding, dilation, true, false, budget);
+        EXPECT_FALSE(no_gw.defined());
+        expect_close(only_gx, ref_gx, "input gradient alone");
+      }
     }
   }
 }
@@ -323,4 +378,28 @@ TEST(TrainingKernels, EveryZooModelRunsTheSameOnBothPaths) {
     const double scale = y_float.abs().max().item<double>() + 1e-3;
     EXPECT_LE((y_float - y_binary).abs().max().item<double>(), 1e-3 * scale);
   }
+}
+
+TEST(TrainingKernels, FreedMemoryIsRetainedUnlessTheUserSetsMallocsThresholds) {
+#if defined(__GLIBC__)
+  ::setenv("MALLOC_TRIM_THRESHOLD_", "1000000", 1);
+  EXPECT_FALSE(retain_freed_memory()) << "the user's MALLOC_TRIM_THRESHOLD_ must win";
+  ::unsetenv("MALLOC_TRIM_THRESHOLD_");
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  const std::string saved = tunables != nullptr ? tunables : "";
+  ::setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536", 1);
+  EXPECT_FALSE(retain_freed_memory()) << "the user's GLIBC_TUNABLES must win";
+  if (tunables != nullptr) {
+    ::setenv("GLIBC_TUNABLES", saved.c_str(), 1);
+  } else {
+    ::unsetenv("GLIBC_TUNABLES");
+  }
+  if (saved.find("glibc.malloc.") == std::string::npos &&
+      std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) {
+    EXPECT_TRUE(retain_freed_memory());
+    EXPECT_TRUE(retain_freed_memory());  // again: still fine
+  }
+#else
+  EXPECT_FALSE(retain_freed_memory());
+#endif
 }

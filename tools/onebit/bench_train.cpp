@@ -32,6 +32,7 @@ struct StepTimes {
 // have passed (at least 5 steps, after 3 warm-up steps).
 StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int threads) {
   nn::set_intra_op_threads(threads);
+  nn::retain_freed_memory();
   nn::TrainingKernelsGuard guard(kernels);
   at::manual_seed(1);
   ZooModel z = build_zoo_model(a.zoo);

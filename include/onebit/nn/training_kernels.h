@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "onebit/quantizers.h"
@@ -71,6 +72,18 @@ at::Tensor training_layout(const at::Tensor& batch);
 /// spins in sched_yield and takes the cores from them). `threads` <= 0 keeps LibTorch's default.
 void set_intra_op_threads(int threads);
 
+/// Makes glibc's malloc keep freed memory for reuse instead of returning it to the system:
+/// blocks up to 32 MiB come from the heap (M_MMAP_THRESHOLD) and the heap is never trimmed
+/// (M_TRIM_THRESHOLD). A training step frees and allocates the same few hundred MiB of
+/// activations, gradients and optimizer temporaries every time; by default each of them came
+/// back as fresh pages, and the kernel's page faults took a quarter of a step (a 32x32
+/// QuickNet-Small step at batch 32 on one thread: 414 -> 276 ms). The process's memory stays
+/// at its peak afterwards. The trainer and `onebit bench --train` call it. Does nothing (and
+/// returns false) without glibc, or when the environment already sets malloc's thresholds
+/// (`GLIBC_TUNABLES` with a `glibc.malloc.` entry, `MALLOC_MMAP_THRESHOLD_`,
+/// `MALLOC_TRIM_THRESHOLD_`): the user's own settings win. Safe to call more than once.
+bool retain_freed_memory();
+
 namespace detail {
 
 /// Geometry of a 2-D convolution. `padding` is the symmetric zero padding LibTorch's
@@ -97,11 +110,28 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
 /// (O, C/groups, kh, kw) plus `bias` on the runtime's kernels (binary when `binary_input`).
 /// When the runtime refuses the values (a kernel quantizer that declares a sign but gives other
 /// values) the float path's convolution gives the result. Differentiable with respect to
-/// `padded`, `w` and `bias`: LibTorch's convolution gradient on the same saved values as the
-/// float path.
+/// `padded`, `w` and `bias`, on the same saved values as the float path: `conv2d_backward_gemm`
+/// for one group and patches of at least 1024 values or an input that needs no gradient, else
+/// LibTorch's convolution gradient.
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
                           const at::Tensor& bias, const Conv2dGeometry& geometry,
                           bool binary_input);
+
+/// Gradients of a one-group 2-D convolution `y = conv2d(input, weight)` (zero `padding`, any
+/// stride and dilation) with respect to `input` and `weight` (each only when asked; the other is
+/// undefined): input patches copied to an NHWC matrix (im2col) and multiplied with the output
+/// gradient by OpenBLAS, and the output gradient times the kernel added back onto the input
+/// positions (col2im). Equal to LibTorch's convolution_backward within float rounding; the input
+/// gradient is channels-last. The patches of at most `max_patch_floats` floats are formed at
+/// once (the batch runs in chunks of images). Faster than oneDNN's gradient for 128 and more
+/// input channels (3x on the small feature maps of deep layers, where oneDNN is slow). The
+/// binary path's backward for convolutions with large patches and for first layers (whose
+/// input needs no gradient).
+std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+    const std::vector<int64_t>& dilation, bool input_grad, bool weight_grad,
+    int64_t max_patch_floats = int64_t{8} << 20);
 
 /// linear(x, w, bias) of quantized `x` (N, F) and +-1 `w` (O, F) on the runtime's kernels, as
 /// `runtime_conv2d`.
