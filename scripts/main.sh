@@ -10,7 +10,7 @@ out=runs/larq-mnist
 tool=build/tools/onebit
 echo "== training larq-mnist on Fashion-MNIST (output in $out)"
 "$tool" train --model larq-mnist --dataset fashion-mnist --epochs 6 --batch-size 64 \
-  --lr 1e-3 --seed 42 --training-kernels binary --out "$out" "$@"
+  --lr 1e-3 --seed 42 --out "$out" "$@"
 echo "== converting to the runtime format"
 "$tool" convert --checkpoint "$out" --out "$out/model.obnn"
 echo "== running the runtime model on the test set (agreement = same class as LibTorch)"

@@ -12,6 +12,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "onebit/nn/conv.h"
+#include "onebit/nn/dense.h"
 #include "onebit/runtime/builder.h"
 #include "onebit/runtime/interpreter.h"
 
@@ -288,8 +290,29 @@ TrainingKernelsGuard::TrainingKernelsGuard(TrainingKernels kernels) : previous_(
 
 TrainingKernelsGuard::~TrainingKernelsGuard() { g_kernels = previous_; }
 
-at::Tensor training_layout(const at::Tensor& batch) {
-  if (training_kernels() != TrainingKernels::kBinary || batch.dim() != 4) return batch;
+bool uses_runtime_kernels(const torch::nn::Module& model) {
+  if (training_kernels() != TrainingKernels::kBinary) return false;
+  // use_runtime_kernels reads only the input's dtype, device and batch size.
+  const at::Tensor probe = at::empty({1}, at::kFloat);
+  const auto qualifies = [&](const torch::nn::Module& m) {
+    if (const auto* c = dynamic_cast<const QuantConv2dImpl*>(&m)) {
+      return detail::use_runtime_kernels(c->options.input_quantizer().get(),
+                                         c->options.kernel_quantizer().get(), probe, c->weight,
+                                         c->options.pad_values());
+    }
+    if (const auto* d = dynamic_cast<const QuantDenseImpl*>(&m)) {
+      return detail::use_runtime_kernels(d->options.input_quantizer().get(),
+                                         d->options.kernel_quantizer().get(), probe, d->weight);
+    }
+    return false;
+  };
+  if (qualifies(model)) return true;
+  const auto modules = model.modules(/*include_self=*/false);
+  return std::any_of(modules.begin(), modules.end(), [&](const auto& m) { return qualifies(*m); });
+}
+
+at::Tensor training_layout(const at::Tensor& batch, const torch::nn::Module& model) {
+  if (batch.dim() != 4 || !uses_runtime_kernels(model)) return batch;
   // `contiguous(ChannelsLast)` keeps NCHW strides when C == 1 (both layouts are contiguous):
   // allocate with NHWC strides instead.
   return at::empty(batch.sizes(), batch.options().memory_format(at::MemoryFormat::ChannelsLast))

@@ -169,7 +169,7 @@ EvalResult evaluate(nn::Graph model, const data::Dataset& set, int64_t batch_siz
   const int64_t n = set.size();
   for (int64_t b = 0; b < n; b += batch_size) {
     const int64_t e = std::min(n, b + batch_size);
-    auto logits = model->forward(nn::training_layout(set.images.slice(0, b, e)));
+    auto logits = model->forward(nn::training_layout(set.images.slice(0, b, e), *model));
     auto [loss, c] = loss_and_correct(logits, set.labels.slice(0, b, e));
     loss_sum += loss.item<double>() * static_cast<double>(e - b);
     correct += c;
@@ -448,7 +448,7 @@ void reestimate_batch_norm(nn::Graph model, const at::Tensor& images, const at::
     for (int64_t k = 0; k < batches; ++k) {
       for (auto& l : layers) l.set_momentum(1.0 / static_cast<double>(k + 1));
       model->forward(nn::training_layout(
-          images.index_select(0, order.slice(0, k * batch_size, (k + 1) * batch_size))));
+          images.index_select(0, order.slice(0, k * batch_size, (k + 1) * batch_size)), *model));
     }
   } catch (...) {
     restore();
@@ -650,7 +650,7 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
           x = random_crop_flip(x, options.crop_padding,
                                batch_generator(options.seed, epoch, s, parallel.rank()));
         }
-        x = nn::training_layout(x);
+        x = nn::training_layout(x, *model);
         std::vector<at::Tensor> maps, teacher_maps;
         at::Tensor teacher_logits;
         if (teacher) {

@@ -3,9 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <torch/torch.h>
 #include <cstdlib>
 #include <string>
-#include <torch/torch.h>
 
 #include "ext_test_util.h"
 #include "onebit/nn/conv.h"
@@ -277,21 +277,36 @@ TEST(TrainingKernels, AQuantizerThatOnlyClaimsToBeASignFallsBackToTheFloatPath) 
   EXPECT_TRUE(at::equal(conv->forward(x), reference));
 }
 
-TEST(TrainingKernels, BatchesAreChannelsLastOnTheBinaryPathEvenWithOneChannel) {
+TEST(TrainingKernels, BatchesAreChannelsLastWhenALayerRunsOnTheRuntimeEvenWithOneChannel) {
   const at::Tensor gray = torch::randn({4, 1, 5, 6}), rgb = torch::randn({4, 3, 5, 6});
+  // A binary layer inside a container qualifies the model; scaled kernels (magnitude-aware
+  // sign) and float layers do not.
+  torch::nn::Sequential binary(torch::nn::Conv2d(3, 3, 1),
+                               make_conv({3, 8, 3, 1, 1, 1, 5, false, false, false, true}));
+  torch::nn::Sequential scaled(QuantConv2d(QuantConv2dOptions(3, 8, 3)
+                                               .input_quantizer("ste_sign")
+                                               .kernel_quantizer("magnitude_aware_sign")),
+                               torch::nn::Conv2d(8, 8, 1));
+  QuantDense dense(
+      QuantDenseOptions(10, 4).input_quantizer("ste_sign").kernel_quantizer("ste_sign"));
   {
     TrainingKernelsGuard guard(TrainingKernels::kBinary);
+    EXPECT_TRUE(uses_runtime_kernels(*binary));
+    EXPECT_TRUE(uses_runtime_kernels(*dense));
+    EXPECT_FALSE(uses_runtime_kernels(*scaled));
     for (const at::Tensor& x : {gray, rgb}) {
-      const at::Tensor y = training_layout(x);
+      const at::Tensor y = training_layout(x, *binary);
       EXPECT_EQ(y.stride(1), 1);  // NHWC strides, which LibTorch's convolutions follow
       EXPECT_EQ(y.stride(3), x.size(1));
       EXPECT_TRUE(at::equal(y, x));
+      EXPECT_TRUE(training_layout(x, *scaled).is_same(x));
     }
     const at::Tensor flat = torch::randn({4, 10});
-    EXPECT_TRUE(training_layout(flat).is_same(flat));
+    EXPECT_TRUE(training_layout(flat, *dense).is_same(flat));
   }
   TrainingKernelsGuard guard(TrainingKernels::kFloat);
-  EXPECT_TRUE(training_layout(rgb).is_same(rgb));
+  EXPECT_FALSE(uses_runtime_kernels(*binary));
+  EXPECT_TRUE(training_layout(rgb, *binary).is_same(rgb));
 }
 
 TEST(TrainingKernels, NamesParseAndBadNamesAreExplained) {

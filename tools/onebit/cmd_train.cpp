@@ -170,9 +170,9 @@ void add_train(CLI::App& app) {
       "gamma_schedule")
       ->capture_default_str();
   key(cmd->add_option("--training-kernels", opts->training_kernels,
-                      "Forward kernels of quantized layers (binary: onebit's bit-packed kernels "
-                      "for every +-1 kernel, same outputs, 2x faster on larq-mnist; float: "
-                      "LibTorch's float operations)"),
+                      "Kernels of quantized layers (binary: onebit's bit-packed kernels for "
+                      "every +-1 kernel, same outputs, 1.1-1.7x faster; float: LibTorch's float "
+                      "operations)"),
       "training_kernels")
       ->capture_default_str();
   key(cmd->add_option("--weight-decay", opts->weight_decay,

@@ -11,6 +11,7 @@
 /// ```
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 #include <cstdint>
 #include <string>
@@ -32,8 +33,9 @@ enum class TrainingKernels {
   /// it runs on the runtime's float kernels, equal within float rounding. A convolution's output
   /// keeps its input's layout (channels-last when the input is, or has one channel: a first
   /// layer starts a channels-last network, on which LibTorch's pooling and batch norm run
-  /// faster). The backward pass is LibTorch's convolution / matrix-product gradient on the same
-  /// saved values as the float path. Every other layer keeps the float path.
+  /// faster). The backward pass computes the float path's gradients on the same saved values:
+  /// `detail::conv2d_backward_gemm` for large patches and first layers, else LibTorch's
+  /// convolution / matrix-product gradient. Every other layer keeps the float path.
   kBinary,
 };
 
@@ -42,7 +44,9 @@ const char* training_kernels_name(TrainingKernels kernels);
 /// Parses "float" or "binary"; throws std::invalid_argument naming the value otherwise.
 TrainingKernels parse_training_kernels(const std::string& name);
 
-/// The kernels quantized layers use when they run on this thread (default kFloat). Like
+/// The kernels quantized layers use when they run on this thread (default kFloat: layers called
+/// from your own code compute as LibTorch does unless you opt in; the trainer sets
+/// `TrainOptions::training_kernels`, "binary" by default). Like
 /// LibTorch's grad mode, the choice is per thread: data-parallel ranks that are threads of one
 /// process set it independently.
 TrainingKernels training_kernels();
@@ -61,11 +65,19 @@ class TrainingKernelsGuard {
   TrainingKernels previous_;
 };
 
-/// A batch of images (N, C, H, W) in the memory layout the training kernels want: with kBinary a
-/// channels-last copy (strides of NHWC even for one channel, so that LibTorch's own first
-/// convolution also writes channels-last and the whole network stays in that layout); with
-/// kFloat, or for other ranks, `batch` itself.
-at::Tensor training_layout(const at::Tensor& batch);
+/// True when the training kernels are kBinary and at least one layer of `model` (itself or a
+/// submodule) runs on the runtime kernels: a `QuantConv2d` or `QuantDense` whose kernel
+/// quantizer gives exactly +-1 and whose input quantizer is a sign or absent (see
+/// `detail::use_runtime_kernels`). Models with scaled kernels only (Bi-Real Net's
+/// magnitude-aware sign, ReActNet-A) have none: they train on the float path either way.
+bool uses_runtime_kernels(const torch::nn::Module& model);
+
+/// A batch of images (N, C, H, W) in the memory layout `model` trains fastest in: a
+/// channels-last copy when `uses_runtime_kernels(model)` (strides of NHWC even for one channel,
+/// so that LibTorch's own first convolution also writes channels-last and the whole network
+/// stays in the runtime's layout); otherwise, or for other ranks, `batch` itself (LibTorch's
+/// float convolution gradients are up to 2x slower channels-last on this project's CPUs).
+at::Tensor training_layout(const at::Tensor& batch, const torch::nn::Module& model);
 
 /// Sets LibTorch's intra-op threads and sizes OpenBLAS's own pool to one thread when the process
 /// uses OpenBLAS (LibTorch calls it from its threads; a second pool of idle OpenBLAS threads

@@ -62,14 +62,13 @@ struct TrainOptions {
   /// "auto": "cosine" with optimizer "bop" (Bop's default: fewer flips in the last epochs, so
   /// the final weights and their batch-norm statistics agree), "constant" otherwise.
   std::string gamma_schedule = "auto";
-  /// Forward kernels of the quantized layers while training and evaluating (see
-  /// nn::TrainingKernels): "binary" runs every layer with a +-1 kernel on onebit's runtime
-  /// kernels (bit-packed XNOR-popcount where the input is binary too; the outputs equal the
-  /// float path's): about 2x the speed on larq-mnist, 1.3-1.6x on bireal-mnist, but slower on
-  /// models with large kernels over small feature maps (QuickNet-Small at 32x32: 0.6-0.7x), where
-  /// packing the kernel every step costs more than the binary GEMM saves. "float" (the default)
-  /// uses LibTorch's float operations throughout.
-  std::string training_kernels = "float";
+  /// Kernels of the quantized layers while training and evaluating (see nn::TrainingKernels):
+  /// "binary" (the default) runs every layer with a +-1 kernel on onebit's runtime kernels
+  /// (bit-packed XNOR-popcount where the input is binary too; the outputs equal the float
+  /// path's) with matrix-product gradients for large patches: 1.1-1.7x the float path's speed
+  /// on the zoo (README, "Training speed"); a model with no such layer trains exactly as with
+  /// "float". "float" uses LibTorch's float operations throughout.
+  std::string training_kernels = "binary";
   /// Decoupled weight decay (AdamW, or SGD's) of the real-valued weights with two or more
   /// dimensions. Latent binary weights (what Bop or a sign quantizer reads), biases and
   /// batch-norm parameters are never decayed.
