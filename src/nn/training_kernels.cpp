@@ -28,13 +28,15 @@ using torch::autograd::variable_list;
 // set and restore it independently.
 thread_local TrainingKernels g_kernels = TrainingKernels::kFloat;
 
-// Smallest patch (kh * kw * input channels) whose convolution gradients are matrix products of
-// NHWC patches (conv2d_backward_gemm) rather than LibTorch's convolution_backward (oneDNN).
-// Measured on one Zen 3 core, 3x3 kernels, batch 32-64: from 128 channels on the products are
-// 1.1-1.5x faster, and 3-3.5x on the 2x2 and 1x1 maps of deep layers at 512 channels (where
-// oneDNN reaches 8-20 GFLOP/s); at 64 channels either may win by 20%, and at 32 channels the
-// products are too thin (2x slower).
-constexpr int64_t kGemmBackwardMinK = 1024;
+// Fewest output channels for which a convolution's gradients are matrix products of NHWC
+// patches (conv2d_backward_gemm) rather than LibTorch's convolution_backward (oneDNN). The
+// output channels are the inner dimension of the input-gradient product and the rows of the
+// kernel-gradient product: with 32 the products are too thin. Measured on one Zen 3 core, 3x3
+// kernels, batch 64, 32-128 input channels, 3x3 to 28x28 outputs (`grid` of the README's
+// training section): with 32 outputs oneDNN is up to 1.3x faster; with 64, the products are
+// 0.96-1.43x oneDNN's speed (1.0x or better on maps up to 7x7 and from 28x28); with 128,
+// 1.05-1.63x; with 256-512 channels on 2x2 and 1x1 maps, 3-3.5x (oneDNN: 8-20 GFLOP/s).
+constexpr int64_t kGemmBackwardMinOutputs = 64;
 
 // Custom autograd functions take no undefined tensor (LibTorch 1.13 asks it for its device), so
 // a layer without bias passes this empty one.
@@ -116,6 +118,19 @@ struct PatchGeometry {
   int64_t c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
   int64_t k() const { return kh * kw * c; }  // floats per patch
 };
+
+// Rows of the kernel gradient per product in conv2d_backward_gemm.
+constexpr int64_t kKernelGradientBlock = 32;
+
+// Calls f(begin, end) for the blocks [k * block, min(n, (k + 1) * block)) of [0, n), spread
+// over LibTorch's threads; the blocks are the same for any thread count.
+template <typename F>
+void for_blocks(int64_t n, int64_t block, const F& f) {
+  const int64_t blocks = (n + block - 1) / block;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b * block, std::min(n, (b + 1) * block));
+  });
+}
 
 // Patches of images [n0, n1) of `x` (N, H, W, C floats): row (n - n0, oy, ox) of `cols` holds
 // the kh x kw x C input values under output pixel (oy, ox), zero outside the image.
@@ -211,7 +226,7 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const at::Tensor& w = saved[1];
     const bool need_gx = ctx->needs_input_grad(0), need_gw = ctx->needs_input_grad(1);
     const at::Tensor gb = has_bias && ctx->needs_input_grad(2) ? g.sum({0, 2, 3}) : at::Tensor();
-    if (groups == 1 && (!need_gx || w.size(1) * w.size(2) * w.size(3) >= kGemmBackwardMinK)) {
+    if (groups == 1 && (!need_gx || w.size(0) >= kGemmBackwardMinOutputs)) {
       auto [gx, gw] =
           detail::conv2d_backward_gemm(g, x, w, stride, padding, dilation, need_gx, need_gw);
       if (gx.defined()) gx = gx.contiguous(format);
@@ -372,8 +387,9 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
              .zero_();
     w = weight.permute({0, 2, 3, 1}).reshape({o, k});  // O x (kh, kw, C), as the patches
   }
-  // Images in chunks whose patches fit in max_patch_floats (a batch of large maps would need
-  // GiBs at once); the kernel gradient accumulates over chunks.
+  // Images in chunks whose patches fit in max_patch_floats, so that the patches stay in cache
+  // between the copy and the products (1 MiB chunks were 1.1-1.8x faster than 32 MiB ones; a
+  // batch of large maps would need GiBs at once); the kernel gradient accumulates over chunks.
   const int64_t chunk = std::clamp<int64_t>(max_patch_floats / std::max<int64_t>(1, pixels * k), 1,
                                             std::max<int64_t>(n, 1));
   at::Tensor cols = at::empty({chunk * pixels, k}, input.options());
@@ -381,12 +397,23 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
     const int64_t n1 = std::min(n, n0 + chunk);
     const at::Tensor rows = g.slice(0, n0 * pixels, n1 * pixels);
     at::Tensor c = cols.slice(0, 0, (n1 - n0) * pixels);
+    // Each product runs as blocks of rows, one OpenBLAS call per block (OpenBLAS itself runs
+    // single-threaded here, see set_intra_op_threads), spread over LibTorch's threads: the
+    // kernel gradient by 32 output channels, the patch gradient in 8 blocks of patches. The
+    // blocks do not depend on the thread count (OpenBLAS rounds a split product differently),
+    // so neither do the results.
     if (weight_grad) {
       im2col_nhwc(x.data_ptr<float>(), geo, n0, n1, c.data_ptr<float>());
-      gw.addmm_(rows.t(), c);
+      for_blocks(o, kKernelGradientBlock, [&](int64_t o0, int64_t o1) {
+        gw.slice(0, o0, o1).addmm_(rows.slice(1, o0, o1).t(), c);
+      });
     }
     if (input_grad) {
-      at::mm_out(c, rows, w);
+      const int64_t m = c.size(0);
+      for_blocks(m, std::max<int64_t>(64, (m + 7) / 8), [&](int64_t r0, int64_t r1) {
+        at::Tensor block = c.slice(0, r0, r1);
+        at::mm_out(block, rows.slice(0, r0, r1), w);
+      });
       col2im_nhwc(c.data_ptr<float>(), geo, n0, n1, gx.data_ptr<float>());
     }
   }

@@ -90,10 +90,10 @@ TEST(TrainingKernels, BinaryConvEqualsTheFloatPathForwardAndBackward) {
       {32, 64, 3, 1, 1, 4, 8, true, true, false, true},     // groups
       {3, 8, 1, 1, 1, 1, 7, false, false, false, true},     // 1x1
       {130, 96, 3, 1, 1, 1, 6, false, false, false, true},  // more than two words
-      // Patches of >= 1024 values: the backward pass is conv2d_backward_gemm.
+      // Large patches; from 64 outputs on the backward pass is conv2d_backward_gemm.
       {128, 72, 3, 2, 1, 1, 9, true, false, false, true},   // stride 2, "same" zero padding
-      {120, 40, 3, 1, 2, 1, 10, true, true, true, true},    // dilation, one-padding, bias
-      {200, 24, 3, 1, 1, 1, 3, true, false, false, true},   // 3x3 map, mostly padding
+      {120, 64, 3, 1, 2, 1, 10, true, true, true, true},    // dilation, one-padding, bias
+      {200, 24, 3, 1, 1, 1, 3, true, false, false, true},   // 3x3 map; 24 outputs: LibTorch
       {8, 16, 3, 1, 1, 1, 9, true, false, true, true},      // bias
       {1, 32, 3, 1, 1, 1, 28, false, false, false, false},  // float input (larq-mnist's first)
       {3, 16, 3, 2, 1, 1, 15, true, false, true, false},    // float input, stride, bias
@@ -214,17 +214,28 @@ TEST(TrainingKernels, BinaryDenseEqualsTheFloatPathForwardAndBackward) {
 }
 
 TEST(TrainingKernels, ResultsDoNotDependOnTheThreadCount) {
-  torch::manual_seed(2);
-  auto conv = make_conv({64, 64, 3, 1, 1, 1, 14, true, true, false, true});
-  const at::Tensor x = torch::randn({4, 64, 14, 14});
-  TrainingKernelsGuard guard(TrainingKernels::kBinary);
-  const int before = at::get_num_threads();
-  at::set_num_threads(1);
-  const at::Tensor one = conv->forward(x);
-  at::set_num_threads(2);
-  const at::Tensor two = conv->forward(x);
-  at::set_num_threads(before);
-  EXPECT_TRUE(at::equal(one, two));
+  // Outputs and gradients, on both backward implementations (32 outputs: LibTorch's
+  // convolution gradient; 64: conv2d_backward_gemm, whose products split over the threads).
+  for (const int64_t outputs : {32, 64}) {
+    SCOPED_TRACE(std::to_string(outputs) + " output channels");
+    torch::manual_seed(2);
+    auto conv = make_conv({64, outputs, 3, 1, 1, 1, 14, true, true, false, true});
+    const at::Tensor x = torch::randn({4, 64, 14, 14});
+    at::Tensor upstream;
+    {
+      at::NoGradGuard no_grad;
+      upstream = torch::randn_like(conv->forward(x));
+    }
+    const int before = at::get_num_threads();
+    at::set_num_threads(1);
+    const Pass one = run(conv, x, TrainingKernels::kBinary, upstream);
+    at::set_num_threads(2);
+    const Pass two = run(conv, x, TrainingKernels::kBinary, upstream);
+    at::set_num_threads(before);
+    EXPECT_TRUE(at::equal(one.y, two.y));
+    EXPECT_TRUE(at::equal(one.grad_input, two.grad_input));
+    EXPECT_TRUE(at::equal(one.grad_weight, two.grad_weight));
+  }
 }
 
 TEST(TrainingKernels, LayersThatDoNotQualifyKeepTheFloatPath) {

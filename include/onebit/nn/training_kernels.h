@@ -123,7 +123,7 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
 /// When the runtime refuses the values (a kernel quantizer that declares a sign but gives other
 /// values) the float path's convolution gives the result. Differentiable with respect to
 /// `padded`, `w` and `bias`, on the same saved values as the float path: `conv2d_backward_gemm`
-/// for one group and patches of at least 1024 values or an input that needs no gradient, else
+/// for one group and 64 or more output channels, or an input that needs no gradient, else
 /// LibTorch's convolution gradient.
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
                           const at::Tensor& bias, const Conv2dGeometry& geometry,
@@ -134,16 +134,18 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const a
 /// undefined): input patches copied to an NHWC matrix (im2col) and multiplied with the output
 /// gradient by OpenBLAS, and the output gradient times the kernel added back onto the input
 /// positions (col2im). Equal to LibTorch's convolution_backward within float rounding; the input
-/// gradient is channels-last. The patches of at most `max_patch_floats` floats are formed at
-/// once (the batch runs in chunks of images). Faster than oneDNN's gradient for 128 and more
-/// input channels (3x on the small feature maps of deep layers, where oneDNN is slow). The
-/// binary path's backward for convolutions with large patches and for first layers (whose
-/// input needs no gradient).
+/// gradient is channels-last. The patches of at most `max_patch_floats` floats (default 1 MiB,
+/// about one core's L2 cache) are formed at once: the batch runs in chunks of whole images.
+/// The products split over LibTorch's threads (the kernel gradient by output channels, the
+/// patch gradient by patches); the results do not depend on the thread count. Faster than
+/// oneDNN's gradient from 64 output channels on (3x on the small feature maps of deep layers,
+/// where oneDNN is slow): the binary path's backward for such convolutions and for first
+/// layers (whose input needs no gradient).
 std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
     const std::vector<int64_t>& dilation, bool input_grad, bool weight_grad,
-    int64_t max_patch_floats = int64_t{8} << 20);
+    int64_t max_patch_floats = int64_t{256} << 10);
 
 /// linear(x, w, bias) of quantized `x` (N, F) and +-1 `w` (O, F) on the runtime's kernels, as
 /// `runtime_conv2d`.
