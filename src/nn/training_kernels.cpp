@@ -132,24 +132,41 @@ void for_blocks(int64_t n, int64_t block, const F& f) {
   });
 }
 
+// Copies n floats; short runs (a few channels) inline instead of calling memcpy.
+inline void copy_floats(const float* src, int64_t n, float* dst) {
+  if (n > 16) {
+    std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 // Patches of images [n0, n1) of `x` (N, H, W, C floats): row (n - n0, oy, ox) of `cols` holds
 // the kh x kw x C input values under output pixel (oy, ox), zero outside the image.
 void im2col_nhwc(const float* x, const PatchGeometry& g, int64_t n0, int64_t n1, float* cols) {
-  const auto c_bytes = static_cast<std::size_t>(g.c) * sizeof(float);
   at::parallel_for(n0, n1, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t n = b0; n < b1; ++n) {
       const float* image = x + n * g.h * g.w * g.c;
       float* dst = cols + (n - n0) * g.oh * g.ow * g.k();
       for (int64_t oy = 0; oy < g.oh; ++oy) {
         for (int64_t ox = 0; ox < g.ow; ++ox) {
+          const int64_t ix0 = ox * g.sw - g.pw;
+          // A kernel row inside the image without horizontal dilation is kw * C consecutive
+          // floats in NHWC: one copy (a first layer's single channel made per-tap copies slow).
+          const bool row_inside = g.dw == 1 && ix0 >= 0 && ix0 + g.kw <= g.w;
           for (int64_t ky = 0; ky < g.kh; ++ky) {
             const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+            if (row_inside && iy >= 0 && iy < g.h) {
+              copy_floats(image + (iy * g.w + ix0) * g.c, g.kw * g.c, dst);
+              dst += g.kw * g.c;
+              continue;
+            }
             for (int64_t kx = 0; kx < g.kw; ++kx, dst += g.c) {
-              const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
+              const int64_t ix = ix0 + kx * g.dw;
               if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
-                std::memset(dst, 0, c_bytes);
+                std::fill(dst, dst + g.c, 0.0f);
               } else {
-                std::memcpy(dst, image + (iy * g.w + ix) * g.c, c_bytes);
+                copy_floats(image + (iy * g.w + ix) * g.c, g.c, dst);
               }
             }
           }
