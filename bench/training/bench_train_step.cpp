@@ -17,6 +17,7 @@ void BM_TrainStep(benchmark::State& state) {
   const bool binary_kernels = state.range(0) == 2;
   const int64_t batch = state.range(1);
   onebit::nn::set_intra_op_threads(static_cast<int>(state.range(2)));
+  onebit::nn::retain_freed_memory();
   const onebit::nn::TrainingKernelsGuard kernels(
       binary_kernels ? onebit::nn::TrainingKernels::kBinary : onebit::nn::TrainingKernels::kFloat);
   at::manual_seed(0);

@@ -1,0 +1,61 @@
+// The binary training path's convolution gradient: LibTorch's convolution_backward (oneDNN) against
+// onebit's matrix products of NHWC patches (nn::detail::conv2d_backward_gemm), input and kernel
+// gradient of a 3x3 convolution at batch 64, channels-last, on the grid that set the rule "64 or
+// more output channels use the products" (src/nn/training_kernels.cpp). Interleave the two with
+// --benchmark_enable_random_interleaving=true on a noisy machine. Run:
+//   build/bench/bench_training --benchmark_filter=ConvBackward --benchmark_repetitions=5 \
+//     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+
+#include "onebit/nn/training_kernels.h"
+
+namespace {
+
+void BM_ConvBackward(benchmark::State& state) {
+  const int64_t c = state.range(0), o = state.range(1), map = state.range(2);
+  const bool gemm = state.range(3) != 0;
+  onebit::nn::set_intra_op_threads(static_cast<int>(state.range(4)));
+  onebit::nn::retain_freed_memory();
+  at::manual_seed(0);
+  const int64_t n = 64, out = map - 2;  // `map` includes the padding: a valid 3x3 convolution
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = at::randn({n, c, map, map}).sign().contiguous(cl);
+  const at::Tensor w = at::randn({o, c, 3, 3}).sign();
+  const at::Tensor g = at::randn({n, o, out, out}).contiguous(cl);
+  const std::vector<int64_t> one{1, 1}, zero{0, 0};
+  for (auto _ : state) {
+    if (gemm) {
+      auto r = onebit::nn::detail::conv2d_backward_gemm(g, x, w, one, zero, one, true, true);
+      benchmark::DoNotOptimize(r.first.data_ptr());
+    } else {
+      auto r = at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), one, zero, one, false,
+                                        zero, 1, {true, true, false});
+      benchmark::DoNotOptimize(std::get<0>(r).data_ptr());
+    }
+  }
+  // Multiply-adds of both gradients: 2 x (outputs x kernel).
+  const double flops = 2.0 * 2.0 * static_cast<double>(n * out * out * o * c * 9);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.SetLabel(gemm ? "matrix products" : "LibTorch convolution_backward");
+}
+
+void ConvBackwardGrid(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"in", "out", "map", "gemm", "threads"});
+  for (int64_t threads : {1, 2}) {
+    for (int64_t map : {5, 9, 13, 16, 30}) {
+      for (int64_t c : {32, 64, 128}) {
+        for (int64_t o : {32, 64, 128}) {
+          for (int64_t gemm : {0, 1}) b->Args({c, o, map, gemm, threads});
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+BENCHMARK(BM_ConvBackward)->Apply(ConvBackwardGrid)->Unit(benchmark::kMillisecond);
