@@ -32,10 +32,10 @@ thread_local TrainingKernels g_kernels = TrainingKernels::kFloat;
 // patches (conv2d_backward_gemm) rather than LibTorch's convolution_backward (oneDNN). The
 // output channels are the inner dimension of the input-gradient product and the rows of the
 // kernel-gradient product: with 32 the products are too thin. Measured on one Zen 3 core, 3x3
-// kernels, batch 64, 32-128 input channels, 3x3 to 28x28 outputs (`grid` of the README's
-// training section): with 32 outputs oneDNN is up to 1.3x faster; with 64, the products are
-// 0.96-1.43x oneDNN's speed (1.0x or better on maps up to 7x7 and from 28x28); with 128,
-// 1.05-1.63x; with 256-512 channels on 2x2 and 1x1 maps, 3-3.5x (oneDNN: 8-20 GFLOP/s).
+// kernels, batch 64, 32-128 input channels, 3x3 to 28x28 outputs (`bench_training
+// --benchmark_filter=ConvBackward`): from 64 outputs the products run at 0.96-1.60x oneDNN's
+// speed (median 1.11x), with 32 at 0.75-1.17x; with 256-512 channels on 2x2 and 1x1 maps,
+// 3-3.5x (oneDNN: 8-20 GFLOP/s).
 constexpr int64_t kGemmBackwardMinOutputs = 64;
 
 // Custom autograd functions take no undefined tensor (LibTorch 1.13 asks it for its device), so
@@ -238,17 +238,19 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const at::MemoryFormat format = ctx->saved_data["channels_last"].toBool()
                                         ? at::MemoryFormat::ChannelsLast
                                         : at::MemoryFormat::Contiguous;
-    const at::Tensor g = grads[0].contiguous(format);
-    const at::Tensor x = saved[0].contiguous(format);
     const at::Tensor& w = saved[1];
     const bool need_gx = ctx->needs_input_grad(0), need_gw = ctx->needs_input_grad(1);
-    const at::Tensor gb = has_bias && ctx->needs_input_grad(2) ? g.sum({0, 2, 3}) : at::Tensor();
+    const at::Tensor gb =
+        has_bias && ctx->needs_input_grad(2) ? grads[0].sum({0, 2, 3}) : at::Tensor();
     if (groups == 1 && (!need_gx || w.size(0) >= kGemmBackwardMinOutputs)) {
-      auto [gx, gw] =
-          detail::conv2d_backward_gemm(g, x, w, stride, padding, dilation, need_gx, need_gw);
+      // Reads any layout (NHWC internally).
+      auto [gx, gw] = detail::conv2d_backward_gemm(grads[0], saved[0], w, stride, padding, dilation,
+                                                   need_gx, need_gw);
       if (gx.defined()) gx = gx.contiguous(format);
       return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor()};
     }
+    const at::Tensor g = grads[0].contiguous(format);
+    const at::Tensor x = saved[0].contiguous(format);
     const std::array<bool, 3> mask{need_gx, need_gw, false};
     auto [gx, gw, unused] =
         at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride, padding, dilation,
@@ -343,8 +345,8 @@ bool uses_runtime_kernels(const torch::nn::Module& model) {
   return std::any_of(modules.begin(), modules.end(), [&](const auto& m) { return qualifies(*m); });
 }
 
-at::Tensor training_layout(const at::Tensor& batch, const torch::nn::Module& model) {
-  if (batch.dim() != 4 || !uses_runtime_kernels(model)) return batch;
+at::Tensor training_layout(const at::Tensor& batch, bool runtime_layers) {
+  if (batch.dim() != 4 || !runtime_layers) return batch;
   // `contiguous(ChannelsLast)` keeps NCHW strides when C == 1 (both layouts are contiguous):
   // allocate with NHWC strides instead.
   return at::empty(batch.sizes(), batch.options().memory_format(at::MemoryFormat::ChannelsLast))

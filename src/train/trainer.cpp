@@ -167,9 +167,10 @@ EvalResult evaluate(nn::Graph model, const data::Dataset& set, int64_t batch_siz
   double loss_sum = 0;
   int64_t correct = 0;
   const int64_t n = set.size();
+  const bool runtime_layers = nn::uses_runtime_kernels(*model);
   for (int64_t b = 0; b < n; b += batch_size) {
     const int64_t e = std::min(n, b + batch_size);
-    auto logits = model->forward(nn::training_layout(set.images.slice(0, b, e), *model));
+    auto logits = model->forward(nn::training_layout(set.images.slice(0, b, e), runtime_layers));
     auto [loss, c] = loss_and_correct(logits, set.labels.slice(0, b, e));
     loss_sum += loss.item<double>() * static_cast<double>(e - b);
     correct += c;
@@ -441,6 +442,7 @@ void reestimate_batch_norm(nn::Graph model, const at::Tensor& images, const at::
   };
   model->train();
   at::NoGradGuard no_grad;
+  const bool runtime_layers = nn::uses_runtime_kernels(*model);
   try {
     for (auto& l : layers) l.reset_statistics();
     // running = (1 - 1/(k+1)) running + batch/(k+1): after k+1 batches, their exact mean (the
@@ -448,7 +450,8 @@ void reestimate_batch_norm(nn::Graph model, const at::Tensor& images, const at::
     for (int64_t k = 0; k < batches; ++k) {
       for (auto& l : layers) l.set_momentum(1.0 / static_cast<double>(k + 1));
       model->forward(nn::training_layout(
-          images.index_select(0, order.slice(0, k * batch_size, (k + 1) * batch_size)), *model));
+          images.index_select(0, order.slice(0, k * batch_size, (k + 1) * batch_size)),
+          runtime_layers));
     }
   } catch (...) {
     restore();
@@ -513,6 +516,7 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
   nn::set_intra_op_threads(options.threads);
   nn::retain_freed_memory();
   const nn::TrainingKernelsGuard kernels(nn::parse_training_kernels(options.training_kernels));
+  const bool runtime_layers = nn::uses_runtime_kernels(*model);
   // Data parallelism (distributed.h): rank 0 alone writes files and progress.
   DataParallel parallel(options.process_group, model);
   const bool root = parallel.is_root();
@@ -650,7 +654,7 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
           x = random_crop_flip(x, options.crop_padding,
                                batch_generator(options.seed, epoch, s, parallel.rank()));
         }
-        x = nn::training_layout(x, *model);
+        x = nn::training_layout(x, runtime_layers);
         std::vector<at::Tensor> maps, teacher_maps;
         at::Tensor teacher_logits;
         if (teacher) {

@@ -306,18 +306,18 @@ TEST(TrainingKernels, BatchesAreChannelsLastWhenALayerRunsOnTheRuntimeEvenWithOn
     EXPECT_TRUE(uses_runtime_kernels(*dense));
     EXPECT_FALSE(uses_runtime_kernels(*scaled));
     for (const at::Tensor& x : {gray, rgb}) {
-      const at::Tensor y = training_layout(x, *binary);
+      const at::Tensor y = training_layout(x, uses_runtime_kernels(*binary));
       EXPECT_EQ(y.stride(1), 1);  // NHWC strides, which LibTorch's convolutions follow
       EXPECT_EQ(y.stride(3), x.size(1));
       EXPECT_TRUE(at::equal(y, x));
-      EXPECT_TRUE(training_layout(x, *scaled).is_same(x));
+      EXPECT_TRUE(training_layout(x, uses_runtime_kernels(*scaled)).is_same(x));
     }
     const at::Tensor flat = torch::randn({4, 10});
-    EXPECT_TRUE(training_layout(flat, *dense).is_same(flat));
+    EXPECT_TRUE(training_layout(flat, uses_runtime_kernels(*dense)).is_same(flat));
   }
   TrainingKernelsGuard guard(TrainingKernels::kFloat);
   EXPECT_FALSE(uses_runtime_kernels(*binary));
-  EXPECT_TRUE(training_layout(rgb, *binary).is_same(rgb));
+  EXPECT_TRUE(training_layout(rgb, uses_runtime_kernels(*binary)).is_same(rgb));
 }
 
 TEST(TrainingKernels, NamesParseAndBadNamesAreExplained) {

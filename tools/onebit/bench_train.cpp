@@ -44,7 +44,7 @@ StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int t
   auto optimizer = train::make_optimizer(o, model);
   std::vector<int64_t> shape = {a.batch_size};
   shape.insert(shape.end(), z.options.input_shape.begin(), z.options.input_shape.end());
-  const at::Tensor x = nn::training_layout(at::randn(shape), *model);
+  const at::Tensor x = nn::training_layout(at::randn(shape), nn::uses_runtime_kernels(*model));
   const at::Tensor y = at::randint(z.options.num_classes, {a.batch_size}, at::kLong);
   std::vector<double> fwd, bwd, opt, step;
   const auto start = std::chrono::steady_clock::now();

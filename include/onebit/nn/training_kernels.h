@@ -72,12 +72,13 @@ class TrainingKernelsGuard {
 /// magnitude-aware sign, ReActNet-A) have none: they train on the float path either way.
 bool uses_runtime_kernels(const torch::nn::Module& model);
 
-/// A batch of images (N, C, H, W) in the memory layout `model` trains fastest in: a
-/// channels-last copy when `uses_runtime_kernels(model)` (strides of NHWC even for one channel,
+/// A batch of images (N, C, H, W) in the memory layout its model trains fastest in, given
+/// `runtime_layers` = `uses_runtime_kernels(model)` (computed once per model, not per batch: it
+/// walks every module): a channels-last copy when true (strides of NHWC even for one channel,
 /// so that LibTorch's own first convolution also writes channels-last and the whole network
 /// stays in the runtime's layout); otherwise, or for other ranks, `batch` itself (LibTorch's
 /// float convolution gradients are up to 2x slower channels-last on this project's CPUs).
-at::Tensor training_layout(const at::Tensor& batch, const torch::nn::Module& model);
+at::Tensor training_layout(const at::Tensor& batch, bool runtime_layers);
 
 /// Sets LibTorch's intra-op threads and sizes OpenBLAS's own pool to one thread when the process
 /// uses OpenBLAS (LibTorch calls it from its threads; a second pool of idle OpenBLAS threads
