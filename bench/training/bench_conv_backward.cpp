@@ -3,11 +3,13 @@
 // gradient of a 3x3 convolution at batch 64, channels-last, on the grid that set the rule "64 or
 // more output channels use the products" (src/nn/training_kernels.cpp). Interleave the two with
 // --benchmark_enable_random_interleaving=true on a noisy machine. Run:
-//   build/bench/bench_training --benchmark_filter=ConvBackward --benchmark_repetitions=5 \
+//   build/bench/bench_training --benchmark_filter=BM_ConvBackward/ --benchmark_repetitions=5 \
 //     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
+
+#include <array>
 
 #include "onebit/nn/training_kernels.h"
 
@@ -56,6 +58,59 @@ void ConvBackwardGrid(benchmark::internal::Benchmark* b) {
   }
 }
 
+// The same gradients when only `density` percent of the output gradient's entries are nonzero
+// (a max pool's gradient: about 25%), each entry kept with that probability: LibTorch (mode 0),
+// the matrix products on the dense gradient (1) and on the sparse one (2; the runtime's
+// csr_sgemm). Sets kSparseGradientDensity. Run:
+//   build/bench/bench_training --benchmark_filter=ConvBackwardSparse --benchmark_repetitions=5 \
+//     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+void BM_ConvBackwardSparse(benchmark::State& state) {
+  const int64_t c = state.range(0), o = state.range(1), map = state.range(2);
+  const double density = static_cast<double>(state.range(3)) / 100.0;
+  const int64_t mode = state.range(4);
+  onebit::nn::set_intra_op_threads(static_cast<int>(state.range(5)));
+  onebit::nn::retain_freed_memory();
+  at::manual_seed(0);
+  const int64_t n = 64, out = map - 2;
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = at::randn({n, c, map, map}).sign().contiguous(cl);
+  const at::Tensor w = at::randn({o, c, 3, 3}).sign();
+  const at::Tensor keep = at::rand({n, o, out, out}).lt(density).to(at::kFloat);
+  const at::Tensor g = (at::randn({n, o, out, out}) * keep).contiguous(cl);
+  const std::vector<int64_t> one{1, 1}, zero{0, 0};
+  for (auto _ : state) {
+    if (mode == 0) {
+      auto r = at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), one, zero, one, false,
+                                        zero, 1, {true, true, false});
+      benchmark::DoNotOptimize(std::get<0>(r).data_ptr());
+    } else {
+      auto r = onebit::nn::detail::conv2d_backward_gemm(g, x, w, one, zero, one, true, true,
+                                                        int64_t{256} << 10, mode == 2 ? 1.0 : 0.0);
+      benchmark::DoNotOptimize(r.first.data_ptr());
+    }
+  }
+  const double flops = 2.0 * 2.0 * static_cast<double>(n * out * out * o * c * 9);
+  state.counters["dense GFLOP/s"] =
+      benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.SetLabel(mode == 0   ? "LibTorch convolution_backward"
+                 : mode == 1 ? "matrix products, dense gradient"
+                             : "matrix products, sparse gradient");
+}
+
+void ConvBackwardSparseGrid(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"in", "out", "map", "density", "mode", "threads"});
+  for (int64_t threads : {1, 2}) {
+    for (int64_t density : {10, 25, 40, 60}) {
+      for (auto [c, o, map] :
+           {std::array<int64_t, 3>{32, 32, 13}, {32, 64, 13}, {64, 64, 30}, {128, 128, 16}}) {
+        for (int64_t mode : {0, 1, 2}) b->Args({c, o, map, density, mode, threads});
+      }
+    }
+  }
+}
+
 }  // namespace
 
 BENCHMARK(BM_ConvBackward)->Apply(ConvBackwardGrid)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ConvBackwardSparse)->Apply(ConvBackwardSparseGrid)->Unit(benchmark::kMillisecond);

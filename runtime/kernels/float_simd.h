@@ -1,8 +1,8 @@
 #pragma once
-// Internal: the float kernels (GEMM tiles, depthwise conv) written once over a vector type `V`
-// and instantiated by each ISA file with its own `V`, a struct in that file's anonymous
-// namespace: every instantiation then has internal linkage, so no copy compiled with one ISA's
-// flags can be picked by the linker for another (see kernel_decls.h). Include only from
+// Internal: the float kernels (GEMM tiles, depthwise conv, sparse times dense) written once over a
+// vector type `V` and instantiated by each ISA file with its own `V`, a struct in that file's
+// anonymous namespace: every instantiation then has internal linkage, so no copy compiled with one
+// ISA's flags can be picked by the linker for another (see kernel_decls.h). Include only from
 // kernels/<isa>/ files.
 //
 // `V` provides:
@@ -233,6 +233,70 @@ void dwconv(const DwconvArgs& g) {
       dwconv_channels<V, 1, 4>(g, s);
       ++ox;
     }
+  }
+}
+
+/// `Cols` vectors of one output row of the sparse-times-dense product (see CsrSgemmArgs) from
+/// column `col`; with `kPartial` the last vector holds `last` valid lanes (masked). The
+/// accumulators stay in registers over the row's entries.
+template <class V, int Cols, bool kPartial>
+void csr_sgemm_tile(const CsrSgemmArgs& g, std::size_t r, std::size_t col, std::size_t last) {
+  using Reg = typename V::Reg;
+  constexpr int kFull = kPartial ? Cols - 1 : Cols;
+  Reg acc[Cols];
+  float* dst = g.out + r * g.ldo + col;
+#pragma GCC unroll 8
+  for (int j = 0; j < kFull; ++j) acc[j] = g.accumulate ? V::load(dst + j * V::kLanes) : V::zero();
+  if constexpr (kPartial) {
+    acc[kFull] = g.accumulate ? V::load_first(dst + kFull * V::kLanes, last) : V::zero();
+  }
+  const std::size_t end = g.row_begin[r + 1];
+  for (std::size_t e = g.row_begin[r]; e < end; ++e) {
+    const Reg x = V::broadcast(g.value + e);
+    const float* src = g.b + static_cast<std::size_t>(g.index[e]) * g.ldb + col;
+#pragma GCC unroll 8
+    for (int j = 0; j < kFull; ++j) acc[j] = V::fmadd(x, V::load(src + j * V::kLanes), acc[j]);
+    if constexpr (kPartial) {
+      acc[kFull] = V::fmadd(x, V::load_first(src + kFull * V::kLanes, last), acc[kFull]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < kFull; ++j) V::store(dst + j * V::kLanes, acc[j]);
+  if constexpr (kPartial) V::store_first(dst + kFull * V::kLanes, acc[kFull], last);
+}
+
+/// The tile for the remaining `vectors` (1 to Cols) vectors of a row.
+template <class V, int Cols>
+void csr_sgemm_rest(const CsrSgemmArgs& g, std::size_t r, std::size_t col, std::size_t vectors,
+                    std::size_t last) {
+  if constexpr (Cols > 1) {
+    if (vectors < static_cast<std::size_t>(Cols)) {
+      csr_sgemm_rest<V, Cols - 1>(g, r, col, vectors, last);
+      return;
+    }
+  }
+  if (last == V::kLanes) {
+    csr_sgemm_tile<V, Cols, false>(g, r, col, last);
+  } else {
+    csr_sgemm_tile<V, Cols, true>(g, r, col, last);
+  }
+}
+
+/// Sparse-times-dense float product (see CsrSgemmArgs) in column tiles of 8 vectors, the last
+/// tile narrower and its last vector masked. Tiles outside, rows inside: the rows of `b` that
+/// one tile reads (a conv kernel's 64 rows: 16 KiB at 8 x 8 floats) stay in L1 over all rows.
+template <class V>
+void csr_sgemm(const CsrSgemmArgs& g) {
+  constexpr std::size_t kTile = 8 * V::kLanes;
+  std::size_t col = 0;
+  for (; col + kTile <= g.n; col += kTile) {
+    for (std::size_t r = 0; r < g.m; ++r) csr_sgemm_tile<V, 8, false>(g, r, col, V::kLanes);
+  }
+  if (col < g.n) {
+    const std::size_t rest = g.n - col;
+    const std::size_t vectors = (rest + V::kLanes - 1) / V::kLanes;
+    const std::size_t last = rest - (vectors - 1) * V::kLanes;
+    for (std::size_t r = 0; r < g.m; ++r) csr_sgemm_rest<V, 8>(g, r, col, vectors, last);
   }
 }
 

@@ -16,6 +16,7 @@ void pack_sign_rows_reference(const float* x, std::size_t rows, std::size_t n, s
 
 void sgemm_f32_reference(const SgemmArgs& args);
 void dwconv_f32_reference(const DwconvArgs& args);
+void csr_sgemm_f32_reference(const CsrSgemmArgs& args);
 
 PeakLoopResult binary_peak_loop_reference(std::uint64_t blocks, BitWord seed);
 PeakLoopResult binary_peak_loop_avx2(std::uint64_t blocks, BitWord seed);
@@ -27,16 +28,19 @@ void pack_sign_rows_avx2(const float* x, std::size_t rows, std::size_t n, std::s
 
 void sgemm_f32_6x16_avx2(const SgemmArgs& args);
 void dwconv_f32_avx2(const DwconvArgs& args);
+void csr_sgemm_f32_avx2(const CsrSgemmArgs& args);
 // Tests only: the AVX-512 float kernels' tiling (16 lanes) on pairs of AVX2 vectors, for
 // machines without AVX-512 (in no kernel table).
 void sgemm_f32_8x32_avx2pair(const SgemmArgs& args);
 void dwconv_f32_avx2pair(const DwconvArgs& args);
+void csr_sgemm_f32_avx2pair(const CsrSgemmArgs& args);
 
 void bgemm_b1_32x4_avx512(const BgemmArgs& args);
 void pack_sign_rows_avx512(const float* x, std::size_t rows, std::size_t n, std::size_t ld_in,
                            BitWord* out, std::size_t ld_out);
 void sgemm_f32_8x32_avx512(const SgemmArgs& args);
 void dwconv_f32_avx512(const DwconvArgs& args);
+void csr_sgemm_f32_avx512(const CsrSgemmArgs& args);
 
 // Scalar output transform shared by every ISA for one accumulator (internal linkage, so each ISA
 // file keeps its own copy).

@@ -15,18 +15,21 @@ constexpr KernelTable kReferenceTable{Isa::kReference,
                                       &kernels::pack_sign_rows_reference,
                                       &kernels::sgemm_f32_reference,
                                       &kernels::dwconv_f32_reference,
+                                      &kernels::csr_sgemm_f32_reference,
                                       &kernels::binary_peak_loop_reference};
 constexpr KernelTable kAvx2Table{Isa::kAvx2,
                                  &kernels::bgemm_b1_8x4_avx2,
                                  &kernels::pack_sign_rows_avx2,
                                  &kernels::sgemm_f32_6x16_avx2,
                                  &kernels::dwconv_f32_avx2,
+                                 &kernels::csr_sgemm_f32_avx2,
                                  &kernels::binary_peak_loop_avx2};
 constexpr KernelTable kAvx512Table{Isa::kAvx512,
                                    &kernels::bgemm_b1_32x4_avx512,
                                    &kernels::pack_sign_rows_avx512,
                                    &kernels::sgemm_f32_8x32_avx512,
                                    &kernels::dwconv_f32_avx512,
+                                   &kernels::csr_sgemm_f32_avx512,
                                    &kernels::binary_peak_loop_avx512};
 
 const KernelTable& choose_active() {

@@ -16,6 +16,7 @@
 #include "onebit/nn/dense.h"
 #include "onebit/runtime/builder.h"
 #include "onebit/runtime/interpreter.h"
+#include "onebit/runtime/kernels.h"
 
 namespace onebit::nn {
 namespace {
@@ -201,6 +202,84 @@ void col2im_nhwc(const float* cols, const PatchGeometry& g, int64_t n0, int64_t 
   });
 }
 
+// The nonzero entries of an m x o row-major matrix twice in compressed form: by rows (for the
+// patch gradient, gradient rows times the kernel) and by columns (for the kernel gradient,
+// gradient columns times the patches), each in ascending order of the other index.
+struct SparseGradient {
+  std::vector<std::size_t> row_begin, col_begin;
+  std::vector<std::int32_t> row_index, col_index;
+  std::vector<float> row_value, col_value;
+
+  // Fills both forms from `g` when it has at most `max_nonzeros` nonzero entries; returns
+  // false (leaving the forms unspecified) otherwise, after one pass at most.
+  bool assign(const float* g, int64_t m, int64_t o, int64_t max_nonzeros, bool rows, bool cols) {
+    const auto um = static_cast<std::size_t>(m), uo = static_cast<std::size_t>(o);
+    col_begin.assign(uo + 1, 0);
+    row_begin.assign(um + 1, 0);
+    int64_t nonzeros = 0;
+    for (std::size_t r = 0; r < um; ++r) {
+      const float* row = g + r * uo;
+      std::size_t in_row = 0;
+      for (std::size_t c = 0; c < uo; ++c) {
+        const bool set = row[c] != 0.0f;
+        in_row += set;
+        col_begin[c + 1] += set;
+      }
+      nonzeros += static_cast<int64_t>(in_row);
+      if (nonzeros > max_nonzeros) return false;
+      row_begin[r + 1] = row_begin[r] + in_row;
+    }
+    const auto total = static_cast<std::size_t>(nonzeros);
+    if (rows) {
+      row_index.resize(total), row_value.resize(total);
+      std::size_t e = 0;
+      for (std::size_t r = 0; r < um; ++r) {
+        const float* row = g + r * uo;
+        for (std::size_t c = 0; c < uo; ++c) {
+          if (row[c] == 0.0f) continue;
+          row_index[e] = static_cast<std::int32_t>(c), row_value[e] = row[c], ++e;
+        }
+      }
+    }
+    if (cols) {
+      for (std::size_t c = 0; c < uo; ++c) col_begin[c + 1] += col_begin[c];
+      col_index.resize(total), col_value.resize(total);
+      std::vector<std::size_t> next(col_begin.begin(), col_begin.end() - 1);
+      for (std::size_t r = 0; r < um; ++r) {
+        const float* row = g + r * uo;
+        for (std::size_t c = 0; c < uo; ++c) {
+          if (row[c] == 0.0f) continue;
+          const std::size_t e = next[c]++;
+          col_index[e] = static_cast<std::int32_t>(r), col_value[e] = row[c];
+        }
+      }
+    }
+    return true;
+  }
+};
+
+// out rows [r0, r1) (n floats each, rows n apart) = (or +=) compressed rows [r0, r1) times `b`
+// (rows of n floats).
+void sparse_times_dense(const std::vector<std::size_t>& begin,
+                        const std::vector<std::int32_t>& index, const std::vector<float>& value,
+                        const float* b, int64_t n, float* out, int64_t r0, int64_t r1,
+                        bool accumulate) {
+  rt::CsrSgemmArgs a;
+  a.row_begin = begin.data() + r0;
+  a.index = index.data(), a.value = value.data();
+  a.b = b, a.ldb = static_cast<std::size_t>(n);
+  a.out = out + r0 * n, a.ldo = static_cast<std::size_t>(n);
+  a.m = static_cast<std::size_t>(r1 - r0), a.n = static_cast<std::size_t>(n);
+  a.accumulate = accumulate;
+  rt::active_kernels().csr_sgemm(a);
+}
+
+// Fraction of nonzero entries of `t`.
+double nonzero_fraction(const at::Tensor& t) {
+  if (t.numel() == 0) return 0.0;
+  return static_cast<double>(at::count_nonzero(t).item<int64_t>()) / static_cast<double>(t.numel());
+}
+
 class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunction> {
  public:
   // `geometry` travels as a pointer: the caller's object outlives the forward call, and the
@@ -242,7 +321,10 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const bool need_gx = ctx->needs_input_grad(0), need_gw = ctx->needs_input_grad(1);
     const at::Tensor gb =
         has_bias && ctx->needs_input_grad(2) ? grads[0].sum({0, 2, 3}) : at::Tensor();
-    if (groups == 1 && (!need_gx || w.size(0) >= kGemmBackwardMinOutputs)) {
+    // Thin products pay off when they skip most of the work: an output gradient that is mostly
+    // zero (behind a max pool: one position in four or fewer) runs as a sparse product.
+    if (groups == 1 && (!need_gx || w.size(0) >= kGemmBackwardMinOutputs ||
+                        nonzero_fraction(grads[0]) <= detail::kSparseGradientDensity)) {
       // Reads any layout (NHWC internally).
       auto [gx, gw] = detail::conv2d_backward_gemm(grads[0], saved[0], w, stride, padding, dilation,
                                                    need_gx, need_gw);
@@ -384,7 +466,7 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
     const std::vector<int64_t>& dilation, bool input_grad, bool weight_grad,
-    int64_t max_patch_floats) {
+    int64_t max_patch_floats, double max_sparse_density) {
   TORCH_CHECK(input.dim() == 4 && weight.dim() == 4 && grad_output.dim() == 4 &&
                   weight.size(1) == input.size(1),
               "conv2d_backward_gemm: needs a one-group 2-D convolution, got input ", input.sizes(),
@@ -404,7 +486,7 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
   if (input_grad) {
     gx = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::ChannelsLast))
              .zero_();
-    w = weight.permute({0, 2, 3, 1}).reshape({o, k});  // O x (kh, kw, C), as the patches
+    w = weight.permute({0, 2, 3, 1}).reshape({o, k}).contiguous();  // O x (kh, kw, C)
   }
   // Images in chunks whose patches fit in max_patch_floats, so that the patches stay in cache
   // between the copy and the products (1 MiB chunks were 1.1-1.8x faster than 32 MiB ones; a
@@ -412,10 +494,32 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
   const int64_t chunk = std::clamp<int64_t>(max_patch_floats / std::max<int64_t>(1, pixels * k), 1,
                                             std::max<int64_t>(n, 1));
   at::Tensor cols = at::empty({chunk * pixels, k}, input.options());
+  SparseGradient sparse;
   for (int64_t n0 = 0; n0 < n; n0 += chunk) {
     const int64_t n1 = std::min(n, n0 + chunk);
     const at::Tensor rows = g.slice(0, n0 * pixels, n1 * pixels);
     at::Tensor c = cols.slice(0, 0, (n1 - n0) * pixels);
+    const int64_t m = c.size(0);
+    // A mostly zero gradient (behind a max pool) as a sparse matrix: each product then costs
+    // its nonzero entries times k multiply-adds, in the same fixed blocks as below.
+    const auto max_nonzeros = static_cast<int64_t>(max_sparse_density * static_cast<double>(m * o));
+    if (sparse.assign(rows.data_ptr<float>(), m, o, max_nonzeros, input_grad, weight_grad)) {
+      if (weight_grad) {
+        im2col_nhwc(x.data_ptr<float>(), geo, n0, n1, c.data_ptr<float>());
+        for_blocks(o, kKernelGradientBlock, [&](int64_t o0, int64_t o1) {
+          sparse_times_dense(sparse.col_begin, sparse.col_index, sparse.col_value,
+                             c.data_ptr<float>(), k, gw.data_ptr<float>(), o0, o1, true);
+        });
+      }
+      if (input_grad) {
+        for_blocks(m, std::max<int64_t>(64, (m + 7) / 8), [&](int64_t r0, int64_t r1) {
+          sparse_times_dense(sparse.row_begin, sparse.row_index, sparse.row_value,
+                             w.data_ptr<float>(), k, c.data_ptr<float>(), r0, r1, false);
+        });
+        col2im_nhwc(c.data_ptr<float>(), geo, n0, n1, gx.data_ptr<float>());
+      }
+      continue;
+    }
     // Each product runs as blocks of rows, one OpenBLAS call per block (OpenBLAS itself runs
     // single-threaded here, see set_intra_op_threads), spread over LibTorch's threads: the
     // kernel gradient by 32 output channels, the patch gradient in 8 blocks of patches. The
@@ -428,7 +532,6 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
       });
     }
     if (input_grad) {
-      const int64_t m = c.size(0);
       for_blocks(m, std::max<int64_t>(64, (m + 7) / 8), [&](int64_t r0, int64_t r1) {
         at::Tensor block = c.slice(0, r0, r1);
         at::mm_out(block, rows.slice(0, r0, r1), w);

@@ -155,32 +155,74 @@ TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
     const at::Tensor w = torch::randn({c.o, c.c, c.kh, c.kw});
     const std::vector<int64_t> stride{c.sh, c.sw}, padding{c.ph, c.pw}, dilation{c.dh, c.dw};
     const at::Tensor y = at::convolution(x, w, {}, stride, padding, dilation, false, {0, 0}, 1);
-    const at::Tensor g = torch::randn_like(y);
-    const auto [ref_gx, ref_gw, unused] =
-        at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride, padding, dilation,
-                                 false, {0, 0}, 1, {true, true, false});
-    const int64_t patch = c.kh * c.kw * c.c * y.size(2) * y.size(3);
-    for (const int64_t budget : {patch, 2 * patch + 1, c.n * patch}) {
-      for (const bool cl : {false, true}) {
-        SCOPED_TRACE("case n " + std::to_string(c.n) + " c " + std::to_string(c.c) + " k " +
-                     std::to_string(c.kh) + "x" + std::to_string(c.kw) + ", budget " +
-                     std::to_string(budget) + (cl ? ", channels-last" : ", NCHW"));
-        const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-        const auto [gx, gw] =
-            nn::detail::conv2d_backward_gemm(g.contiguous(format), x.contiguous(format), w, stride,
-                                             padding, dilation, true, true, budget);
-        EXPECT_TRUE(gx.is_contiguous(at::MemoryFormat::ChannelsLast));
-        expect_close(gx, ref_gx, "input gradient");
-        expect_close(gw, ref_gw, "kernel gradient");
-        const auto [no_gx, only_gw] = nn::detail::conv2d_backward_gemm(
-            g, x, w, stride, padding, dilation, false, true, budget);
-        EXPECT_FALSE(no_gx.defined());
-        expect_close(only_gw, ref_gw, "kernel gradient alone");
-        const auto [only_gx, no_gw] = nn::detail::conv2d_backward_gemm(
-            g, x, w, stride, padding, dilation, true, false, budget);
-        EXPECT_FALSE(no_gw.defined());
-        expect_close(only_gx, ref_gx, "input gradient alone");
+    // A dense gradient, and one with about a quarter of its entries set (as behind a max pool;
+    // some images' gradients all zero) on the dense and on the sparse products.
+    for (const bool sparse_gradient : {false, true}) {
+      at::Tensor g = torch::randn_like(y);
+      if (sparse_gradient)
+        g = g * torch::rand_like(g).lt(0.25) * torch::rand({c.n, 1, 1, 1}).lt(0.8);
+      const auto [ref_gx, ref_gw, unused] =
+          at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride, padding, dilation,
+                                   false, {0, 0}, 1, {true, true, false});
+      const int64_t patch = c.kh * c.kw * c.c * y.size(2) * y.size(3);
+      for (const int64_t budget : {patch, 2 * patch + 1, c.n * patch}) {
+        for (const double density : {0.0, 1.0}) {
+          for (const bool cl : {false, true}) {
+            SCOPED_TRACE("case n " + std::to_string(c.n) + " c " + std::to_string(c.c) + " k " +
+                         std::to_string(c.kh) + "x" + std::to_string(c.kw) + ", budget " +
+                         std::to_string(budget) + (cl ? ", channels-last" : ", NCHW") +
+                         (sparse_gradient ? ", sparse gradient" : ", dense gradient") +
+                         (density > 0 ? " as a sparse matrix" : " as a dense matrix"));
+            const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+            const auto [gx, gw] = nn::detail::conv2d_backward_gemm(
+                g.contiguous(format), x.contiguous(format), w, stride, padding, dilation, true,
+                true, budget, density);
+            EXPECT_TRUE(gx.is_contiguous(at::MemoryFormat::ChannelsLast));
+            expect_close(gx, ref_gx, "input gradient");
+            expect_close(gw, ref_gw, "kernel gradient");
+            const auto [no_gx, only_gw] = nn::detail::conv2d_backward_gemm(
+                g, x, w, stride, padding, dilation, false, true, budget, density);
+            EXPECT_FALSE(no_gx.defined());
+            expect_close(only_gw, ref_gw, "kernel gradient alone");
+            const auto [only_gx, no_gw] = nn::detail::conv2d_backward_gemm(
+                g, x, w, stride, padding, dilation, true, false, budget, density);
+            EXPECT_FALSE(no_gw.defined());
+            expect_close(only_gx, ref_gx, "input gradient alone");
+          }
+        }
       }
+    }
+  }
+}
+
+TEST(TrainingKernels, SparseGradientsBehindAMaxPoolMatchTheFloatPath) {
+  // A binary conv followed by a 2x2 max pool: a quarter of the output gradient is nonzero, so
+  // the binary path multiplies with it as a sparse matrix, also with 32 outputs (else LibTorch's
+  // convolution gradient); and a first layer (float input, no input gradient).
+  for (const ConvCase& c : {ConvCase{32, 32, 3, 1, 1, 1, 13, false, false, false, true},
+                            ConvCase{48, 64, 3, 1, 1, 1, 10, true, true, true, true},
+                            ConvCase{1, 32, 3, 1, 1, 1, 28, false, false, false, false}}) {
+    SCOPED_TRACE(describe(c));
+    torch::manual_seed(3);
+    auto conv = make_conv(c);
+    const at::Tensor x = torch::randn({8, c.in, c.size, c.size});
+    auto pass = [&](TrainingKernels kernels, bool input_grad) {
+      TrainingKernelsGuard guard(kernels);
+      for (auto& p : conv->parameters()) p.mutable_grad() = at::Tensor();
+      const at::Tensor input = x.detach().clone().requires_grad_(input_grad);
+      // Binary sums tie often, and LibTorch's channels-last and NCHW pools may pick different
+      // maxima among ties: a fixed offset below the sums' spacing of 2 makes every maximum unique.
+      const at::Tensor z = conv->forward(input);
+      const at::Tensor y =
+          at::max_pool2d(z + at::arange(z[0].numel()).view_as(z[0]).to(at::kFloat) * 1e-4f, {2, 2});
+      y.pow(2).sum().backward();
+      return std::make_pair(input.grad(), conv->weight.grad().clone());
+    };
+    for (const bool input_grad : {true, false}) {
+      const auto [fx, fw] = pass(TrainingKernels::kFloat, input_grad);
+      const auto [bx, bw] = pass(TrainingKernels::kBinary, input_grad);
+      expect_close(bx, fx, "input gradient");
+      expect_close(bw, fw, "kernel gradient");
     }
   }
 }
@@ -214,10 +256,13 @@ TEST(TrainingKernels, BinaryDenseEqualsTheFloatPathForwardAndBackward) {
 }
 
 TEST(TrainingKernels, ResultsDoNotDependOnTheThreadCount) {
-  // Outputs and gradients, on both backward implementations (32 outputs: LibTorch's
-  // convolution gradient; 64: conv2d_backward_gemm, whose products split over the threads).
-  for (const int64_t outputs : {32, 64}) {
-    SCOPED_TRACE(std::to_string(outputs) + " output channels");
+  // Outputs and gradients, on every backward implementation (32 outputs: LibTorch's
+  // convolution gradient; 64: conv2d_backward_gemm, whose products split over the threads; a
+  // sparse upstream gradient: its sparse products, also with 32 outputs).
+  for (const auto [outputs, sparse] :
+       {std::pair{32, false}, std::pair{64, false}, std::pair{32, true}, std::pair{64, true}}) {
+    SCOPED_TRACE(std::to_string(outputs) + " output channels" +
+                 (sparse ? ", sparse gradient" : ""));
     torch::manual_seed(2);
     auto conv = make_conv({64, outputs, 3, 1, 1, 1, 14, true, true, false, true});
     const at::Tensor x = torch::randn({4, 64, 14, 14});
@@ -225,6 +270,7 @@ TEST(TrainingKernels, ResultsDoNotDependOnTheThreadCount) {
     {
       at::NoGradGuard no_grad;
       upstream = torch::randn_like(conv->forward(x));
+      if (sparse) upstream = upstream * torch::rand_like(upstream).lt(0.2);
     }
     const int before = at::get_num_threads();
     at::set_num_threads(1);

@@ -130,6 +130,14 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const a
                           const at::Tensor& bias, const Conv2dGeometry& geometry,
                           bool binary_input);
 
+/// Fraction of nonzero output-gradient entries up to which `conv2d_backward_gemm` multiplies
+/// with the gradient as a sparse matrix: a 2x2 max pool's gradient (a quarter or less). From
+/// `bench_training --benchmark_filter=ConvBackwardSparse` on a Zen 3 core (batch 64, 3x3): at
+/// 10% the sparse products took 5.1 ms against 9.2 (oneDNN) and 12.2 (dense products) for
+/// 32 -> 64 channels on 11x11, at 25% 0.9-1.0x the dense products there and 0.7x on 64 -> 64
+/// channels at 28x28, at 40% they lose.
+inline constexpr double kSparseGradientDensity = 0.25;
+
 /// Gradients of a one-group 2-D convolution `y = conv2d(input, weight)` (zero `padding`, any
 /// stride and dilation) with respect to `input` and `weight` (each only when asked; the other is
 /// undefined): input patches copied to an NHWC matrix (im2col) and multiplied with the output
@@ -141,12 +149,17 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const a
 /// patch gradient by patches); the results do not depend on the thread count. Faster than
 /// oneDNN's gradient from 64 output channels on (3x on the small feature maps of deep layers,
 /// where oneDNN is slow): the binary path's backward for such convolutions and for first
-/// layers (whose input needs no gradient).
+/// layers (whose input needs no gradient). A chunk whose output gradient has at most
+/// `max_sparse_density` of its entries nonzero (behind a 2x2 max pool: a quarter or less) is
+/// multiplied as a sparse matrix (the runtime's `csr_sgemm` kernel), so that both gradients cost
+/// its nonzero entries times the patch size; the result is the same within float rounding and
+/// again independent of the thread count.
 std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
     const std::vector<int64_t>& dilation, bool input_grad, bool weight_grad,
-    int64_t max_patch_floats = int64_t{256} << 10);
+    int64_t max_patch_floats = int64_t{256} << 10,
+    double max_sparse_density = kSparseGradientDensity);
 
 /// linear(x, w, bias) of quantized `x` (N, F) and +-1 `w` (O, F) on the runtime's kernels, as
 /// `runtime_conv2d`.

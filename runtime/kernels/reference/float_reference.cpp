@@ -59,4 +59,17 @@ void dwconv_f32_reference(const DwconvArgs& g) {
   }
 }
 
+void csr_sgemm_f32_reference(const CsrSgemmArgs& g) {
+  for (std::size_t r = 0; r < g.m; ++r) {
+    float* dst = g.out + r * g.ldo;
+    for (std::size_t o = 0; o < g.n; ++o) {
+      float acc = g.accumulate ? dst[o] : 0.0f;
+      for (std::size_t e = g.row_begin[r]; e < g.row_begin[r + 1]; ++e) {
+        acc = std::fma(g.value[e], g.b[static_cast<std::size_t>(g.index[e]) * g.ldb + o], acc);
+      }
+      dst[o] = acc;
+    }
+  }
+}
+
 }  // namespace onebit::runtime::kernels

@@ -1,6 +1,6 @@
 // AVX2 + FMA float kernels: the float GEMM in register tiles of 6 rows x 16 columns (12 ymm
-// accumulators, two weight vectors, one broadcast activation) and the depthwise conv, both from
-// the templates of float_simd.h over 8-float vectors.
+// accumulators, two weight vectors, one broadcast activation), the depthwise conv and the
+// sparse-times-dense product, all from the templates of float_simd.h over 8-float vectors.
 
 #include <immintrin.h>
 
@@ -62,8 +62,12 @@ void sgemm_f32_8x32_avx2pair(const SgemmArgs& args) { simd::sgemm<Avx2PairFloats
 
 void dwconv_f32_avx2pair(const DwconvArgs& args) { simd::dwconv<Avx2PairFloats>(args); }
 
+void csr_sgemm_f32_avx2pair(const CsrSgemmArgs& args) { simd::csr_sgemm<Avx2PairFloats>(args); }
+
 void sgemm_f32_6x16_avx2(const SgemmArgs& args) { simd::sgemm<Avx2Floats, 6>(args); }
 
 void dwconv_f32_avx2(const DwconvArgs& args) { simd::dwconv<Avx2Floats>(args); }
+
+void csr_sgemm_f32_avx2(const CsrSgemmArgs& args) { simd::csr_sgemm<Avx2Floats>(args); }
 
 }  // namespace onebit::runtime::kernels

@@ -1,6 +1,7 @@
 // AVX-512F float kernels: the float GEMM in register tiles of 8 rows x 32 columns (16 zmm
-// accumulators, two weight vectors, one broadcast activation) and the depthwise conv, both from
-// the templates of float_simd.h over 16-float vectors; partial vectors use k-masks.
+// accumulators, two weight vectors, one broadcast activation), the depthwise conv and the
+// sparse-times-dense product, all from the templates of float_simd.h over 16-float vectors;
+// partial vectors use k-masks.
 
 #include <immintrin.h>
 
@@ -32,5 +33,7 @@ struct Avx512Floats {
 void sgemm_f32_8x32_avx512(const SgemmArgs& args) { simd::sgemm<Avx512Floats, 8>(args); }
 
 void dwconv_f32_avx512(const DwconvArgs& args) { simd::dwconv<Avx512Floats>(args); }
+
+void csr_sgemm_f32_avx512(const CsrSgemmArgs& args) { simd::csr_sgemm<Avx512Floats>(args); }
 
 }  // namespace onebit::runtime::kernels

@@ -135,6 +135,28 @@ struct DwconvArgs {
   std::int64_t row_begin = 0, row_end = 0;  ///< Output rows computed.
 };
 
+/// A sparse-times-dense float product (the training library's gradients of convolutions whose
+/// output gradient is mostly zero, e.g. behind a max pool): `m` rows of a sparse matrix in
+/// compressed rows, row r holding `value[e]` in column `index[e]` for e in
+/// [`row_begin[r]`, `row_begin[r + 1]`), times a dense row-major matrix `b` (row i at
+/// `b + i * ldb`, `n` floats):
+/// `out[r][o] = (accumulate ? out[r][o] : 0) + sum over e of value[e] * b[index[e]][o]`, one float
+/// accumulator per output, summed in e order with fused multiply-adds in every kernel (the
+/// reference with `std::fma`), so every ISA gives the same bits, and so does any split of the
+/// rows over threads (`row_begin` holds absolute positions: a block of rows passes
+/// `row_begin + r0` and `out + r0 * ldo`).
+struct CsrSgemmArgs {
+  const std::size_t* row_begin = nullptr;  ///< m + 1 entries, non-decreasing.
+  const std::int32_t* index = nullptr;     ///< Column of each entry: a row of `b`.
+  const float* value = nullptr;            ///< Value of each entry.
+  const float* b = nullptr;
+  std::size_t ldb = 0;
+  float* out = nullptr;  ///< Row r at `out + r * ldo`; `n` values written per row.
+  std::size_t ldo = 0;
+  std::size_t m = 0, n = 0;
+  bool accumulate = false;  ///< Add to `out` instead of overwriting it.
+};
+
 /// What one call of a peak loop did (`KernelTable::binary_peak_loop`).
 struct PeakLoopResult {
   std::uint64_t binary_macs = 0;  ///< Binary MACs done: bits XORed, counted and added.
@@ -154,6 +176,8 @@ struct KernelTable {
   void (*sgemm)(const SgemmArgs& args);
   /// Depthwise float conv2d.
   void (*dwconv)(const DwconvArgs& args);
+  /// Sparse (compressed rows) times dense float product.
+  void (*csr_sgemm)(const CsrSgemmArgs& args);
   /// The peak loop: `blocks` blocks of XOR + popcount + add on many independent registers of
   /// this ISA, no memory access, the data derived from `seed`. Each ISA does a fixed amount of
   /// work per block, so the result is `blocks` times that of one block.
