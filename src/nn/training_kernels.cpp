@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -204,58 +205,103 @@ void col2im_nhwc(const float* cols, const PatchGeometry& g, int64_t n0, int64_t 
 
 // The nonzero entries of an m x o row-major matrix twice in compressed form: by rows (for the
 // patch gradient, gradient rows times the kernel) and by columns (for the kernel gradient,
-// gradient columns times the patches), each in ascending order of the other index.
+// gradient columns times the patches), each in ascending order of the other index. Built in
+// two passes over fixed blocks of rows, spread over LibTorch's threads: the first marks each
+// row's nonzero entries in a bit mask and counts them per row and per column of the block, the
+// second writes the entries of the set bits to the offsets the counts give. No branch depends
+// on a value (a max pool's gradient is a quarter nonzero at random places: a branch per entry
+// mispredicted a quarter of the time and took 15% of a larq-mnist training step, on one thread).
+// The result does not depend on the blocks or the thread count.
 struct SparseGradient {
   std::vector<std::size_t> row_begin, col_begin;
   std::vector<std::int32_t> row_index, col_index;
   std::vector<float> row_value, col_value;
 
-  // Fills both forms from `g` when it has at most `max_nonzeros` nonzero entries; returns
-  // false (leaving the forms unspecified) otherwise, after one pass at most.
+  // Fills both forms (those asked for) from `g` when it has at most `max_nonzeros` nonzero
+  // entries; returns false (leaving the forms unspecified) otherwise, after one pass at most.
   bool assign(const float* g, int64_t m, int64_t o, int64_t max_nonzeros, bool rows, bool cols) {
     const auto um = static_cast<std::size_t>(m), uo = static_cast<std::size_t>(o);
-    col_begin.assign(uo + 1, 0);
+    const std::size_t words = (uo + 63) / 64;
+    const std::size_t block = std::max<std::size_t>(256, (um + kMaxBlocks - 1) / kMaxBlocks);
+    const std::size_t blocks = (um + block - 1) / block;
+    masks_.resize(um * words);
     row_begin.assign(um + 1, 0);
-    int64_t nonzeros = 0;
-    for (std::size_t r = 0; r < um; ++r) {
-      const float* row = g + r * uo;
-      std::size_t in_row = 0;
-      for (std::size_t c = 0; c < uo; ++c) {
-        const bool set = row[c] != 0.0f;
-        in_row += set;
-        col_begin[c + 1] += set;
+    block_cols_.assign(blocks * uo, 0);
+    std::atomic<int64_t> total{0};
+    // Pass 1: masks and counts. Once the running total is past the limit, blocks not yet begun
+    // are skipped: the answer (false) is then already certain.
+    at::parallel_for(0, static_cast<int64_t>(blocks), 1, [&](int64_t b0, int64_t b1) {
+      for (auto b = static_cast<std::size_t>(b0); b < static_cast<std::size_t>(b1); ++b) {
+        if (total.load(std::memory_order_relaxed) > max_nonzeros) return;
+        std::size_t* col_count = block_cols_.data() + b * uo;
+        std::size_t in_block = 0;
+        for (std::size_t r = b * block; r < std::min(um, (b + 1) * block); ++r) {
+          const float* row = g + r * uo;
+          std::size_t in_row = 0;
+          for (std::size_t w = 0; w < words; ++w) {
+            std::uint64_t mask = 0;
+            for (std::size_t c = w * 64; c < std::min(uo, w * 64 + 64); ++c) {
+              const bool set = row[c] != 0.0f;
+              mask |= std::uint64_t{set} << (c - w * 64);
+              col_count[c] += set;
+            }
+            masks_[r * words + w] = mask;
+            in_row += static_cast<std::size_t>(__builtin_popcountll(mask));
+          }
+          row_begin[r + 1] = in_row;
+          in_block += in_row;
+        }
+        total.fetch_add(static_cast<int64_t>(in_block), std::memory_order_relaxed);
       }
-      nonzeros += static_cast<int64_t>(in_row);
-      if (nonzeros > max_nonzeros) return false;
-      row_begin[r + 1] = row_begin[r] + in_row;
+    });
+    if (total.load() > max_nonzeros) return false;
+    for (std::size_t r = 0; r < um; ++r) row_begin[r + 1] += row_begin[r];
+    // Column c's entries of block b start after those of every earlier column and of column c
+    // in earlier blocks: block_cols_ becomes the blocks' write positions.
+    col_begin.assign(uo + 1, 0);
+    std::size_t offset = 0;
+    for (std::size_t c = 0; c < uo; ++c) {
+      col_begin[c] = offset;
+      for (std::size_t b = 0; b < blocks; ++b) {
+        const std::size_t count = block_cols_[b * uo + c];
+        block_cols_[b * uo + c] = offset;
+        offset += count;
+      }
     }
-    const auto total = static_cast<std::size_t>(nonzeros);
-    if (rows) {
-      row_index.resize(total), row_value.resize(total);
-      std::size_t e = 0;
-      for (std::size_t r = 0; r < um; ++r) {
-        const float* row = g + r * uo;
-        for (std::size_t c = 0; c < uo; ++c) {
-          if (row[c] == 0.0f) continue;
-          row_index[e] = static_cast<std::int32_t>(c), row_value[e] = row[c], ++e;
+    col_begin[uo] = offset;
+    const std::size_t nonzeros = row_begin[um];
+    if (rows) row_index.resize(nonzeros), row_value.resize(nonzeros);
+    if (cols) col_index.resize(nonzeros), col_value.resize(nonzeros);
+    // Pass 2: the entries, read off the set bits.
+    at::parallel_for(0, static_cast<int64_t>(blocks), 1, [&](int64_t b0, int64_t b1) {
+      for (auto b = static_cast<std::size_t>(b0); b < static_cast<std::size_t>(b1); ++b) {
+        std::size_t* next_in_col = block_cols_.data() + b * uo;
+        for (std::size_t r = b * block; r < std::min(um, (b + 1) * block); ++r) {
+          const float* row = g + r * uo;
+          std::size_t e = row_begin[r];
+          for (std::size_t w = 0; w < words; ++w) {
+            for (std::uint64_t mask = masks_[r * words + w]; mask != 0; mask &= mask - 1) {
+              const std::size_t c = w * 64 + static_cast<std::size_t>(__builtin_ctzll(mask));
+              if (rows) {
+                row_index[e] = static_cast<std::int32_t>(c), row_value[e] = row[c];
+                ++e;
+              }
+              if (cols) {
+                const std::size_t q = next_in_col[c]++;
+                col_index[q] = static_cast<std::int32_t>(r), col_value[q] = row[c];
+              }
+            }
+          }
         }
       }
-    }
-    if (cols) {
-      for (std::size_t c = 0; c < uo; ++c) col_begin[c + 1] += col_begin[c];
-      col_index.resize(total), col_value.resize(total);
-      std::vector<std::size_t> next(col_begin.begin(), col_begin.end() - 1);
-      for (std::size_t r = 0; r < um; ++r) {
-        const float* row = g + r * uo;
-        for (std::size_t c = 0; c < uo; ++c) {
-          if (row[c] == 0.0f) continue;
-          const std::size_t e = next[c]++;
-          col_index[e] = static_cast<std::int32_t>(r), col_value[e] = row[c];
-        }
-      }
-    }
+    });
     return true;
   }
+
+ private:
+  static constexpr std::size_t kMaxBlocks = 64;
+  std::vector<std::uint64_t> masks_;     // words per row; bit c: entry c is nonzero
+  std::vector<std::size_t> block_cols_;  // blocks x o: counts, then write positions
 };
 
 // out rows [r0, r1) (n floats each, rows n apart) = (or +=) compressed rows [r0, r1) times `b`
