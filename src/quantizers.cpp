@@ -64,9 +64,12 @@ at::Tensor ste(const at::Tensor& x, const at::Tensor& dy, const std::optional<do
   const float* dp = dy.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const auto c = static_cast<float>(*clip);  // as x.abs().le(clip) compares: in float
-  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+  // Captured by value: through references the compiler must assume that a store to `op` may
+  // change `c` or the pointers, reloads them every element and does not vectorize the loop (a
+  // branch per element instead, mispredicted on batch-norm outputs: 10% of a training step).
+  at::parallel_for(0, x.numel(), 32768, [xp, dp, op, c](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      op[i] = dp[i] * (std::fabs(xp[i]) <= c ? 1.0f : 0.0f);
+      op[i] = dp[i] * static_cast<float>(std::fabs(xp[i]) <= c);
     }
   });
   return out;
@@ -78,7 +81,7 @@ at::Tensor sign_pm1(const at::Tensor& x) {
   at::Tensor out = at::empty_like(x);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, x.numel(), 32768, [xp, op](int64_t begin, int64_t end) {  // see ste
     for (int64_t i = begin; i < end; ++i) op[i] = xp[i] >= 0.0f ? 1.0f : -1.0f;
   });
   return out;

@@ -6,6 +6,10 @@
 #include <malloc.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -212,6 +216,29 @@ void col2im_nhwc(const float* cols, const PatchGeometry& g, int64_t n0, int64_t 
 // on a value (a max pool's gradient is a quarter nonzero at random places: a branch per entry
 // mispredicted a quarter of the time and took 15% of a larq-mnist training step, on one thread).
 // The result does not depend on the blocks or the thread count.
+// Bit c of the result is set when row[c] is not zero (NaN included), c < n <= 64; counts[c] grows
+// by one for each set bit. Four entries per step with SSE2 (every x86-64 CPU has it).
+inline std::uint64_t nonzero_mask(const float* row, std::size_t n, std::uint32_t* counts) {
+  std::uint64_t mask = 0;
+  std::size_t c = 0;
+#if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps();
+  for (; c + 4 <= n; c += 4) {
+    const __m128 set = _mm_cmpneq_ps(_mm_loadu_ps(row + c), zero);  // unordered: NaN is set
+    mask |= static_cast<std::uint64_t>(_mm_movemask_ps(set)) << c;
+    auto* count = reinterpret_cast<__m128i*>(counts + c);
+    // A set lane is all ones: -1 as an integer.
+    _mm_storeu_si128(count, _mm_sub_epi32(_mm_loadu_si128(count), _mm_castps_si128(set)));
+  }
+#endif
+  for (; c < n; ++c) {
+    const bool set = row[c] != 0.0f;
+    mask |= std::uint64_t{set} << c;
+    counts[c] += set;
+  }
+  return mask;
+}
+
 struct SparseGradient {
   std::vector<std::size_t> row_begin, col_begin;
   std::vector<std::int32_t> row_index, col_index;
@@ -233,24 +260,22 @@ struct SparseGradient {
     at::parallel_for(0, static_cast<int64_t>(blocks), 1, [&](int64_t b0, int64_t b1) {
       for (auto b = static_cast<std::size_t>(b0); b < static_cast<std::size_t>(b1); ++b) {
         if (total.load(std::memory_order_relaxed) > max_nonzeros) return;
-        std::size_t* col_count = block_cols_.data() + b * uo;
+        std::vector<std::uint32_t> col_count(uo, 0);  // rows per block fit 32 bits
         std::size_t in_block = 0;
         for (std::size_t r = b * block; r < std::min(um, (b + 1) * block); ++r) {
           const float* row = g + r * uo;
           std::size_t in_row = 0;
           for (std::size_t w = 0; w < words; ++w) {
-            std::uint64_t mask = 0;
-            for (std::size_t c = w * 64; c < std::min(uo, w * 64 + 64); ++c) {
-              const bool set = row[c] != 0.0f;
-              mask |= std::uint64_t{set} << (c - w * 64);
-              col_count[c] += set;
-            }
+            const std::size_t c0 = w * 64;
+            const std::uint64_t mask =
+                nonzero_mask(row + c0, std::min<std::size_t>(64, uo - c0), col_count.data() + c0);
             masks_[r * words + w] = mask;
             in_row += static_cast<std::size_t>(__builtin_popcountll(mask));
           }
           row_begin[r + 1] = in_row;
           in_block += in_row;
         }
+        std::copy(col_count.begin(), col_count.end(), block_cols_.begin() + b * uo);
         total.fetch_add(static_cast<int64_t>(in_block), std::memory_order_relaxed);
       }
     });
