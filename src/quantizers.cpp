@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
@@ -64,12 +65,30 @@ at::Tensor ste(const at::Tensor& x, const at::Tensor& dy, const std::optional<do
   const float* dp = dy.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const auto c = static_cast<float>(*clip);  // as x.abs().le(clip) compares: in float
-  // Captured by value: through references the compiler must assume that a store to `op` may
-  // change `c` or the pointers, reloads them every element and does not vectorize the loop (a
-  // branch per element instead, mispredicted on batch-norm outputs: 10% of a training step).
-  at::parallel_for(0, x.numel(), 32768, [xp, dp, op, c](int64_t begin, int64_t end) {
+  // |x| <= c compared on the bit patterns (for c >= 0, |x|'s bits order as its values, NaN
+  // above infinity: not kept) and the 1 or 0 made by masking the bits of 1.0f: branch-free, so
+  // the loop vectorizes (a float comparison in a loop is "control flow" to GCC under the default
+  // trapping-math; the branch per element, mispredicted on batch-norm outputs, took 10% of a
+  // larq-mnist training step). The values equal dy * (|x| <= c ? 1 : 0).
+  const float limit_value = std::fabs(c);  // -0 as +0: the same limit, bits that order
+  std::int32_t clip_bits = 0;
+  std::memcpy(&clip_bits, &limit_value, sizeof limit_value);
+  at::parallel_for(0, x.numel(), 32768, [xp, dp, op, clip_bits](int64_t begin, int64_t end) {
+    const float one = 1.0f;
+    std::int32_t one_bits = 0;
+    std::memcpy(&one_bits, &one, sizeof one);
+    const float* __restrict x_in = xp;
+    const float* __restrict dy_in = dp;
+    float* __restrict out_p = op;
+    const std::int32_t limit = clip_bits;
     for (int64_t i = begin; i < end; ++i) {
-      op[i] = dp[i] * static_cast<float>(std::fabs(xp[i]) <= c);
+      std::int32_t bits = 0;
+      std::memcpy(&bits, x_in + i, sizeof bits);
+      const std::int32_t keep = -static_cast<std::int32_t>((bits & 0x7fffffff) <= limit);
+      const std::int32_t factor_bits = keep & one_bits;
+      float factor = 0;
+      std::memcpy(&factor, &factor_bits, sizeof factor);
+      out_p[i] = dy_in[i] * factor;
     }
   });
   return out;
@@ -81,7 +100,7 @@ at::Tensor sign_pm1(const at::Tensor& x) {
   at::Tensor out = at::empty_like(x);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, x.numel(), 32768, [xp, op](int64_t begin, int64_t end) {  // see ste
+  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) op[i] = xp[i] >= 0.0f ? 1.0f : -1.0f;
   });
   return out;

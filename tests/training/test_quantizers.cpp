@@ -68,10 +68,14 @@ TEST(SteSign, OnePassKernelsEqualTheComposedOperationsInEveryLayout) {
   base[0][0][0][3] = -0.0f;
   base[0][0][0][4] = static_cast<float>(0.1);
   base[0][0][0][5] = -1.0f;
+  base[0][0][1][0] = 1.0f;
+  base[0][0][1][1] = inf;
   at::Tensor dy = torch::randn({3, 5, 4, 6});
   dy[0][0][1][0] = inf;
   dy[0][0][1][1] = nan;
-  for (const double clip : {1.0, 0.1}) {
+  // The mask compares bit patterns: zero clips of either sign, an infinite one and |x| equal to
+  // the clip must behave as the float comparison does.
+  for (const double clip : {1.0, 0.1, 0.0, -0.0, static_cast<double>(inf)}) {
     const SteSign q(clip);
     const std::vector<std::pair<std::string, std::pair<at::Tensor, at::Tensor>>> layouts = {
         {"NCHW", {base, dy}},
