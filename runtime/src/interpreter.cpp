@@ -40,7 +40,8 @@ struct Interpreter::Impl {
   std::atomic<int> threads{1};
   std::size_t max_activation_bytes = 0;
   NonFiniteInput non_finite = NonFiniteInput::kReject;
-  bool channels_last = false;  // NHWC input and output
+  bool channels_last = false;        // NHWC input and output
+  TaskRunner task_runner = nullptr;  // InterpreterOptions::task_runner
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
   std::size_t last_op = 0;          // ops after the one producing the output are not run
@@ -265,17 +266,19 @@ struct Interpreter::Impl {
         std::size_t batch, pass, in_image, out_image;
       } job{this, input, result, batch, pass, c * hw, out_image};
       const std::size_t count = (batch + pass - 1) / pass;
-      detail::run_tasks(
-          count, threads_now,
-          [](void* context, std::size_t i) {
-            const Pass& j = *static_cast<const Pass*>(context);
-            const std::size_t first = i * j.pass, n = std::min(j.pass, j.batch - first);
-            std::unique_ptr<RunState> state = j.self->acquire(j.pass);
-            j.self->template run_pass<false>(*state, j.input + first * j.in_image, n,
-                                             j.result + first * j.out_image, nullptr, true, 1);
-            j.self->release(std::move(state));
-          },
-          &job);
+      const TaskFn task = [](void* context, std::size_t i) {
+        const Pass& j = *static_cast<const Pass*>(context);
+        const std::size_t first = i * j.pass, n = std::min(j.pass, j.batch - first);
+        std::unique_ptr<RunState> state = j.self->acquire(j.pass);
+        j.self->template run_pass<false>(*state, j.input + first * j.in_image, n,
+                                         j.result + first * j.out_image, nullptr, true, 1);
+        j.self->release(std::move(state));
+      };
+      if (task_runner != nullptr) {
+        task_runner(count, threads_now, task, &job);
+      } else {
+        detail::run_tasks(count, threads_now, task, &job);
+      }
       return;
     }
     std::unique_ptr<RunState> state = acquire(pass);
@@ -308,7 +311,7 @@ struct Interpreter::Impl {
         }
       }
     }
-    const detail::RunContext ctx{kernels, op_threads};
+    const detail::RunContext ctx{kernels, op_threads, task_runner};
     const auto output = static_cast<std::size_t>(model.output);
     for (std::size_t i = 0; output > 0 && i <= last_op; ++i) {
       using Clock = std::chrono::steady_clock;
@@ -382,6 +385,7 @@ Interpreter::Interpreter(Model model, InterpreterOptions options)
   impl_->max_activation_bytes = options.max_activation_bytes;
   impl_->non_finite = options.non_finite;
   impl_->channels_last = options.channels_last;
+  impl_->task_runner = options.task_runner;
   impl_->prepare();
 }
 

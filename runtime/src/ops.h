@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "onebit/runtime/interpreter.h"
 #include "onebit/runtime/kernels.h"
 #include "onebit/runtime/model.h"
 #include "thread_pool.h"
@@ -42,6 +43,7 @@ struct Buffer {
 struct RunContext {
   const KernelTable* kernels = nullptr;
   int threads = 1;
+  TaskRunner task_runner = nullptr;  ///< InterpreterOptions::task_runner (null: the pool)
 };
 
 /// A validated op ready to run.
@@ -188,16 +190,27 @@ bool has_tensor(const Op& op, const std::string& role);
 /// caller's thread included; see thread_pool.h). `fn` is called through a plain function
 /// pointer, so nothing is allocated per call. Which thread runs which i varies between calls, so
 /// every fn(i) must compute the same result wherever it runs.
+/// With a `runner`, the tasks go to it instead of the pool.
 template <typename Fn>
-void parallel_for(std::size_t n, int threads, Fn&& fn) {
+void parallel_for(std::size_t n, int threads, Fn&& fn, TaskRunner runner = nullptr) {
   using F = std::remove_reference_t<Fn>;
   if (threads <= 1 || n <= 1) {
     for (std::size_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  run_tasks(
-      n, threads, [](void* f, std::size_t i) { (*static_cast<F*>(f))(i); },
-      const_cast<void*>(static_cast<const void*>(&fn)));
+  const TaskFn task = [](void* f, std::size_t i) { (*static_cast<F*>(f))(i); };
+  void* context = const_cast<void*>(static_cast<const void*>(&fn));
+  if (runner != nullptr) {
+    runner(n, threads, task, context);
+  } else {
+    run_tasks(n, threads, task, context);
+  }
+}
+
+/// parallel_for on `ctx`'s threads and task runner.
+template <typename Fn>
+void parallel_for(std::size_t n, const RunContext& ctx, Fn&& fn) {
+  parallel_for(n, ctx.threads, std::forward<Fn>(fn), ctx.task_runner);
 }
 
 /// Element-wise work below which an op runs on the calling thread: waking workers and sharing
@@ -209,15 +222,14 @@ inline constexpr std::size_t kMinParallelElements = 32768;
 /// equal ranges on the pool. For ops whose every output row depends only on its own inputs,
 /// so the results do not depend on the split.
 template <typename Fn>
-void parallel_rows(std::size_t rows, std::size_t row_elements, int threads, Fn&& fn) {
-  const auto t = static_cast<std::size_t>(threads < 1 ? 1 : threads);
+void parallel_rows(std::size_t rows, std::size_t row_elements, const RunContext& ctx, Fn&& fn) {
+  const auto t = static_cast<std::size_t>(ctx.threads < 1 ? 1 : ctx.threads);
   if (t == 1 || rows < 2 || rows * row_elements < kMinParallelElements) {
     fn(std::size_t{0}, rows);
     return;
   }
   const std::size_t ranges = std::min(rows, t);
-  parallel_for(ranges, threads,
-               [&](std::size_t i) { fn(rows * i / ranges, rows * (i + 1) / ranges); });
+  parallel_for(ranges, ctx, [&](std::size_t i) { fn(rows * i / ranges, rows * (i + 1) / ranges); });
 }
 
 /// How a binary conv's GEMM of one image (`rows` output pixels x `panels` panels of 8 output

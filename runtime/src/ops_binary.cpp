@@ -64,7 +64,7 @@ class Quantize final : public PreparedOp {
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
     const std::size_t words = words_for_bits(c);
-    parallel_rows(batch * static_cast<std::size_t>(in_.h * in_.w), c, ctx.threads,
+    parallel_rows(batch * static_cast<std::size_t>(in_.h * in_.w), c, ctx,
                   [&](std::size_t r0, std::size_t r1) {
                     ctx.kernels->pack_sign_rows(in[0]->f() + r0 * c, r1 - r0, c, c,
                                                 out.b() + r0 * words, words);
@@ -405,7 +405,7 @@ void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in
   const ConvSplit split = plan_conv_split(images, rows_per_image, panels, k_words_, chunk_rows_,
                                           ctx.threads, groups_ == 1);
   const std::size_t per_image = split.row_chunks * split.col_blocks;
-  parallel_for(images * per_image, ctx.threads, [&](std::size_t task) {
+  parallel_for(images * per_image, ctx, [&](std::size_t task) {
     const std::size_t image = task / per_image, rest = task % per_image;
     const std::size_t p0 = (rest / split.col_blocks) * split.chunk_rows;
     const std::size_t p1 = std::min(p0 + split.chunk_rows, rows_per_image);
@@ -442,7 +442,7 @@ class BinaryMaxPool final : public PreparedOp {
     const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
     const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
     const std::size_t work = 64 * words_ * static_cast<std::size_t>(win_.kh * win_.kw);
-    parallel_rows(batch * out_pixels, work, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+    parallel_rows(batch * out_pixels, work, ctx, [&](std::size_t r0, std::size_t r1) {
       for (std::size_t r = r0; r < r1; ++r) {
         const BitWord* image = in[0]->b() + (r / out_pixels) * in_pixels * words_;
         pool_pixel(image, static_cast<std::int64_t>(r % out_pixels), out.b() + r * words_);

@@ -246,7 +246,7 @@ void FloatConv::run_gemm(const RunContext& ctx, const float* src, float* dst,
     col_blocks = ceil_div(n, block_cols);
   }
   const auto c_in = static_cast<std::size_t>(c_in_), c_out = static_cast<std::size_t>(c_out_);
-  parallel_for(images * chunks * col_blocks, ctx.threads, [&](std::size_t task) {
+  parallel_for(images * chunks * col_blocks, ctx, [&](std::size_t task) {
     const std::size_t block = task % col_blocks, row_task = task / col_blocks;
     const std::size_t image = row_task / chunks, p0 = (row_task % chunks) * chunk;
     const std::size_t p1 = std::min(p0 + chunk, rows_per_image);
@@ -298,7 +298,7 @@ void FloatConv::run_depthwise(const RunContext& ctx, const float* src, float* ds
   const auto out_h = static_cast<std::size_t>(win_.out_h);
   const std::size_t band = threads == 1 ? out_h : std::max<std::size_t>(1, out_h / (4 * threads));
   const std::size_t bands = (out_h + band - 1) / band;
-  parallel_for(batch * bands, ctx.threads, [&](std::size_t task) {
+  parallel_for(batch * bands, ctx, [&](std::size_t task) {
     const std::size_t image = task / bands, b = task % bands;
     DwconvArgs args;
     args.in = src + image * in_pixels * c_out;
@@ -345,7 +345,7 @@ void FloatConv::run_implicit(const RunContext& ctx, const float* src, float* dst
   const std::size_t band = threads == 1 ? out_h : std::max<std::size_t>(1, out_h / (4 * threads));
   const std::size_t bands = (out_h + band - 1) / band;
   const auto n = static_cast<std::size_t>(cout_g_);
-  parallel_for(batch * bands, ctx.threads, [&](std::size_t task) {
+  parallel_for(batch * bands, ctx, [&](std::size_t task) {
     const std::size_t image = task / bands, b = task % bands;
     SgemmArgs args;
     args.lda = static_cast<std::size_t>(win_.sw) * c_in;
@@ -392,7 +392,7 @@ class PerChannel final : public PreparedOp {
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
     const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
-    parallel_rows(rows, c, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+    parallel_rows(rows, c, ctx, [&](std::size_t r0, std::size_t r1) {
       if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
         const float* x = in[0]->f();
         float* y = out.f();
@@ -429,7 +429,7 @@ class Add final : public PreparedOp {
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(a_.c);
     const std::size_t rows = batch * static_cast<std::size_t>(a_.h * a_.w);
-    parallel_rows(rows, c, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+    parallel_rows(rows, c, ctx, [&](std::size_t r0, std::size_t r1) {
       if (a_.dtype == DType::kFloat32 && b_.dtype == DType::kFloat32) {
         const float* a = in[0]->f();
         const float* b = in[1]->f();
@@ -513,7 +513,7 @@ class Pool final : public PreparedOp {
     const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
     if (in_.dtype != DType::kBits) {  // output pixels in ranges over the threads
       const std::size_t work = c_ * static_cast<std::size_t>(win_.kh * win_.kw);
-      parallel_rows(batch * out_pixels, work, ctx.threads, [&](std::size_t r0, std::size_t r1) {
+      parallel_rows(batch * out_pixels, work, ctx, [&](std::size_t r0, std::size_t r1) {
         if (max_) {
           pool_range<true>(in[0]->f(), in_pixels, out_pixels, r0, r1, out.f());
         } else {

@@ -5,10 +5,12 @@
 
 #include <cstddef>
 
+#include "onebit/runtime/interpreter.h"
+
 namespace onebit::runtime::detail {
 
-/// A task body: `fn(context, i)` for task i.
-using TaskFn = void (*)(void* context, std::size_t index);
+/// A task body: `fn(context, i)` for task i (the public `TaskFn`).
+using TaskFn = runtime::TaskFn;
 
 /// Runs `fn(context, i)` for every i in [0, n) on up to `threads` threads of the shared pool, the
 /// calling thread included, and returns when all tasks are done. Tasks are handed out one at a

@@ -65,9 +65,21 @@ bool channels_last(const at::Tensor& x) {
          (x.size(1) == 1 || x.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
 }
 
+// The runtime's parallel work on LibTorch's threads (see InterpreterOptions::task_runner): the
+// runtime's own pool next to LibTorch's OpenMP threads made three busy threads on two cores.
+void aten_task_runner(std::size_t n, int /*threads: LibTorch's own*/, rt::TaskFn fn,
+                      void* context) {
+  at::parallel_for(0, static_cast<int64_t>(n), 1, [&](int64_t begin, int64_t end) {
+    for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) {
+      fn(context, i);
+    }
+  });
+}
+
 rt::InterpreterOptions interpreter_options(bool channels_last_io) {
   rt::InterpreterOptions o;
   o.threads = at::get_num_threads();
+  o.task_runner = aten_task_runner;
   o.channels_last = channels_last_io;
   // The float path lets NaN run through; so does this one (the trainer checks the loss).
   o.non_finite = rt::NonFiniteInput::kPropagate;

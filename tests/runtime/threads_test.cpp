@@ -1,6 +1,7 @@
 // The persistent thread pool and the split of binary convolutions over output rows and output
 // channels: every thread count from 1 to 4 gives the float-math result bit for bit on odd
-// shapes, every ISA; the split covers each output once and shares work evenly.
+// shapes, every ISA; the split covers each output once and shares work evenly; a host's task
+// runner in place of the pool.
 
 #include <gtest/gtest.h>
 
@@ -168,6 +169,49 @@ TEST(InterpreterArena, ChangingBatchSizesAndThreadsGiveFreshResults) {
       net.set_threads(threads);
       EXPECT_EQ(net.run(in, batch), expected) << "batch " << batch << ", " << threads << " threads";
     }
+  }
+}
+
+std::atomic<int> g_runner_calls{0};
+
+// A task runner of a host program: odd tasks on a thread of its own, even ones on the caller's
+// thread in reverse order.
+void host_runner(std::size_t n, int /*threads*/, TaskFn fn, void* context) {
+  g_runner_calls.fetch_add(1);
+  std::thread helper([&] {
+    for (std::size_t i = 1; i < n; i += 2) fn(context, i);
+  });
+  for (std::size_t i = n; i-- > 0;) {
+    if (i % 2 == 0) fn(context, i);
+  }
+  helper.join();
+}
+
+// InterpreterOptions::task_runner: the parallel parts of a run (ops split over threads at batch
+// 1, passes of images at batch 8) go to the host's runner, with the pool's results.
+TEST(TaskRunner, RunsTheParallelPartsOnTheHostsThreadsWithThePoolsResults) {
+  std::mt19937 rng(13);
+  ModelBuilder b;
+  const ValueRef x = b.input({24, 12, 12});
+  const ValueRef y = b.conv2d(b.sign(x), Conv2dParams(40, 3).padding(1, 1).binary_kernel(true),
+                              testing::random_signs(40 * 24 * 9, rng));
+  const ValueRef z =
+      b.conv2d(x, Conv2dParams(40, 3).padding(1, 1), testing::random_normal(40 * 24 * 9, rng));
+  b.output(b.relu(b.add(y, z)));
+  const Model m = b.build();
+  for (std::size_t batch : {1u, 8u}) {
+    const auto in = testing::random_normal(batch * 24 * 144, rng);
+    const std::vector<float> expected = Interpreter(m, {2}).run(in, batch);
+    InterpreterOptions o;
+    o.threads = 2;
+    o.task_runner = host_runner;
+    g_runner_calls = 0;
+    EXPECT_EQ(Interpreter(m, o).run(in, batch), expected) << "batch " << batch;
+    EXPECT_GT(g_runner_calls.load(), 0) << "batch " << batch;
+    o.threads = 1;  // one thread: nothing to hand out
+    g_runner_calls = 0;
+    EXPECT_EQ(Interpreter(m, o).run(in, batch), expected) << "batch " << batch;
+    EXPECT_EQ(g_runner_calls.load(), 0) << "batch " << batch;
   }
 }
 

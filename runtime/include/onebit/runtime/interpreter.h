@@ -33,6 +33,15 @@ enum class NonFiniteInput {
 };
 
 /// Options of an `Interpreter`.
+/// A task of a `TaskRunner`: `fn(context, i)` runs task i.
+using TaskFn = void (*)(void* context, std::size_t index);
+
+/// Runs `fn(context, i)` once for every i in [0, n), in any order, on up to `threads` threads of
+/// the caller's choice (the calling thread included), and returns when every task has returned;
+/// when a task throws, rethrows the first exception once no task runs any more. Every task's
+/// result is independent of the thread it runs on.
+using TaskRunner = void (*)(std::size_t n, int threads, TaskFn fn, void* context);
+
 struct InterpreterOptions {
   /// Threads per `run` call (the calling thread included), taken from the process-wide
   /// persistent pool. A batch of a multiple of `threads` images, or of at least 4 per thread,
@@ -58,6 +67,12 @@ struct InterpreterOptions {
   /// the runtime's own layout), which skips the two transposes. Bit outputs are written as +-1
   /// floats in the same layout.
   bool channels_last = false;
+  /// Where the parallel parts of `run` execute: null (the default) for the runtime's persistent
+  /// pool; else this function, e.g. one that hands the tasks to the host program's own threads.
+  /// onebit's trainer passes LibTorch's `at::parallel_for`: two pools whose idle threads both
+  /// spin while they wait for work take the two cores from each other (the binary training
+  /// path's backward at 2 threads was no faster than at 1).
+  TaskRunner task_runner = nullptr;
 };
 
 /// Time of one op in a profiled run (`Interpreter::run_profiled`).
