@@ -219,15 +219,6 @@ void col2im_nhwc(const float* cols, const PatchGeometry& g, int64_t n0, int64_t 
   });
 }
 
-// The nonzero entries of an m x o row-major matrix twice in compressed form: by rows (for the
-// patch gradient, gradient rows times the kernel) and by columns (for the kernel gradient,
-// gradient columns times the patches), each in ascending order of the other index. Built in
-// two passes over fixed blocks of rows, spread over LibTorch's threads: the first marks each
-// row's nonzero entries in a bit mask and counts them per row and per column of the block, the
-// second writes the entries of the set bits to the offsets the counts give. No branch depends
-// on a value (a max pool's gradient is a quarter nonzero at random places: a branch per entry
-// mispredicted a quarter of the time and took 15% of a larq-mnist training step, on one thread).
-// The result does not depend on the blocks or the thread count.
 // Bit c of the result is set when row[c] is not zero (NaN included), c < n <= 64; counts[c] grows
 // by one for each set bit. Four entries per step with SSE2 (every x86-64 CPU has it).
 inline std::uint64_t nonzero_mask(const float* row, std::size_t n, std::uint32_t* counts) {
@@ -251,6 +242,15 @@ inline std::uint64_t nonzero_mask(const float* row, std::size_t n, std::uint32_t
   return mask;
 }
 
+// The nonzero entries of an m x o row-major matrix twice in compressed form: by rows (for the
+// patch gradient, gradient rows times the kernel) and by columns (for the kernel gradient,
+// gradient columns times the patches), each in ascending order of the other index. Built in
+// two passes over fixed blocks of rows, spread over LibTorch's threads: the first marks each
+// row's nonzero entries in a bit mask and counts them per row and per column of the block, the
+// second writes the entries of the set bits to the offsets the counts give. No branch per entry
+// (a max pool's gradient is a quarter nonzero at random places: a branch per entry
+// mispredicted a quarter of the time and took 15% of a larq-mnist training step, on one thread).
+// The result does not depend on the blocks or the thread count.
 struct SparseGradient {
   std::vector<std::size_t> row_begin, col_begin;
   std::vector<std::int32_t> row_index, col_index;

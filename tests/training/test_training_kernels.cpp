@@ -145,9 +145,15 @@ TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
     int64_t n, c, o, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
   };
   const std::vector<Case> cases = {
-      {3, 5, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1},  {2, 4, 6, 11, 10, 3, 2, 2, 1, 0, 1, 1, 1},
-      {4, 3, 5, 12, 9, 3, 3, 1, 2, 2, 1, 2, 1}, {5, 1, 8, 7, 7, 1, 1, 1, 1, 0, 0, 1, 1},
+      {3, 5, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1},
+      {2, 4, 6, 11, 10, 3, 2, 2, 1, 0, 1, 1, 1},
+      {4, 3, 5, 12, 9, 3, 3, 1, 2, 2, 1, 2, 1},
+      {5, 1, 8, 7, 7, 1, 1, 1, 1, 0, 0, 1, 1},
       {3, 6, 4, 5, 6, 5, 4, 1, 1, 2, 2, 1, 1},
+      // Output channels past one 64-bit mask word (70: a four-float tail of two; 130: three
+      // words) and more than 256 patch rows, so the sparse form is built in several blocks.
+      {4, 3, 70, 12, 12, 3, 3, 1, 1, 1, 1, 1, 1},
+      {2, 2, 130, 20, 20, 3, 3, 1, 1, 0, 0, 1, 1},
   };
   for (const Case& c : cases) {
     torch::manual_seed(11);

@@ -132,10 +132,11 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const a
 
 /// Fraction of nonzero output-gradient entries up to which `conv2d_backward_gemm` multiplies
 /// with the gradient as a sparse matrix: a 2x2 max pool's gradient (a quarter or less). From
-/// `bench_training --benchmark_filter=ConvBackwardSparse` on a Zen 3 core (batch 64, 3x3): at
-/// 10% the sparse products took 5.1 ms against 9.2 (oneDNN) and 12.2 (dense products) for
-/// 32 -> 64 channels on 11x11, at 25% 0.9-1.0x the dense products there and 0.7x on 64 -> 64
-/// channels at 28x28, at 40% they lose.
+/// `bench_training --benchmark_filter=ConvBackwardSparse` on a Zen 3 core (batch 64, 3x3, one
+/// thread, medians of 3): at 25% the sparse products took 3.4 / 5.7 / 65 / 67 ms against
+/// oneDNN's 4.6 / 8.9 / 117 / 116 for 32 -> 32 and 32 -> 64 channels on 13x13, 64 -> 64 on
+/// 30x30 and 128 -> 128 on 16x16; at 40% they won on three of the four shapes (0.94-1.2x), at
+/// 60% they lost on all.
 inline constexpr double kSparseGradientDensity = 0.25;
 
 /// Gradients of a one-group 2-D convolution `y = conv2d(input, weight)` (zero `padding`, any
