@@ -32,7 +32,6 @@ enum class NonFiniteInput {
   kPropagate,
 };
 
-/// Options of an `Interpreter`.
 /// A task of a `TaskRunner`: `fn(context, i)` runs task i.
 using TaskFn = void (*)(void* context, std::size_t index);
 
@@ -42,6 +41,7 @@ using TaskFn = void (*)(void* context, std::size_t index);
 /// result is independent of the thread it runs on.
 using TaskRunner = void (*)(std::size_t n, int threads, TaskFn fn, void* context);
 
+/// Options of an `Interpreter`.
 struct InterpreterOptions {
   /// Threads per `run` call (the calling thread included), taken from the process-wide
   /// persistent pool. A batch of a multiple of `threads` images, or of at least 4 per thread,
@@ -70,8 +70,8 @@ struct InterpreterOptions {
   /// Where the parallel parts of `run` execute: null (the default) for the runtime's persistent
   /// pool; else this function, e.g. one that hands the tasks to the host program's own threads.
   /// onebit's trainer passes LibTorch's `at::parallel_for`: two pools whose idle threads both
-  /// spin while they wait for work take the two cores from each other (the binary training
-  /// path's backward at 2 threads was no faster than at 1).
+  /// spin while they wait for work take the two cores from each other (a larq-mnist training
+  /// step on the binary path was no faster at 2 threads than at 1).
   TaskRunner task_runner = nullptr;
 };
 
