@@ -70,25 +70,20 @@ at::Tensor ste(const at::Tensor& x, const at::Tensor& dy, const std::optional<do
   // the loop vectorizes (a float comparison in a loop is "control flow" to GCC under the default
   // trapping-math; the branch per element, mispredicted on batch-norm outputs, took 10% of a
   // larq-mnist training step). The values equal dy * (|x| <= c ? 1 : 0).
-  const float limit_value = std::fabs(c);  // -0 as +0: the same limit, bits that order
-  std::int32_t clip_bits = 0;
-  std::memcpy(&clip_bits, &limit_value, sizeof limit_value);
-  at::parallel_for(0, x.numel(), 32768, [xp, dp, op, clip_bits](int64_t begin, int64_t end) {
-    const float one = 1.0f;
-    std::int32_t one_bits = 0;
-    std::memcpy(&one_bits, &one, sizeof one);
-    const float* __restrict x_in = xp;
-    const float* __restrict dy_in = dp;
-    float* __restrict out_p = op;
-    const std::int32_t limit = clip_bits;
+  const auto bits_of = [](float v) {
+    std::int32_t b = 0;
+    std::memcpy(&b, &v, sizeof b);
+    return b;
+  };
+  const std::int32_t limit = bits_of(std::fabs(c));  // -0 as +0: the same limit, ordered bits
+  const std::int32_t one = bits_of(1.0f);
+  at::parallel_for(0, x.numel(), 32768, [=](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      std::int32_t bits = 0;
-      std::memcpy(&bits, x_in + i, sizeof bits);
-      const std::int32_t keep = -static_cast<std::int32_t>((bits & 0x7fffffff) <= limit);
-      const std::int32_t factor_bits = keep & one_bits;
+      const std::int32_t keep = -static_cast<std::int32_t>((bits_of(xp[i]) & 0x7fffffff) <= limit);
+      const std::int32_t factor_bits = keep & one;
       float factor = 0;
       std::memcpy(&factor, &factor_bits, sizeof factor);
-      out_p[i] = dy_in[i] * factor;
+      op[i] = dp[i] * factor;
     }
   });
   return out;

@@ -266,19 +266,17 @@ struct Interpreter::Impl {
         std::size_t batch, pass, in_image, out_image;
       } job{this, input, result, batch, pass, c * hw, out_image};
       const std::size_t count = (batch + pass - 1) / pass;
-      const TaskFn task = [](void* context, std::size_t i) {
-        const Pass& j = *static_cast<const Pass*>(context);
-        const std::size_t first = i * j.pass, n = std::min(j.pass, j.batch - first);
-        std::unique_ptr<RunState> state = j.self->acquire(j.pass);
-        j.self->template run_pass<false>(*state, j.input + first * j.in_image, n,
-                                         j.result + first * j.out_image, nullptr, true, 1);
-        j.self->release(std::move(state));
-      };
-      if (task_runner != nullptr) {
-        task_runner(count, threads_now, task, &job);
-      } else {
-        detail::run_tasks(count, threads_now, task, &job);
-      }
+      detail::run_tasks(
+          count, threads_now,
+          [](void* context, std::size_t i) {
+            const Pass& j = *static_cast<const Pass*>(context);
+            const std::size_t first = i * j.pass, n = std::min(j.pass, j.batch - first);
+            std::unique_ptr<RunState> state = j.self->acquire(j.pass);
+            j.self->template run_pass<false>(*state, j.input + first * j.in_image, n,
+                                             j.result + first * j.out_image, nullptr, true, 1);
+            j.self->release(std::move(state));
+          },
+          &job, task_runner);
       return;
     }
     std::unique_ptr<RunState> state = acquire(pass);

@@ -186,6 +186,15 @@ const Tensor& op_tensor(const Model& model, const Op& op, const std::string& rol
 /// True when `op` references a tensor under `role`.
 bool has_tensor(const Op& op, const std::string& role);
 
+/// run_tasks on `runner` (InterpreterOptions::task_runner) when set, else on the shared pool.
+inline void run_tasks(std::size_t n, int threads, TaskFn fn, void* context, TaskRunner runner) {
+  if (runner != nullptr) {
+    runner(n, threads, fn, context);
+  } else {
+    run_tasks(n, threads, fn, context);
+  }
+}
+
 /// Runs `fn(i)` for i in [0, n) on up to `threads` threads of the shared persistent pool (the
 /// caller's thread included; see thread_pool.h). `fn` is called through a plain function
 /// pointer, so nothing is allocated per call. Which thread runs which i varies between calls, so
@@ -198,13 +207,9 @@ void parallel_for(std::size_t n, int threads, Fn&& fn, TaskRunner runner = nullp
     for (std::size_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  const TaskFn task = [](void* f, std::size_t i) { (*static_cast<F*>(f))(i); };
-  void* context = const_cast<void*>(static_cast<const void*>(&fn));
-  if (runner != nullptr) {
-    runner(n, threads, task, context);
-  } else {
-    run_tasks(n, threads, task, context);
-  }
+  run_tasks(
+      n, threads, [](void* f, std::size_t i) { (*static_cast<F*>(f))(i); },
+      const_cast<void*>(static_cast<const void*>(&fn)), runner);
 }
 
 /// parallel_for on `ctx`'s threads and task runner.
