@@ -162,17 +162,22 @@ double measure_core_clock_hz() {
   double best = 0.0;
   for (int trial = 0; trial < 20; ++trial) {
     std::uint64_t x = trial;
+    std::uint64_t step = 1;
+    asm volatile("" : "+r"(step));  // a register value the compiler cannot fold
     const auto t0 = std::chrono::steady_clock::now();
     for (std::uint64_t i = 0; i < kLoops; ++i) {
 #if defined(__x86_64__)
+      // Register + register: Intel cores since Golden Cove fold chains of add-immediate at
+      // rename (several per cycle: 15 "GHz" measured on a Xeon), never register adds.
       asm volatile(
-          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-          : "+r"(x));
+          "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+          "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+          "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+          "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+          : "+r"(x)
+          : "r"(step));
 #else
-      x = x * 3 + 1;
+      x = x * 3 + step;
 #endif
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -201,6 +206,10 @@ BinaryPeak measure_binary_peak(const KernelTable* kernels, int trials, double se
   while (s < 1e-3 && blocks < (std::uint64_t{1} << 40)) s = time_blocks(blocks *= 4, r);
   blocks = std::max<std::uint64_t>(
       1, static_cast<std::uint64_t>(static_cast<double>(blocks) * seconds_per_trial / s));
+  // Warm-up of about 20 ms before the timed trials, so that the core has left its idle clock
+  // (a trial at a ramping clock would make the peak too low and every percent of it too high).
+  const auto warm_until = Clock::now() + std::chrono::milliseconds(20);
+  while (Clock::now() < warm_until) time_blocks(blocks, r);
   BinaryPeak p;
   p.isa = k.isa;
   p.cpu = cpu_model_name();
@@ -258,6 +267,7 @@ BenchResult bench_binary_conv(const BinaryConvShape& shape, int threads, double 
   r.isa = isa_name(table.isa);
   r.threads = threads;
   r.peak_binary_macs_per_cycle = peak.binary_macs_per_cycle;
+  r.peak_binary_macs_per_s = peak.binary_macs_per_s;
   r.clock_hz = measure_core_clock_hz();
   const auto t0 = std::chrono::steady_clock::now();
   double elapsed = 0.0;
@@ -268,9 +278,64 @@ BenchResult bench_binary_conv(const BinaryConvShape& shape, int threads, double 
   } while (elapsed < min_seconds);
   r.seconds_per_run = elapsed / static_cast<double>(r.iterations);
   r.binary_macs_per_s = static_cast<double>(shape.binary_macs()) / r.seconds_per_run;
-  r.percent_of_peak = 100.0 * (r.binary_macs_per_s / r.clock_hz) /
-                      (peak.binary_macs_per_cycle * std::max(threads, 1));
+  r.percent_of_peak = 100.0 * r.binary_macs_per_s / (peak.binary_macs_per_s * std::max(threads, 1));
   return r;
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  const std::size_t mid = values.size() / 2;
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(mid), values.end());
+  double m = values[mid];
+  if (values.size() % 2 == 0) {
+    m = 0.5 *
+        (m + *std::max_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(mid)));
+  }
+  return m;
+}
+
+std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      try {
+        return static_cast<std::size_t>(std::stoll(line.substr(6))) * 1024;
+      } catch (const std::exception&) {
+        return 0;
+      }
+    }
+  }
+  return 0;
+}
+
+ModelProfile profile_model(const Interpreter& net, const float* input, std::size_t size,
+                           std::size_t batch, int runs) {
+  if (runs < 1) {
+    throw std::invalid_argument("profile_model: runs must be >= 1, got " + std::to_string(runs));
+  }
+  std::vector<std::vector<OpTiming>> all;
+  std::vector<OpTiming> timings;
+  for (int r = 0; r < runs + 1; ++r) {
+    net.run_profiled(input, size, batch, timings);
+    if (r > 0) all.push_back(timings);  // the first run warms up
+  }
+  ModelProfile p;
+  p.runs = runs;
+  for (std::size_t i = 0; i < all.front().size(); ++i) {
+    std::vector<double> v;
+    for (const auto& t : all) v.push_back(t[i].seconds);
+    OpProfile row;
+    row.op = all.front()[i];
+    row.median_seconds = median(std::move(v));
+    p.total_seconds += row.median_seconds;
+    if (row.op.binary) p.binary_seconds += row.median_seconds;
+    p.ops.push_back(std::move(row));
+  }
+  for (OpProfile& row : p.ops) {
+    row.share = p.total_seconds > 0 ? row.median_seconds / p.total_seconds : 0.0;
+  }
+  return p;
 }
 
 }  // namespace onebit::runtime

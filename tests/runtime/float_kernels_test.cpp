@@ -619,5 +619,39 @@ TEST(FloatElementwiseOps, ReluBatchNormPreluAddMaxPoolMatchScalarMathOnOddShapes
   }
 }
 
+// PReLU chooses its factor on the bits of each element (so that the loop vectorizes): the same
+// values as v >= 0 ? v : alpha * v for zeros of either sign, infinities, NaNs, denormals, with
+// positive, negative and zero alphas, per channel and one alpha for all channels.
+TEST(FloatElementwiseOps, PreluEqualsTheBranchOnSpecialValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  const std::vector<float> specials{0.0f,  -0.0f, inf,   -inf,  nan,    -nan, tiny,
+                                    -tiny, 1.0f,  -1.0f, 3e38f, -3e38f, 0.5f, -2.5f};
+  const std::int64_t c = 4, h = 1, w = static_cast<std::int64_t>(specials.size());
+  std::vector<float> x;
+  for (std::int64_t ch = 0; ch < c; ++ch) x.insert(x.end(), specials.begin(), specials.end());
+  for (const std::vector<float>& alpha :
+       {std::vector<float>{0.25f, -0.5f, 0.0f, -0.0f}, std::vector<float>{-3.0f}}) {
+    ModelBuilder b;
+    b.output(b.prelu(b.input({c, h, w}), alpha));
+    InterpreterOptions options;
+    options.non_finite = NonFiniteInput::kPropagate;
+    const std::vector<float> y = Interpreter(b.build(), options).run(x, 1);
+    ASSERT_EQ(y.size(), x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const float a = alpha.size() == 1 ? alpha[0] : alpha[i / specials.size()];
+      const float expected = x[i] >= 0.0f ? x[i] : a * x[i];
+      const std::string what = "x = " + std::to_string(x[i]) + ", alpha = " + std::to_string(a);
+      if (std::isnan(expected)) {
+        EXPECT_TRUE(std::isnan(y[i])) << what;
+      } else {
+        EXPECT_EQ(y[i], expected) << what;
+        EXPECT_EQ(std::signbit(y[i]), std::signbit(expected)) << what;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace onebit::runtime

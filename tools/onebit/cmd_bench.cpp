@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/runtime_report.h"
 #include "bench_train.h"
 #include "commands.h"
 #include "onebit/convert.h"
@@ -38,29 +39,6 @@
 namespace onebit::cli {
 namespace {
 
-runtime::BinaryConvShape parse_conv_shape(const std::string& text) {
-  runtime::BinaryConvShape s;
-  char x1 = 0, x2 = 0;
-  std::istringstream in(text);
-  if (!(in >> s.channels >> x1 >> s.height >> x2 >> s.width) || x1 != 'x' || x2 != 'x' ||
-      !in.eof() || s.channels < 1 || s.height < 1 || s.width < 1) {
-    throw std::invalid_argument("--shapes: expected CxHxW like 256x14x14, got \"" + text + "\"");
-  }
-  return s;
-}
-
-std::vector<std::string> default_shapes() {
-  std::vector<std::string> shapes;
-  for (int c : {64, 128, 256, 512}) {
-    for (int hw : {56, 28, 14, 7}) {
-      shapes.push_back(std::to_string(c) + "x" + std::to_string(hw) + "x" + std::to_string(hw));
-    }
-  }
-  return shapes;
-}
-
-// The quantized engine a user of this LibTorch would run an int8 conv on: x86's (2.x), FBGEMM,
-// oneDNN, then QNNPACK; "" when the build has none.
 std::string pick_quantized_engine() {
   const auto& supported = at::globalContext().supportedQEngines();
   auto has = [&](c10::QEngine e) {
@@ -153,6 +131,7 @@ nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, d
       {"binary_macs_per_s", b.binary_macs_per_s},
       {"percent_of_peak", b.percent_of_peak},
       {"peak_binary_macs_per_cycle", b.peak_binary_macs_per_cycle},
+      {"peak_binary_macs_per_s", b.peak_binary_macs_per_s},
       {"clock_ghz", b.clock_hz * 1e-9},
       {"binary_us", b.seconds_per_run * 1e6},
       {"float_us", float_seconds * 1e6},
@@ -167,22 +146,6 @@ nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, d
     out["speedup_vs_int8"] = nullptr;
   }
   return out;
-}
-
-// This core's measured peak for every ISA it has (cached: the percent of peak of every shape
-// refers to the same measurement), as JSON.
-nlohmann::json measured_peaks() {
-  nlohmann::json peaks = nlohmann::json::array();
-  for (runtime::Isa isa : runtime::supported_isas()) {
-    const runtime::BinaryPeak& p = runtime::binary_peak(isa);
-    peaks.push_back({{"isa", runtime::isa_name(isa)},
-                     {"binary_macs_per_s", p.binary_macs_per_s},
-                     {"binary_macs_per_cycle", p.binary_macs_per_cycle},
-                     {"clock_ghz", p.clock_hz * 1e-9}});
-  }
-  return {{"cpu", runtime::cpu_model_name()},
-          {"active_isa", runtime::isa_name(runtime::active_kernels().isa)},
-          {"peaks", peaks}};
 }
 
 // Whole-model images/s: the converted model in onebit_runtime vs the model in LibTorch
@@ -216,17 +179,6 @@ nlohmann::json bench_model(nn::Graph model, const std::vector<int64_t>& input_sh
   return j;
 }
 
-// Peak resident memory of this process (VmHWM), in bytes; 0 where /proc is not available.
-std::size_t peak_rss_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0)
-      return static_cast<std::size_t>(std::stoll(line.substr(6))) * 1024;
-  }
-  return 0;
-}
-
 /// Arguments of `onebit bench --model`.
 struct ModelBenchArgs {
   ZooModelArgs zoo;
@@ -234,42 +186,6 @@ struct ModelBenchArgs {
   double min_seconds = 0.3;
   bool profile = false, json = false, no_baseline = false;
 };
-
-// The median per-op times of `runs` profiled runs at batch 1, grouped by op name.
-nlohmann::json profile_model(const runtime::Interpreter& net, const std::vector<float>& image,
-                             int runs) {
-  std::vector<std::vector<runtime::OpTiming>> all;
-  std::vector<runtime::OpTiming> timings;
-  for (int r = 0; r < runs + 1; ++r) {
-    net.run_profiled(image.data(), image.size(), 1, timings);
-    if (r > 0) all.push_back(timings);  // the first run warms up
-  }
-  nlohmann::json rows = nlohmann::json::array();
-  double total = 0, binary = 0;
-  std::vector<double> medians(all.front().size());
-  for (std::size_t i = 0; i < medians.size(); ++i) {
-    std::vector<double> v;
-    for (const auto& t : all) v.push_back(t[i].seconds);
-    medians[i] = median(v);
-    total += medians[i];
-    if (all.front()[i].binary) binary += medians[i];
-  }
-  for (std::size_t i = 0; i < medians.size(); ++i) {
-    const runtime::OpTiming& t = all.front()[i];
-    rows.push_back({{"op", t.index},
-                    {"name", t.name},
-                    {"type", t.type},
-                    {"binary", t.binary},
-                    {"ms", medians[i] * 1e3},
-                    {"share", total > 0 ? medians[i] / total : 0.0},
-                    {"binary_macs", t.binary_macs},
-                    {"float_macs", t.float_macs}});
-  }
-  return {{"ops", rows},
-          {"total_ms", total * 1e3},
-          {"binary_ms", binary * 1e3},
-          {"binary_share", total > 0 ? binary / total : 0.0}};
-}
 
 // `onebit bench --model NAME`: the zoo model converted and timed at batch 1 (median latency
 // per thread count, load time, memory), next to LibTorch running the same BNN and its float
@@ -293,16 +209,8 @@ void bench_zoo_model(const ModelBenchArgs& a) {
   runtime::Interpreter net = runtime::Interpreter::from_file(path);
   const double load_ms = seconds_since(t0) * 1e3;
   std::filesystem::remove(path);
-  nlohmann::json j = {{"model", name},
-                      {"input_shape", shape},
-                      {"num_classes", options.num_classes},
-                      {"isa", runtime::isa_name(runtime::active_kernels().isa)},
-                      {"cpu", runtime::cpu_model_name()},
-                      {"file_bytes", file_bytes},
-                      {"load_ms", load_ms},
-                      {"activation_bytes", net.activation_bytes(1)},
-                      {"live_activation_bytes", net.live_activation_bytes(1)},
-                      {"binary_macs", net.binary_macs_per_image()}};
+  nlohmann::json j = tools::model_facts(net, name, file_bytes, load_ms);
+  j["num_classes"] = options.num_classes;
   nlohmann::json per_threads = nlohmann::json::array();
   nn::Graph float_copy(nullptr);
   if (!a.no_baseline) {
@@ -332,25 +240,18 @@ void bench_zoo_model(const ModelBenchArgs& a) {
     per_threads.push_back(t);
   }
   j["latency_batch1"] = per_threads;
-  j["peak_rss_bytes"] = peak_rss_bytes();
+  j["peak_rss_bytes"] = runtime::peak_rss_bytes();
   if (a.profile) {
     net.set_threads(a.threads.front());
-    j["profile"] = profile_model(net, image, 20);
+    j["profile"] =
+        tools::profile_json(runtime::profile_model(net, image.data(), image.size(), 1, 20));
   }
   if (a.json) {
     print_json(j);
     return;
   }
-  std::cout << name << " " << shape[0] << "x" << shape[1] << "x" << shape[2] << ", "
-            << j["cpu"].get<std::string>() << ", kernels " << j["isa"].get<std::string>() << "\n"
-            << std::fixed << std::setprecision(1) << "file "
-            << static_cast<double>(file_bytes) / 1048576.0 << " MiB, load " << load_ms
-            << " ms, activation arena " << std::setprecision(2)
-            << static_cast<double>(net.activation_bytes(1)) / 1048576.0 << " MiB (largest live set "
-            << static_cast<double>(net.live_activation_bytes(1)) / 1048576.0 << " MiB)"
-            << std::setprecision(1) << ", peak RSS "
-            << static_cast<double>(peak_rss_bytes()) / 1048576.0 << " MiB\n"
-            << "batch-1 latency, median ms:\n"
+  tools::print_model_facts(std::cout, j);
+  std::cout << "batch-1 latency, median ms:\n"
             << std::setw(8) << "threads" << std::setw(12) << "onebit" << std::setw(14)
             << "LibTorch BNN" << std::setw(16) << "LibTorch float" << std::setw(10) << "speedup\n";
   for (const auto& t : per_threads) {
@@ -363,24 +264,7 @@ void bench_zoo_model(const ModelBenchArgs& a) {
     }
     std::cout << "\n";
   }
-  if (a.profile) {
-    const auto& p = j["profile"];
-    std::cout << "\nprofile (" << a.threads.front()
-              << " thread(s), median of 20 runs): " << std::setprecision(2)
-              << p["total_ms"].get<double>() << " ms, binary ops " << std::setprecision(1)
-              << 100.0 * p["binary_share"].get<double>() << "%\n"
-              << std::left << std::setw(44) << "op" << std::setw(18) << "type" << std::right
-              << std::setw(8) << "kind" << std::setw(10) << "ms" << std::setw(8) << "share\n";
-    for (const auto& r : p["ops"]) {
-      std::string label = r["name"].get<std::string>();
-      if (label.size() > 42) label = label.substr(0, 39) + "...";
-      std::cout << std::left << std::setw(44) << label << std::setw(18)
-                << r["type"].get<std::string>() << std::right << std::setw(8)
-                << (r["binary"].get<bool>() ? "binary" : "float") << std::setprecision(3)
-                << std::setw(10) << r["ms"].get<double>() << std::setprecision(1) << std::setw(7)
-                << 100.0 * r["share"].get<double>() << "%\n";
-    }
-  }
+  if (a.profile) tools::print_profile(std::cout, j["profile"], a.threads.front());
   std::cout << std::flush;
 }
 
@@ -455,21 +339,14 @@ void add_bench(CLI::App& app) {
     if (a->repeats < 1) throw std::invalid_argument("--repeats must be >= 1");
     if (!(a->min_seconds > 0)) throw std::invalid_argument("--min-seconds must be > 0");
     std::vector<runtime::BinaryConvShape> shapes;
-    for (const auto& s : a->shapes.empty() ? default_shapes() : a->shapes) {
-      shapes.push_back(parse_conv_shape(s));
+    for (const auto& s : a->shapes.empty() ? tools::default_conv_shapes() : a->shapes) {
+      shapes.push_back(tools::parse_conv_shape(s));
     }
-    const nlohmann::json peaks = measured_peaks();
+    const nlohmann::json peaks = tools::measured_peaks();
     if (a->json) {
       print_json(peaks);
     } else {
-      std::cout << "measured peak of one core, " << peaks["cpu"].get<std::string>() << ":\n";
-      for (const auto& p : peaks["peaks"]) {
-        std::cout << "  " << std::left << std::setw(10) << p["isa"].get<std::string>() << std::right
-                  << std::fixed << std::setprecision(0) << std::setw(8)
-                  << p["binary_macs_per_s"].get<double>() * 1e-9 << " G binary MAC/s"
-                  << std::setw(7) << p["binary_macs_per_cycle"].get<double>() << " per cycle at "
-                  << std::setprecision(2) << p["clock_ghz"].get<double>() << " GHz\n";
-      }
+      tools::print_peaks(std::cout, peaks);
       std::cout << "binary 3x3 conv, batch 1, " << a->threads << " thread(s), kernels "
                 << runtime::isa_name(runtime::active_kernels().isa)
                 << ", % of the measured peak of that ISA x threads; float: LibTorch's conv2d; "

@@ -18,7 +18,7 @@ PeakLoopResult binary_peak_loop_avx2(std::uint64_t blocks, BitWord seed) {
   const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
                                          1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
-  const __m256i w = _mm256_set1_epi64x(static_cast<long long>(peak_word(seed, 0)));
+  __m256i w = _mm256_set1_epi64x(static_cast<long long>(peak_word(seed, 0)));
   __m256i a[kChains];
   for (int j = 0; j < kChains; ++j) {
     const auto word = [&](int lane) {
@@ -31,8 +31,11 @@ PeakLoopResult binary_peak_loop_avx2(std::uint64_t blocks, BitWord seed) {
     __m256i bytes[kChains];
     for (int j = 0; j < kChains; ++j) bytes[j] = _mm256_setzero_si256();
     for (int s = 0; s < kStepsPerBlock; ++s) {
+      // The compiler must assume w changed, so it may not hoist the XOR + popcount out of the
+      // loop; no instruction. (A barrier on each a[j] kept a[] in memory: a load and a store
+      // in every step.)
+      asm volatile("" : "+x"(w));
       for (int j = 0; j < kChains; ++j) {
-        asm volatile("" : "+x"(a[j]));  // the compiler may not hoist the XOR + popcount
         const __m256i x = _mm256_xor_si256(a[j], w);
         const __m256i lo = _mm256_and_si256(x, low_nibbles);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low_nibbles);

@@ -12,10 +12,15 @@
 ///               r.percent_of_peak);
 /// \endcode
 
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "onebit/runtime/interpreter.h"
 #include "onebit/runtime/kernels.h"
 #include "onebit/runtime/model.h"
 
@@ -38,15 +43,14 @@ struct BinaryPeak {
 /// its peak loop runs in `trials` trials of about `seconds_per_trial` each after a short
 /// calibration, and the fastest trial counts, so a trial preempted by another process does not
 /// lower the result; the clock is measured right after. Takes about
-/// trials * seconds_per_trial + 25 ms. Throws `std::invalid_argument` for trials < 1 or a
-/// non-positive time. Example:
-/// \code
+/// trials * seconds_per_trial + 45 ms (calibration, a 20 ms warm-up, the clock). Throws
+/// `std::invalid_argument` for trials < 1 or a non-positive time. Example: \code
 ///   const BinaryPeak p = measure_binary_peak();
 ///   std::printf("%s, %s: %.0f G binary MAC/s, %.0f per cycle at %.2f GHz\n", p.cpu.c_str(),
 ///               isa_name(p.isa), p.binary_macs_per_s * 1e-9, p.binary_macs_per_cycle,
 ///               p.clock_hz * 1e-9);
 /// \endcode
-BinaryPeak measure_binary_peak(const KernelTable* kernels = nullptr, int trials = 5,
+BinaryPeak measure_binary_peak(const KernelTable* kernels = nullptr, int trials = 10,
                                double seconds_per_trial = 0.004);
 
 /// `measure_binary_peak` of `isa` with the defaults, measured on the first call for each ISA
@@ -81,11 +85,13 @@ struct BenchResult {
   std::int64_t iterations = 0;  ///< Timed runs.
   double seconds_per_run = 0;   ///< Mean wall time of one run.
   double binary_macs_per_s = 0;
-  double clock_hz = 0;  ///< Core clock measured before the timed runs.
-  /// Peak of one core for `isa`, `binary_peak(isa)`: MACs per cycle.
+  double clock_hz = 0;  ///< Core clock measured before the timed runs (for information).
+  /// Peak of one core for `isa`, `binary_peak(isa)`: MACs per cycle and per second.
   double peak_binary_macs_per_cycle = 0;
-  /// 100 * (MAC/s / clock_hz) / (peak_binary_macs_per_cycle * threads): the kernel's MACs per
-  /// cycle against the measured peak of the ISA it ran on, on as many cores as threads.
+  double peak_binary_macs_per_s = 0;
+  /// 100 * MAC/s / (peak_binary_macs_per_s * threads): the kernel's throughput against the
+  /// measured peak of the ISA it ran on, on as many cores as threads. A ratio of two rates
+  /// measured on this core, so a noisy clock measurement does not enter it.
   double percent_of_peak = 0;
 };
 
@@ -149,5 +155,64 @@ double measure_core_clock_hz();
 /// Times `BinaryConvBench` for at least `min_seconds` and fills every field of `BenchResult`.
 BenchResult bench_binary_conv(const BinaryConvShape& shape, int threads, double min_seconds,
                               const KernelTable* kernels = nullptr);
+
+/// Seconds elapsed since `t0` on the steady clock.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Median of `values` (0 for none; the mean of the two middle values for an even count).
+double median(std::vector<double> values);
+
+/// Runs `fn` once to warm up, then repeatedly until at least `min_seconds` have passed and at
+/// least `min_runs` runs were timed; returns the median seconds of one run. Medians, because the
+/// machines these run on are shared and a mean is pulled up by every preemption.
+template <typename Fn>
+double median_seconds_per_run(Fn&& fn, double min_seconds, int min_runs = 3) {
+  fn();
+  std::vector<double> times;
+  const auto start = std::chrono::steady_clock::now();
+  do {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    times.push_back(seconds_since(t0));
+  } while (seconds_since(start) < min_seconds || static_cast<int>(times.size()) < min_runs);
+  return median(std::move(times));
+}
+
+/// Peak resident memory of this process so far (VmHWM of /proc/self/status), in bytes; 0 where
+/// it cannot be read.
+std::size_t peak_rss_bytes();
+
+/// One op of `ModelProfile`: the op's identity and MACs from its first profiled run and the
+/// median of its times over all runs.
+struct OpProfile {
+  OpTiming op;                ///< Index, type, name, family and MACs (`seconds`: first run).
+  double median_seconds = 0;  ///< Median wall time over the profiled runs.
+  double share = 0;           ///< median_seconds / ModelProfile::total_seconds.
+};
+
+/// Where a model's time goes: the per-op medians of several profiled runs
+/// (`Interpreter::run_profiled`), in op order.
+struct ModelProfile {
+  std::vector<OpProfile> ops;  ///< One row per op, in the model's order.
+  int runs = 0;                ///< Profiled runs the medians were taken over (after a warm-up).
+  double total_seconds = 0;    ///< Sum of the ops' medians.
+  double binary_seconds = 0;   ///< Sum of the medians of ops of the binary family.
+  /// binary_seconds / total_seconds (0 for an empty profile).
+  double binary_share() const { return total_seconds > 0 ? binary_seconds / total_seconds : 0; }
+};
+
+/// Profiles `net` on `batch` images (`input`, `size` floats): one warm-up run, then `runs`
+/// profiled runs; each op's median time. Throws `std::invalid_argument` for runs < 1 and what
+/// `Interpreter::run_profiled` throws for a wrong input size. Example:
+/// \code
+///   const ModelProfile p = profile_model(net, image.data(), image.size(), 1, 20);
+///   for (const OpProfile& r : p.ops)
+///     std::printf("%-30s %8.3f ms %5.1f%%\n", r.op.name.c_str(), r.median_seconds * 1e3,
+///                 100 * r.share);
+/// \endcode
+ModelProfile profile_model(const Interpreter& net, const float* input, std::size_t size,
+                           std::size_t batch, int runs);
 
 }  // namespace onebit::runtime
