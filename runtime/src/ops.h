@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -181,7 +182,9 @@ std::int64_t float_to_attr(float value);
 float float_attr(const Op& op, const std::string& key, const std::string& where);
 
 /// Tensor `role` of `op` with the expected dtype (and rank); throws naming `where` otherwise.
-const Tensor& op_tensor(const Model& model, const Op& op, const std::string& role, DType dtype,
+/// (`role` by value: a `const std::string&` bound to a literal made GCC 13 warn of a dangling
+/// reference at every call, wrongly: the result refers into `model`.)
+const Tensor& op_tensor(const Model& model, const Op& op, std::string_view role, DType dtype,
                         const std::string& where);
 /// True when `op` references a tensor under `role`.
 bool has_tensor(const Op& op, const std::string& role);

@@ -109,8 +109,9 @@ bool has_tensor(const Op& op, const std::string& role) {
   return op.tensors.find(role) != op.tensors.end();
 }
 
-const Tensor& op_tensor(const Model& model, const Op& op, const std::string& role, DType dtype,
+const Tensor& op_tensor(const Model& model, const Op& op, std::string_view role_name, DType dtype,
                         const std::string& where) {
+  const std::string role(role_name);
   const auto it = op.tensors.find(role);
   require(it != op.tensors.end(), where, "missing tensor '" + role + "'");
   require(it->second >= 0 && static_cast<std::size_t>(it->second) < model.tensors.size(), where,
