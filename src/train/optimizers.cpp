@@ -4,9 +4,11 @@
 
 #include <functional>
 #include <stdexcept>
+#include <string>
 
 #include "onebit/optim/bop.h"
 #include "onebit/optim/case_optimizer.h"
+#include "onebit/optim/fused_adam.h"
 #include "onebit/train/trainer.h"
 
 namespace onebit::train {
@@ -29,6 +31,34 @@ std::vector<torch::optim::OptimizerParamGroup> decay_groups(
   return groups;
 }
 
+// optimizer_options' "fused" (default true): onebit's one-pass Adam/AdamW step
+// (optim/fused_adam.h: same state and checkpoints, results equal to float rounding), or false
+// for LibTorch's own step.
+bool fused_adam(const nlohmann::json& extra, const std::string& optimizer) {
+  if (!extra.contains("fused")) return true;
+  if (!extra.at("fused").is_boolean()) {
+    throw std::invalid_argument("optimizer \"" + optimizer +
+                                "\": option \"fused\" must be true or "
+                                "false, got " +
+                                extra.at("fused").dump());
+  }
+  return extra.at("fused").get<bool>();
+}
+
+template <typename Params>
+std::unique_ptr<torch::optim::Optimizer> make_adam(bool fused, Params params,
+                                                   const torch::optim::AdamOptions& o) {
+  if (fused) return std::make_unique<optim::FusedAdam>(std::move(params), o);
+  return std::make_unique<torch::optim::Adam>(std::move(params), o);
+}
+
+template <typename Params>
+std::unique_ptr<torch::optim::Optimizer> make_adamw(bool fused, Params params,
+                                                    const torch::optim::AdamWOptions& o) {
+  if (fused) return std::make_unique<optim::FusedAdamW>(std::move(params), o);
+  return std::make_unique<torch::optim::AdamW>(std::move(params), o);
+}
+
 }  // namespace
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
@@ -38,13 +68,20 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
   auto is_binary = optim::is_binary_in(*model);
   const auto binary = [is_binary](const at::Tensor& p) { return is_binary("", p); };
   if (options.optimizer == "adam") {
+    for (const auto& item : extra.items()) {
+      if (item.key() != "fused") {
+        throw std::invalid_argument("optimizer \"adam\": unknown option \"" + item.key() +
+                                    "\" (known: fused)");
+      }
+    }
+    const bool fused = fused_adam(extra, "adam");
     if (wd > 0) {
-      return std::make_unique<torch::optim::AdamW>(
+      return make_adamw(
+          fused,
           decay_groups(model->parameters(), binary, torch::optim::AdamWOptions(options.lr), wd),
           torch::optim::AdamWOptions(options.lr).weight_decay(0));
     }
-    return std::make_unique<torch::optim::Adam>(model->parameters(),
-                                                torch::optim::AdamOptions(options.lr));
+    return make_adam(fused, model->parameters(), torch::optim::AdamOptions(options.lr));
   }
   if (options.optimizer == "sgd") {
     const double momentum = extra.value("momentum", 0.9);
@@ -58,11 +95,12 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
   if (options.optimizer == "bop") {
     // Bop for the binary kernels, Adam with options.lr for every other parameter.
     for (const auto& item : extra.items()) {
-      if (item.key() != "threshold" && item.key() != "gamma") {
+      if (item.key() != "threshold" && item.key() != "gamma" && item.key() != "fused") {
         throw std::invalid_argument("optimizer \"bop\": unknown option \"" + item.key() +
-                                    "\" (known: threshold, gamma)");
+                                    "\" (known: threshold, gamma, fused)");
       }
     }
+    const bool fused = fused_adam(extra, "bop");
     const optim::BopOptions bop(extra.value("threshold", 1e-6), extra.value("gamma", 1e-3));
     const double lr = options.lr;
     bool any_binary = false;
@@ -80,15 +118,16 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
                                                                                  bop);
                                            },
                                            "bop"}},
-        [lr, wd](std::vector<at::Tensor> ps) -> std::unique_ptr<torch::optim::Optimizer> {
+        [lr, wd, fused](std::vector<at::Tensor> ps) -> std::unique_ptr<torch::optim::Optimizer> {
           if (wd > 0) {
             // Bop's kernels are elsewhere: every 2-D+ tensor here is a real-valued weight.
-            return std::make_unique<torch::optim::AdamW>(
-                decay_groups(ps, [](const at::Tensor&) { return false; },
-                             torch::optim::AdamWOptions(lr), wd),
-                torch::optim::AdamWOptions(lr).weight_decay(0));
+            return make_adamw(fused,
+                              decay_groups(
+                                  ps, [](const at::Tensor&) { return false; },
+                                  torch::optim::AdamWOptions(lr), wd),
+                              torch::optim::AdamWOptions(lr).weight_decay(0));
           }
-          return std::make_unique<torch::optim::Adam>(std::move(ps), torch::optim::AdamOptions(lr));
+          return make_adam(fused, std::move(ps), torch::optim::AdamOptions(lr));
         },
         "adam");
   }

@@ -41,6 +41,7 @@ StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int t
   train::TrainOptions o;
   o.model = z.name;
   o.optimizer = a.optimizer;
+  if (a.libtorch_adam) o.optimizer_options["fused"] = false;
   auto optimizer = train::make_optimizer(o, model);
   std::vector<int64_t> shape = {a.batch_size};
   shape.insert(shape.end(), z.options.input_shape.begin(), z.options.input_shape.end());

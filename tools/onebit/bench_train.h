@@ -15,6 +15,7 @@ struct TrainBenchArgs {
   std::vector<int> threads = {1, 2};
   int64_t batch_size = 64;
   std::string optimizer = "adam";  ///< As `onebit train --optimizer`.
+  bool libtorch_adam = false;      ///< LibTorch's Adam step instead of onebit's fused one.
   double min_seconds = 1.0;        ///< Timed seconds per configuration (after warm-up).
   bool json = false;
 };

@@ -320,6 +320,8 @@ void add_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--optimizer", tr->optimizer, "With --train: adam, sgd or bop")
       ->capture_default_str();
+  cmd->add_flag("--libtorch-adam", tr->libtorch_adam,
+                "With --train: LibTorch's Adam step instead of onebit's one-pass one (to compare)");
   cmd->callback([a, m, tr, train_flag] {
     if (*train_flag) {
       tr->zoo = m->zoo;

@@ -169,7 +169,9 @@ struct TrainResult {
 
 /// Makes the optimizer named `options.optimizer` for `model`: "adam", "sgd" (option "momentum"),
 /// or "bop" (Bop for the binary kernels, options "threshold" and "gamma", Adam with `lr` for
-/// everything else, through `optim::CaseOptimizer`).
+/// everything else, through `optim::CaseOptimizer`). Adam (AdamW with weight decay) is
+/// `optim::FusedAdam`/`FusedAdamW`, LibTorch's optimizer with a one-pass step; option
+/// "fused": false selects LibTorch's own step (same state; results differ by float rounding).
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
                                                         nn::Graph& model);
 
