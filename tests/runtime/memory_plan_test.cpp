@@ -53,6 +53,19 @@ TEST(ArenaPlan, RandomLifetimesNeverOverlapWhileAlive) {
   }
 }
 
+// Greedy by size alone (largest first, each in the tightest gap) needs 512 bytes for these values;
+// another order fits them in their largest live set, 448 bytes, and the planner tries orders
+// until it reaches it. (The first order tried is greedy by size, and a later one is kept only if
+// it is smaller, so no arena grows.)
+TEST(ArenaPlan, TriesOtherOrdersUntilTheLargestLiveSet) {
+  const std::vector<ValueLifetime> v{
+      {192, 4, 6}, {256, 5, 5}, {128, 1, 1}, {256, 0, 2}, {64, 1, 4}};
+  EXPECT_EQ(largest_live_bytes(v), 448u);
+  const ArenaPlan p = plan_arena(v, 64);
+  expect_valid(v, p, 64);
+  EXPECT_EQ(p.bytes, 448u);
+}
+
 TEST(ArenaPlan, ZeroSizedValuesTakeNoSpaceAndBadInputThrows) {
   const std::vector<ValueLifetime> v{{0, 0, 9}, {100, 0, 1}, {0, 3, 3}};
   const ArenaPlan p = plan_arena(v, 8);

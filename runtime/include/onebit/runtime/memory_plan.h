@@ -33,9 +33,13 @@ struct ArenaPlan {
   std::size_t bytes = 0;             ///< Arena size: the largest offset + bytes over all values.
 };
 
-/// Places `values` greedily by size: largest first (ties: earlier `first`, then input order),
-/// each in the smallest gap between already placed values that conflict with it and fits it,
-/// else after the last of them. Offsets are multiples of `alignment` (a power of two). Throws
+/// Places `values` greedily in an order, each in the smallest gap between already placed values
+/// that conflict with it and fits it, else after the last of them. The first order is by size
+/// (largest first; ties: earlier `first`, then input order); while the arena is above
+/// `largest_live_bytes`, up to 17 more orders are tried (ties to the longer lifetime, then sizes
+/// scaled by pseudo-random factors from a fixed seed) and the smallest arena is kept, so the
+/// plan is reproducible and never larger than greedy by size. Offsets are multiples of
+/// `alignment` (a power of two). Throws
 /// `std::invalid_argument` for an alignment that is not a power of two or a value with
 /// last < first.
 ArenaPlan plan_arena(const std::vector<ValueLifetime>& values, std::size_t alignment = 64);
