@@ -44,6 +44,14 @@ struct Interpreter::Impl {
   TaskRunner task_runner = nullptr;  // InterpreterOptions::task_runner
   std::vector<ValueInfo> values;
   std::vector<std::unique_ptr<detail::PreparedOp>> ops;
+  // Chains of per-element ops run as one op (chain_per_element_ops): for op i, `runner[i]` is
+  // what runs at its step (ops[i] itself, or the chain it heads; nullptr for an op inside a
+  // chain, which does not run) and `writes[i]` the value it writes (i + 1, or the value of the
+  // chain's last op).
+  bool chain = true;  // InterpreterOptions::chain_per_element_ops
+  std::vector<std::unique_ptr<detail::PreparedOp>> chains;
+  std::vector<const detail::PreparedOp*> runner;
+  std::vector<std::size_t> writes;
   std::size_t last_op = 0;          // ops after the one producing the output are not run
   std::size_t images_per_pass = 1;  // see plan_memory
   // Lifetime of every value in steps (step 0: the input transpose, step i + 1: op i, then one
@@ -92,10 +100,48 @@ struct Interpreter::Impl {
     plan_memory();
   }
 
+  // Consecutive per-element ops (batch norm, PReLU, ReLU, ...) where each consumes the previous
+  // one's output and nothing else does become one chain op: one pass over memory instead of
+  // one per op (ReActNet-A's bias -> PReLU -> bias after every shortcut, QuickNet's ReLU -> batch
+  // norm). Same results: each element goes through the same functions in the same order.
+  void chain_ops(std::size_t steps_run) {
+    runner.assign(ops.size(), nullptr);
+    writes.assign(ops.size(), 0);
+    std::vector<std::size_t> uses(values.size(), 0);
+    for (std::size_t i = 0; i < steps_run; ++i) {
+      for (std::int32_t v : model.ops[i].inputs) ++uses[static_cast<std::size_t>(v)];
+    }
+    ++uses[static_cast<std::size_t>(model.output)];
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      runner[i] = ops[i].get();
+      writes[i] = i + 1;
+    }
+    for (std::size_t i = 0; chain && i < steps_run; ++i) {
+      if (!ops[i]->per_element()) continue;
+      std::size_t j = i;
+      while (j + 1 < steps_run && ops[j + 1]->per_element() && uses[j + 1] == 1 &&
+             model.ops[j + 1].inputs.size() == 1 &&
+             model.ops[j + 1].inputs[0] == static_cast<std::int32_t>(j + 1)) {
+        ++j;
+      }
+      if (j == i) continue;
+      std::vector<const detail::PreparedOp*> chain;
+      for (std::size_t k = i; k <= j; ++k) chain.push_back(ops[k].get());
+      const ValueInfo& v = values[i + 1];
+      chains.push_back(detail::chain_per_element_ops(
+          std::move(chain), static_cast<std::size_t>(v.c), static_cast<std::size_t>(v.h * v.w)));
+      runner[i] = chains.back().get();
+      writes[i] = j + 1;
+      for (std::size_t k = i + 1; k <= j; ++k) runner[k] = nullptr;
+      i = j;
+    }
+  }
+
   void plan_memory() {
     const auto output = static_cast<std::size_t>(model.output);
     last_op = output == 0 ? 0 : output - 1;
     const std::size_t steps_run = output == 0 ? 0 : last_op + 1;
+    chain_ops(steps_run);
     lifetimes.assign(values.size(), ValueLifetime{});
     for (std::size_t v = 0; v <= steps_run; ++v) {  // the input and every value of an op that runs
       lifetimes[v] = ValueLifetime{values[v].image_words() * sizeof(std::uint64_t),
@@ -106,6 +152,12 @@ struct Interpreter::Impl {
         ValueLifetime& l = lifetimes[static_cast<std::size_t>(v)];
         l.last = std::max(l.last, static_cast<std::int64_t>(i + 1));
       }
+    }
+    for (std::size_t i = 0; i < steps_run; ++i) {
+      if (runner[i] == nullptr || writes[i] == i + 1) continue;
+      // A chain from op i: its last value is written at step i + 1, the values inside it never.
+      lifetimes[writes[i]].first = static_cast<std::int64_t>(i + 1);
+      for (std::size_t v = i + 1; v < writes[i]; ++v) lifetimes[v] = ValueLifetime{};
     }
     lifetimes[output].last = static_cast<std::int64_t>(steps_run + 1);  // read by the transpose
     // A batch goes through the ops in passes of as many images as fit in kPassBytes of arena.
@@ -315,14 +367,17 @@ struct Interpreter::Impl {
       using Clock = std::chrono::steady_clock;
       [[maybe_unused]] Clock::time_point start;
       if constexpr (kProfile) start = Clock::now();
-      Buffer& out = buffers[i + 1];
-      if (!ops[i]->writes_whole_output()) {
-        std::memset(out.data, 0, batch * values[i + 1].image_words() * sizeof(std::uint64_t));
+      const detail::PreparedOp* op = runner[i];
+      if (op != nullptr) {  // else: op i is inside a chain that ran at an earlier step
+        Buffer& out = buffers[writes[i]];
+        if (!op->writes_whole_output()) {
+          std::memset(out.data, 0, batch * values[writes[i]].image_words() * sizeof(std::uint64_t));
+        }
+        op->run(ctx, state.inputs[i], out, batch);
       }
-      ops[i]->run(ctx, state.inputs[i], out, batch);
       if constexpr (kProfile) {
         const std::chrono::duration<double> elapsed = Clock::now() - start;
-        const OpTiming t = timing(i, batch, elapsed.count());
+        const OpTiming t = timing(i, batch, op != nullptr ? elapsed.count() : 0.0);
         if (first_pass) {
           timings->push_back(t);
         } else {
@@ -384,6 +439,7 @@ Interpreter::Interpreter(Model model, InterpreterOptions options)
   impl_->non_finite = options.non_finite;
   impl_->channels_last = options.channels_last;
   impl_->task_runner = options.task_runner;
+  impl_->chain = options.chain_per_element_ops;
   impl_->prepare();
 }
 

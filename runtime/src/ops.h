@@ -64,7 +64,24 @@ class PreparedOp {
   /// Float multiply-accumulates per image of float conv2d / dense (weights x output pixels);
   /// 0 for every other op.
   virtual std::int64_t float_macs() const { return 0; }
+  /// True for ops that map each float of one float input to one float of the output, pixel row
+  /// by pixel row (batch norm, PReLU, ReLU, clip, sigmoid, quantize_levels): they also implement
+  /// `run_rows`, and the interpreter runs a chain of them as one pass (`chain_per_element_ops`).
+  virtual bool per_element() const { return false; }
+  /// For `per_element` ops: output rows [r0, r1) (pixel rows of the value's channels) from the
+  /// same rows of `x`; `x` and `y` are the value's base pointers and may be the same buffer.
+  virtual void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1) const {
+    (void)x, (void)y, (void)r0, (void)r1;
+  }
 };
+
+/// One op running `chain` (per-element ops, each consuming the previous one's output) block by
+/// block: every block of rows goes through all of them while it is in cache, instead of one
+/// pass over the whole value per op. The results equal running them one after the other: each
+/// element goes through the same functions in the same order. `channels` floats per pixel row,
+/// `pixels` rows per image; the ops are not owned.
+std::unique_ptr<PreparedOp> chain_per_element_ops(std::vector<const PreparedOp*> chain,
+                                                  std::size_t channels, std::size_t pixels);
 
 /// "op 3 (binary_conv2d)", or "op 3 (binary_conv2d \"block3_conv\")" when the op has a name:
 /// how messages about op `index` start.

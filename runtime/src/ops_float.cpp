@@ -392,21 +392,26 @@ class PerChannel final : public PreparedOp {
            std::size_t batch) const override {
     const auto c = static_cast<std::size_t>(in_.c);
     const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
-    parallel_rows(rows, c, ctx, [&](std::size_t r0, std::size_t r1) {
-      if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
-        const float* x = in[0]->f();
-        float* y = out.f();
-        for (std::size_t i = r0 * c; i < r1 * c; ++i) y[i] = fn_(x[i]);
-      } else {
-        // Pixel by pixel with the channel as the inner index (no division per element), so
-        // that the compiler vectorizes the inner loop.
-        for (std::size_t r = r0; r < r1; ++r) {
-          const float* x = in[0]->f() + r * c;
-          float* y = out.f() + r * c;
-          for (std::size_t ch = 0; ch < c; ++ch) y[ch] = fn_(x[ch], ch);
-        }
+    const float* x = in[0]->f();
+    float* y = out.f();
+    parallel_rows(rows, c, ctx, [&](std::size_t r0, std::size_t r1) { run_rows(x, y, r0, r1); });
+  }
+
+  bool per_element() const override { return true; }
+
+  void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1) const override {
+    const auto c = static_cast<std::size_t>(in_.c);
+    if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
+      for (std::size_t i = r0 * c; i < r1 * c; ++i) y[i] = fn_(x[i]);
+    } else {
+      // Pixel by pixel with the channel as the inner index (no division per element), so
+      // that the compiler vectorizes the inner loop.
+      for (std::size_t r = r0; r < r1; ++r) {
+        const float* xr = x + r * c;
+        float* yr = y + r * c;
+        for (std::size_t ch = 0; ch < c; ++ch) yr[ch] = fn_(xr[ch], ch);
       }
-    });
+    }
   }
 
  private:
@@ -418,6 +423,37 @@ template <typename Fn>
 std::unique_ptr<PreparedOp> per_channel(const ValueInfo& in, Fn fn) {
   return std::make_unique<PerChannel<Fn>>(in, std::move(fn));
 }
+
+/// See `chain_per_element_ops`.
+class PerElementChain final : public PreparedOp {
+ public:
+  PerElementChain(std::vector<const PreparedOp*> chain, std::size_t channels, std::size_t pixels)
+      : chain_(std::move(chain)), c_(channels), pixels_(pixels) {}
+  bool writes_whole_output() const override { return true; }
+  bool per_element() const override { return true; }
+
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const float* x = in[0]->f();
+    float* y = out.f();
+    parallel_rows(batch * pixels_, c_, ctx,
+                  [&](std::size_t r0, std::size_t r1) { run_rows(x, y, r0, r1); });
+  }
+
+  void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1) const override {
+    // Blocks of about 16 KiB: the block stays in L1 from the first op to the last.
+    const std::size_t block = std::max<std::size_t>(1, 4096 / std::max<std::size_t>(c_, 1));
+    for (std::size_t b0 = r0; b0 < r1; b0 += block) {
+      const std::size_t b1 = std::min(b0 + block, r1);
+      chain_.front()->run_rows(x, y, b0, b1);
+      for (std::size_t k = 1; k < chain_.size(); ++k) chain_[k]->run_rows(y, y, b0, b1);
+    }
+  }
+
+ private:
+  std::vector<const PreparedOp*> chain_;
+  std::size_t c_, pixels_;
+};
 
 /// a + b elementwise; either input may be bits (read as +-1), the output is float.
 class Add final : public PreparedOp {
@@ -645,6 +681,11 @@ std::vector<float> channel_param(const Model& model, const Op& op, const std::st
 }
 
 }  // namespace
+
+std::unique_ptr<PreparedOp> chain_per_element_ops(std::vector<const PreparedOp*> chain,
+                                                  std::size_t channels, std::size_t pixels) {
+  return std::make_unique<PerElementChain>(std::move(chain), channels, pixels);
+}
 
 std::unique_ptr<PreparedOp> prepare_conv2d(const Model& model, const Op& op,
                                            const std::vector<ValueInfo>& inputs, ValueInfo& output,

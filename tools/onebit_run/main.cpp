@@ -49,12 +49,13 @@ void check_threads(const std::vector<int>& threads) {
 }
 
 // Loads `path`, timing the load; the file's size in bytes.
-runtime::Interpreter load(const std::string& path, double& load_ms, std::size_t& file_bytes) {
+runtime::Interpreter load(const std::string& path, double& load_ms, std::size_t& file_bytes,
+                          const runtime::InterpreterOptions& options = {}) {
   std::error_code ec;
   file_bytes = std::filesystem::file_size(path, ec);
   if (ec) throw std::runtime_error("cannot read model file \"" + path + "\": " + ec.message());
   const auto t0 = std::chrono::steady_clock::now();
-  runtime::Interpreter net = runtime::Interpreter::from_file(path);
+  runtime::Interpreter net = runtime::Interpreter::from_file(path, options);
   load_ms = runtime::seconds_since(t0) * 1e3;
   return net;
 }
@@ -65,7 +66,7 @@ struct BenchArgs {
   std::int64_t batch = 1;
   double min_seconds = 0.5;
   int profile_runs = 20;
-  bool profile = false, json = false;
+  bool profile = false, json = false, no_chains = false;
 };
 
 // `bench`: median batch-1 latency per thread count (and images/s at --batch), load time, file
@@ -76,7 +77,9 @@ void bench(const BenchArgs& a) {
   if (!(a.min_seconds > 0)) throw std::invalid_argument("--min-seconds must be > 0");
   double load_ms = 0;
   std::size_t file_bytes = 0;
-  runtime::Interpreter net = load(a.model, load_ms, file_bytes);
+  runtime::InterpreterOptions options;
+  options.chain_per_element_ops = !a.no_chains;
+  runtime::Interpreter net = load(a.model, load_ms, file_bytes, options);
   nlohmann::json j = tools::model_facts(net, a.model, file_bytes, load_ms);
   std::size_t per_image = 1;
   for (std::int64_t d : net.input_shape()) per_image *= static_cast<std::size_t>(d);
@@ -280,6 +283,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_flag("--profile", b.profile, "Per-op profile on the first thread count");
   bench_cmd->add_option("--profile-runs", b.profile_runs, "Profiled runs (medians over them)")
       ->capture_default_str();
+  bench_cmd->add_flag("--no-chains", b.no_chains,
+                      "Run consecutive per-element ops one by one (a profile time for each)");
   bench_cmd->add_flag("--json", b.json, "One JSON line");
   bench_cmd->callback([&] { bench(b); });
 

@@ -73,15 +73,22 @@ struct InterpreterOptions {
   /// spin while they wait for work take the two cores from each other (a larq-mnist training
   /// step on the binary path was no faster at 2 threads than at 1).
   TaskRunner task_runner = nullptr;
+  /// true (the default): consecutive per-element ops (batch norm, PReLU, ReLU, clip, sigmoid,
+  /// quantize_levels, each consuming only the previous one's output) run as one pass over
+  /// memory, block by block; their intermediate values take no arena space. false: op after op,
+  /// e.g. for a per-op profile of each of them. The results are identical either way.
+  bool chain_per_element_ops = true;
 };
 
 /// Time of one op in a profiled run (`Interpreter::run_profiled`).
 struct OpTiming {
-  std::size_t index = 0;         ///< Op index in the model.
-  std::string type;              ///< Op type name, e.g. "binary_conv2d".
-  std::string name;              ///< Op name from the file (may be empty).
-  bool binary = false;           ///< True for ops of the binary (XOR/popcount) family.
-  double seconds = 0;            ///< Wall time of the op in this run.
+  std::size_t index = 0;  ///< Op index in the model.
+  std::string type;       ///< Op type name, e.g. "binary_conv2d".
+  std::string name;       ///< Op name from the file (may be empty).
+  bool binary = false;    ///< True for ops of the binary (XOR/popcount) family.
+  /// Wall time of the op in this run. Consecutive per-element ops (batch norm, PReLU, ReLU,
+  /// clip, ...) run as one pass; the first of them reports the pass, the others 0.
+  double seconds = 0;
   std::int64_t binary_macs = 0;  ///< Binary MACs of this op for the batch (0 for non-binary ops).
   std::int64_t float_macs = 0;   ///< Float MACs (conv2d/dense: weights x output pixels), else 0.
 };

@@ -1,0 +1,89 @@
+// Chains of per-element ops (InterpreterOptions::chain_per_element_ops): consecutive batch norm,
+// PReLU, ReLU, clip, sigmoid and quantize_levels ops, each consuming only the previous one's
+// output, run as one pass. The outputs equal those of the ops run one by one, bit for bit, for
+// any batch and thread count; a value with a second use ends a chain; the values inside a chain
+// take no arena space; the profile keeps one entry per op (0 s for the ops run inside a chain).
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "onebit/runtime/builder.h"
+#include "onebit/runtime/interpreter.h"
+#include "reference_net.h"
+
+namespace onebit::runtime {
+namespace {
+
+// conv -> relu -> bn -> prelu (two uses: ends the chain) -> clip -> sigmoid -> add(., prelu)
+// -> quantize_levels -> bn -> relu (the output).
+Model chained_model(std::int64_t c) {
+  std::mt19937 rng(31);
+  ModelBuilder b;
+  ValueRef x = b.conv2d(b.input({3, 7, 9}), Conv2dParams(c, 3).padding(1, 1),
+                        testing::random_normal(static_cast<std::size_t>(c * 27), rng));
+  x = b.relu(x);
+  x = b.batch_norm(x, testing::random_normal(static_cast<std::size_t>(c), rng),
+                   testing::random_normal(static_cast<std::size_t>(c), rng));
+  const ValueRef shared = b.prelu(x, testing::random_normal(static_cast<std::size_t>(c), rng));
+  ValueRef y = b.sigmoid(b.clip(shared, -0.5f, 0.75f));
+  y = b.quantize_levels(b.add(y, shared), 4);
+  y = b.batch_norm(y, testing::random_normal(static_cast<std::size_t>(c), rng),
+                   testing::random_normal(static_cast<std::size_t>(c), rng));
+  b.output(b.relu(y));
+  return b.build();
+}
+
+std::vector<float> run(const Model& m, bool chains, int threads, const std::vector<float>& x,
+                       std::size_t batch) {
+  InterpreterOptions o;
+  o.threads = threads;
+  o.chain_per_element_ops = chains;
+  return Interpreter(m, o).run(x, batch);
+}
+
+TEST(PerElementChains, SameOutputsAsOpByOpForAnyBatchAndThreads) {
+  std::mt19937 rng(32);
+  for (std::int64_t c : {1, 5, 16, 70}) {
+    const Model m = chained_model(c);
+    for (std::size_t batch : {1u, 5u}) {
+      const std::vector<float> x = testing::random_normal(batch * 3 * 63, rng);
+      const std::vector<float> expected = run(m, false, 1, x, batch);
+      for (int threads : {1, 3}) {
+        const std::vector<float> y = run(m, true, threads, x, batch);
+        ASSERT_EQ(y.size(), expected.size());
+        EXPECT_EQ(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)), 0)
+            << "channels " << c << ", batch " << batch << ", threads " << threads;
+      }
+    }
+  }
+}
+
+TEST(PerElementChains, ValuesInsideAChainTakeNoArenaAndTheProfileKeepsEveryOp) {
+  const Model m = chained_model(16);
+  InterpreterOptions off;
+  off.chain_per_element_ops = false;
+  const Interpreter chained(m), separate(m, off);
+  // relu -> bn -> prelu, clip -> sigmoid and quantize_levels -> bn -> relu are chains: the relu,
+  // bn, clip, quantize_levels and bn outputs are never written and take no space (the largest
+  // live set, here at the add, stays).
+  EXPECT_LE(chained.activation_bytes(1), separate.activation_bytes(1));
+  EXPECT_LE(chained.live_activation_bytes(1), separate.live_activation_bytes(1));
+  std::mt19937 rng(33);
+  const std::vector<float> x = testing::random_normal(3 * 63, rng);
+  std::vector<OpTiming> with, without;
+  EXPECT_EQ(chained.run_profiled(x.data(), x.size(), 1, with),
+            separate.run_profiled(x.data(), x.size(), 1, without));
+  ASSERT_EQ(with.size(), m.ops.size());
+  ASSERT_EQ(without.size(), m.ops.size());
+  // Ops after the first of a chain ran inside it: 0 s of their own.
+  for (std::size_t i : {2u, 3u, 5u, 8u, 9u}) {
+    EXPECT_EQ(with[i].seconds, 0.0) << with[i].type;
+    EXPECT_EQ(with[i].type, without[i].type);
+  }
+}
+
+}  // namespace
+}  // namespace onebit::runtime
