@@ -52,6 +52,7 @@ struct Interpreter::Impl {
   std::vector<std::unique_ptr<detail::PreparedOp>> chains;
   std::vector<const detail::PreparedOp*> runner;
   std::vector<std::size_t> writes;
+  std::vector<std::vector<std::int32_t>> extra_inputs;  // a chain's inputs after its first op's
   std::size_t last_op = 0;          // ops after the one producing the output are not run
   std::size_t images_per_pass = 1;  // see plan_memory
   // Lifetime of every value in steps (step 0: the input transpose, step i + 1: op i, then one
@@ -107,6 +108,7 @@ struct Interpreter::Impl {
   void chain_ops(std::size_t steps_run) {
     runner.assign(ops.size(), nullptr);
     writes.assign(ops.size(), 0);
+    extra_inputs.assign(ops.size(), {});
     std::vector<std::size_t> uses(values.size(), 0);
     for (std::size_t i = 0; i < steps_run; ++i) {
       for (std::int32_t v : model.ops[i].inputs) ++uses[static_cast<std::size_t>(v)];
@@ -118,18 +120,44 @@ struct Interpreter::Impl {
     }
     for (std::size_t i = 0; chain && i < steps_run; ++i) {
       if (!ops[i]->per_element()) continue;
+      const ValueInfo& v = values[i + 1];
       std::size_t j = i;
-      while (j + 1 < steps_run && ops[j + 1]->per_element() && uses[j + 1] == 1 &&
-             model.ops[j + 1].inputs.size() == 1 &&
-             model.ops[j + 1].inputs[0] == static_cast<std::int32_t>(j + 1)) {
+      std::vector<std::int32_t> others;  // per member after the first: its other input, or -1
+      while (j + 1 < steps_run && uses[j + 1] == 1) {
+        const std::vector<std::int32_t>& in = model.ops[j + 1].inputs;
+        const auto self = static_cast<std::int32_t>(j + 1);
+        if (ops[j + 1]->per_element() && in.size() == 1 && in[0] == self) {
+          others.push_back(-1);
+        } else if (ops[j + 1]->per_element_binary() && in.size() == 2 &&
+                   (in[0] == self) != (in[1] == self) && values[j + 2].c == v.c &&
+                   values[j + 2].h == v.h && values[j + 2].w == v.w) {
+          // The other input must exist before the chain starts (values inside it are never
+          // written).
+          const std::int32_t other = in[0] == self ? in[1] : in[0];
+          if (other > static_cast<std::int32_t>(i)) break;
+          others.push_back(other);
+        } else {
+          break;
+        }
         ++j;
       }
       if (j == i) continue;
-      std::vector<const detail::PreparedOp*> chain;
-      for (std::size_t k = i; k <= j; ++k) chain.push_back(ops[k].get());
-      const ValueInfo& v = values[i + 1];
-      chains.push_back(detail::chain_per_element_ops(
-          std::move(chain), static_cast<std::size_t>(v.c), static_cast<std::size_t>(v.h * v.w)));
+      std::vector<const detail::PreparedOp*> members{ops[i].get()};
+      std::vector<std::size_t> other_input{0};
+      extra_inputs[i].clear();
+      for (std::size_t k = i + 1; k <= j; ++k) {
+        members.push_back(ops[k].get());
+        const std::int32_t other = others[k - i - 1];
+        if (other < 0) {
+          other_input.push_back(0);
+        } else {
+          extra_inputs[i].push_back(other);
+          other_input.push_back(extra_inputs[i].size());  // after the first op's one input
+        }
+      }
+      chains.push_back(detail::chain_per_element_ops(std::move(members), std::move(other_input),
+                                                     static_cast<std::size_t>(v.c),
+                                                     static_cast<std::size_t>(v.h * v.w)));
       runner[i] = chains.back().get();
       writes[i] = j + 1;
       for (std::size_t k = i + 1; k <= j; ++k) runner[k] = nullptr;
@@ -243,6 +271,9 @@ struct Interpreter::Impl {
       state->inputs.resize(model.ops.size());
       for (std::size_t i = 0; i < model.ops.size(); ++i) {
         for (std::int32_t v : model.ops[i].inputs) {
+          state->inputs[i].push_back(&state->buffers[static_cast<std::size_t>(v)]);
+        }
+        for (std::int32_t v : extra_inputs[i]) {
           state->inputs[i].push_back(&state->buffers[static_cast<std::size_t>(v)]);
         }
       }

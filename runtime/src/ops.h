@@ -68,10 +68,15 @@ class PreparedOp {
   /// by pixel row (batch norm, PReLU, ReLU, clip, sigmoid, quantize_levels): they also implement
   /// `run_rows`, and the interpreter runs a chain of them as one pass (`chain_per_element_ops`).
   virtual bool per_element() const { return false; }
-  /// For `per_element` ops: output rows [r0, r1) (pixel rows of the value's channels) from the
-  /// same rows of `x`; `x` and `y` are the value's base pointers and may be the same buffer.
-  virtual void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1) const {
-    (void)x, (void)y, (void)r0, (void)r1;
+  /// True for two-input ops that can join such a chain after its first op (add: y = x + other,
+  /// the other input float or bits), through `run_rows` with `other`.
+  virtual bool per_element_binary() const { return false; }
+  /// For `per_element` (and `per_element_binary`) ops: output rows [r0, r1) (pixel rows of the
+  /// value's channels) from the same rows of `x` (and of `other`, the second input's buffer);
+  /// `x` and `y` are the value's base pointers and may be the same buffer.
+  virtual void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1,
+                        const Buffer* other = nullptr) const {
+    (void)x, (void)y, (void)r0, (void)r1, (void)other;
   }
 };
 
@@ -79,8 +84,11 @@ class PreparedOp {
 /// block: every block of rows goes through all of them while it is in cache, instead of one
 /// pass over the whole value per op. The results equal running them one after the other: each
 /// element goes through the same functions in the same order. `channels` floats per pixel row,
-/// `pixels` rows per image; the ops are not owned.
+/// `pixels` rows per image; the ops are not owned. The op's inputs are the first op's input,
+/// then the other input of each `per_element_binary` member in order; `other_input[k]` is that
+/// input's index for member k (0 for one-input members).
 std::unique_ptr<PreparedOp> chain_per_element_ops(std::vector<const PreparedOp*> chain,
+                                                  std::vector<std::size_t> other_input,
                                                   std::size_t channels, std::size_t pixels);
 
 /// "op 3 (binary_conv2d)", or "op 3 (binary_conv2d \"block3_conv\")" when the op has a name:

@@ -394,12 +394,14 @@ class PerChannel final : public PreparedOp {
     const std::size_t rows = batch * static_cast<std::size_t>(in_.h * in_.w);
     const float* x = in[0]->f();
     float* y = out.f();
-    parallel_rows(rows, c, ctx, [&](std::size_t r0, std::size_t r1) { run_rows(x, y, r0, r1); });
+    parallel_rows(rows, c, ctx,
+                  [&](std::size_t r0, std::size_t r1) { run_rows(x, y, r0, r1, nullptr); });
   }
 
   bool per_element() const override { return true; }
 
-  void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1) const override {
+  void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1,
+                const Buffer*) const override {
     const auto c = static_cast<std::size_t>(in_.c);
     if constexpr (std::is_invocable_v<const Fn&, float>) {  // one flat loop
       for (std::size_t i = r0 * c; i < r1 * c; ++i) y[i] = fn_(x[i]);
@@ -427,31 +429,30 @@ std::unique_ptr<PreparedOp> per_channel(const ValueInfo& in, Fn fn) {
 /// See `chain_per_element_ops`.
 class PerElementChain final : public PreparedOp {
  public:
-  PerElementChain(std::vector<const PreparedOp*> chain, std::size_t channels, std::size_t pixels)
-      : chain_(std::move(chain)), c_(channels), pixels_(pixels) {}
+  PerElementChain(std::vector<const PreparedOp*> chain, std::vector<std::size_t> other_input,
+                  std::size_t channels, std::size_t pixels)
+      : chain_(std::move(chain)), other_(std::move(other_input)), c_(channels), pixels_(pixels) {}
   bool writes_whole_output() const override { return true; }
-  bool per_element() const override { return true; }
 
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const float* x = in[0]->f();
     float* y = out.f();
-    parallel_rows(batch * pixels_, c_, ctx,
-                  [&](std::size_t r0, std::size_t r1) { run_rows(x, y, r0, r1); });
-  }
-
-  void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1) const override {
-    // Blocks of about 16 KiB: the block stays in L1 from the first op to the last.
+    // Blocks of about 16 KiB: a block stays in L1 from the first op to the last.
     const std::size_t block = std::max<std::size_t>(1, 4096 / std::max<std::size_t>(c_, 1));
-    for (std::size_t b0 = r0; b0 < r1; b0 += block) {
-      const std::size_t b1 = std::min(b0 + block, r1);
-      chain_.front()->run_rows(x, y, b0, b1);
-      for (std::size_t k = 1; k < chain_.size(); ++k) chain_[k]->run_rows(y, y, b0, b1);
-    }
+    parallel_rows(batch * pixels_, c_, ctx, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t b0 = r0; b0 < r1; b0 += block) {
+        const std::size_t b1 = std::min(b0 + block, r1);
+        for (std::size_t k = 0; k < chain_.size(); ++k) {
+          chain_[k]->run_rows(k == 0 ? x : y, y, b0, b1, other_[k] != 0 ? in[other_[k]] : nullptr);
+        }
+      }
+    });
   }
 
  private:
   std::vector<const PreparedOp*> chain_;
+  std::vector<std::size_t> other_;
   std::size_t c_, pixels_;
 };
 
@@ -460,6 +461,25 @@ class Add final : public PreparedOp {
  public:
   bool writes_whole_output() const override { return true; }
   Add(const ValueInfo& a, const ValueInfo& b) : a_(a), b_(b) {}
+
+  // In a chain, x is the float input that the chain computed and `other` the other input (the
+  // bits one if there is one); float addition is commutative, so the order does not matter.
+  bool per_element_binary() const override { return true; }
+  void run_rows(const float* x, float* y, std::size_t r0, std::size_t r1,
+                const Buffer* other) const override {
+    const auto c = static_cast<std::size_t>(a_.c);
+    const ValueInfo& o = a_.dtype == DType::kBits ? a_ : b_;
+    if (o.dtype == DType::kFloat32) {
+      const float* z = other->f();
+      for (std::size_t i = r0 * c; i < r1 * c; ++i) y[i] = x[i] + z[i];
+      return;
+    }
+    float* scratch = reinterpret_cast<float*>(thread_scratch(c, 0));
+    for (std::size_t r = r0; r < r1; ++r) {
+      const float* z = row_as_floats(o, *other, r, scratch);
+      for (std::size_t ch = 0; ch < c; ++ch) y[r * c + ch] = x[r * c + ch] + z[ch];
+    }
+  }
 
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
@@ -683,8 +703,10 @@ std::vector<float> channel_param(const Model& model, const Op& op, const std::st
 }  // namespace
 
 std::unique_ptr<PreparedOp> chain_per_element_ops(std::vector<const PreparedOp*> chain,
+                                                  std::vector<std::size_t> other_input,
                                                   std::size_t channels, std::size_t pixels) {
-  return std::make_unique<PerElementChain>(std::move(chain), channels, pixels);
+  return std::make_unique<PerElementChain>(std::move(chain), std::move(other_input), channels,
+                                           pixels);
 }
 
 std::unique_ptr<PreparedOp> prepare_conv2d(const Model& model, const Op& op,

@@ -364,7 +364,9 @@ TEST(Interpreter, ValueWithSeveralConsumersLivesUntilItsLastConsumer) {
   const ValueRef a = b.relu(x);
   const ValueRef c = b.relu(b.relu(a));
   b.output(b.add(a, c));
-  const Interpreter net(b.build());
+  InterpreterOptions op_by_op;
+  op_by_op.chain_per_element_ops = false;
+  const Interpreter net(b.build(), op_by_op);
   std::mt19937 rng(28);
   const Nchw in{3, 8, 4, 4, testing::random_normal(3 * 128, rng)};
   Nchw expected = in;
@@ -374,6 +376,11 @@ TEST(Interpreter, ValueWithSeveralConsumersLivesUntilItsLastConsumer) {
   // (x is freed after op 0, relu(a) after op 2), then a, c, output.
   EXPECT_EQ(net.activation_bytes(1), 3u * 512u);
   EXPECT_EQ(net.activation_bytes(4), 4u * 3u * 512u);
+  // With chains (the default), relu -> relu -> add(a, .) is one op reading a: relu(a) and c are
+  // never written, and a lives until that op.
+  const Interpreter chained(b.build());
+  EXPECT_EQ(chained.run(in.v, 3), expected.v);
+  EXPECT_EQ(chained.activation_bytes(1), 2u * 512u);
 }
 
 TEST(Interpreter, UnusedValuesAreFreedAndOpsAfterTheOutputDoNotRun) {
