@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "json_integer.h"
 #include "onebit/io.h"
 #include "onebit/log.h"
 #include "onebit/nn.h"
@@ -347,7 +348,7 @@ nn::Graph load(const std::string& path) {
       name = entry.at("name").get<std::string>();
       key = entry.at("key").get<std::string>();
       encoding = entry.at("encoding").get<std::string>();
-      shape = entry.at("shape").get<std::vector<int64_t>>();
+      shape = detail::json_integers<int64_t>(entry.at("shape"), "tensor shape");
     } catch (const std::exception&) {
       fail("corrupt tensor entry " + entry.dump().substr(0, 200));
     }

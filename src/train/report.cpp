@@ -1,4 +1,5 @@
 #include "onebit/train/report.h"
+#include "../json_integer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../json_integer.h"
 #include "onebit/io.h"
 #include "onebit/optim/scheduler.h"
 #include "onebit/summary.h"
@@ -22,6 +24,12 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 namespace {
+
+// An epoch count or number from a run's files: 0 when absent; a value that is not an integer is
+// an error naming the key (not a truncated or undefined conversion of a float).
+int epoch_of(const nlohmann::json& j, const char* key) {
+  return j.contains(key) ? detail::json_integer<int>(j.at(key), std::string("\"") + key + "\"") : 0;
+}
 
 std::string escape(const std::string& s) {
   std::string out;
@@ -191,7 +199,7 @@ std::string render_report(const ReportData& data) {
       "background:#f6f6f6;padding:10px;overflow-x:auto}.empty{color:#888}"
       "</style></head><body>\n";
   page += "<h1>" + escape(data.title) + "</h1>";
-  const int done = h.empty() ? 0 : h.back().value("epoch", 0);
+  const int done = h.empty() ? 0 : epoch_of(h.back(), "epoch");
   std::time_t now = std::time(nullptr);
   char stamp[64];
   std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
@@ -217,7 +225,7 @@ std::string render_report(const ReportData& data) {
     int best_epoch = 0;
     for (const auto& m : h) {
       if (m.contains("test_accuracy") && m.at("test_accuracy").get<double>() > best) {
-        best = m.at("test_accuracy").get<double>(), best_epoch = m.value("epoch", 0);
+        best = m.at("test_accuracy").get<double>(), best_epoch = epoch_of(m, "epoch");
       }
       seconds += m.value("seconds", 0.0);
     }
@@ -241,7 +249,7 @@ std::string render_report(const ReportData& data) {
       if (!item.value().is_number()) continue;
       Series& s = by_layer[item.key()];
       s.name = item.key();
-      s.points.emplace_back(m.value("epoch", 0), item.value().get<double>());
+      s.points.emplace_back(epoch_of(m, "epoch"), item.value().get<double>());
     }
   }
   for (auto& item : by_layer) flips.push_back(std::move(item.second));
@@ -324,7 +332,7 @@ std::string write_report(const std::string& run_dir) {
   ReportData data;
   data.config = config;
   data.title = config.value("model", std::string("model")) + ": " + run_dir;
-  data.planned_epochs = config.value("epochs", 0);
+  data.planned_epochs = epoch_of(config, "epochs");
   data.history = read_metrics((dir / "metrics.jsonl").string());
   const fs::path checkpoint = dir / "checkpoint.pt";
   if (fs::exists(checkpoint)) {

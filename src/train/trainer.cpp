@@ -18,6 +18,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "../json_integer.h"
 #include "onebit/constraints.h"
 #include "onebit/io.h"
 #include "onebit/metrics.h"
@@ -84,13 +85,13 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
       else if (k == "data_dir")
         o.data_dir = v.get<std::string>();
       else if (k == "epochs")
-        o.epochs = v.get<int>();
+        o.epochs = detail::json_integer<int>(v, "train option \"epochs\"");
       else if (k == "batch_size")
-        o.batch_size = v.get<int64_t>();
+        o.batch_size = detail::json_integer<int64_t>(v, "train option \"batch_size\"");
       else if (k == "lr")
         o.lr = v.get<double>();
       else if (k == "seed")
-        o.seed = v.get<uint64_t>();
+        o.seed = detail::json_integer<uint64_t>(v, "train option \"seed\"");
       else if (k == "optimizer")
         o.optimizer = v.get<std::string>();
       else if (k == "optimizer_options")
@@ -100,11 +101,11 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
       else if (k == "weights")
         o.weights = v.get<std::string>();
       else if (k == "threads")
-        o.threads = v.get<int>();
+        o.threads = detail::json_integer<int>(v, "train option \"threads\"");
       else if (k == "train_limit")
-        o.train_limit = v.get<int64_t>();
+        o.train_limit = detail::json_integer<int64_t>(v, "train option \"train_limit\"");
       else if (k == "test_limit")
-        o.test_limit = v.get<int64_t>();
+        o.test_limit = detail::json_integer<int64_t>(v, "train option \"test_limit\"");
       else if (k == "progress")
         o.progress = v.get<bool>();
       else if (k == "resume")
@@ -124,9 +125,10 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
       else if (k == "augment")
         o.augment = v.get<bool>();
       else if (k == "crop_padding")
-        o.crop_padding = v.get<int>();
+        o.crop_padding = detail::json_integer<int>(v, "train option \"crop_padding\"");
       else if (k == "bn_reestimate_batches")
-        o.bn_reestimate_batches = v.get<int64_t>();
+        o.bn_reestimate_batches =
+            detail::json_integer<int64_t>(v, "train option \"bn_reestimate_batches\"");
       else if (k == "val_split")
         o.val_split = v.get<double>();
       else if (k == "teacher")
@@ -552,15 +554,21 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
     load_optimizer_state(options.resume, *optimizer);
     const auto& c = ck.config;
     try {
-      first_epoch = c.at("epoch").get<int>() + 1;
-      step = c.value("step", int64_t{0});
+      using detail::json_integer;
+      first_epoch = json_integer<int>(c.at("epoch"), "checkpoint \"epoch\"") + 1;
+      step = c.contains("step") ? json_integer<int64_t>(c.at("step"), "checkpoint \"step\"") : 0;
       best_accuracy = c.value("best_accuracy", -1.0);
-      best_epoch = c.value("best_epoch", 0);
+      best_epoch = c.contains("best_epoch")
+                       ? json_integer<int>(c.at("best_epoch"), "checkpoint \"best_epoch\"")
+                       : 0;
       if (c.contains("position")) {
         const auto& p = c.at("position");
-        position = {p.at("epoch").get<int>(),       p.at("batch").get<int64_t>(),
-                    p.at("loss_sum").get<double>(), p.at("seconds").get<double>(),
-                    p.at("correct").get<int64_t>(), p.at("seen").get<int64_t>()};
+        position = {json_integer<int>(p.at("epoch"), "checkpoint position \"epoch\""),
+                    json_integer<int64_t>(p.at("batch"), "checkpoint position \"batch\""),
+                    p.at("loss_sum").get<double>(),
+                    p.at("seconds").get<double>(),
+                    json_integer<int64_t>(p.at("correct"), "checkpoint position \"correct\""),
+                    json_integer<int64_t>(p.at("seen"), "checkpoint position \"seen\"")};
         if (position.epoch != first_epoch || position.batch < 0 || position.batch > steps) {
           throw std::runtime_error("position (epoch " + std::to_string(position.epoch) +
                                    ", batch " + std::to_string(position.batch) +
@@ -571,6 +579,9 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
       if (c.contains("generator"))
         set_generator_state(c.at("generator").get<std::string>(), ck.path);
     } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(ck.path + ": the stored training position is damaged (" + e.what() +
+                               ")");
+    } catch (const std::invalid_argument& e) {
       throw std::runtime_error(ck.path + ": the stored training position is damaged (" + e.what() +
                                ")");
     } catch (const std::runtime_error& e) {

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "../json_integer.h"
 #include "literature.h"
 #include "onebit/log.h"
 #include "onebit/nn.h"
@@ -243,9 +244,9 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
       else if (k == "bn_eps")
         o.bn_eps = v.is_null() ? std::nullopt : std::optional<double>(v.get<double>());
       else if (k == "input_shape")
-        o.input_shape = v.get<std::vector<int64_t>>();
+        o.input_shape = onebit::detail::json_integers<int64_t>(v, "model option \"input_shape\"");
       else if (k == "num_classes")
-        o.num_classes = v.get<int64_t>();
+        o.num_classes = onebit::detail::json_integer<int64_t>(v, "model option \"num_classes\"");
       else
         throw std::invalid_argument("unknown model option \"" + k + "\"");
     } catch (const nlohmann::json::exception& e) {

@@ -202,6 +202,33 @@ TEST(Trainer, BadOptionsAreRejected) {
   EXPECT_THROW(train::TrainOptions::from_json({{"epochz", 1}}), std::invalid_argument);
 }
 
+// Integers in configs must be written as integers within range: a float (6.4e67 once crashed
+// the config fuzzer: converting it to int64 is undefined behaviour) or a fraction is an error
+// that names the option, never a truncated value.
+TEST(Trainer, IntegerOptionsRejectFloatsAndOutOfRangeValues) {
+  const auto expect_error = [](const nlohmann::json& j, const std::string& text) {
+    try {
+      train::TrainOptions::from_json(j);
+      ADD_FAILURE() << "no error for " << j.dump();
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  expect_error({{"batch_size", 6.4e67}}, "train option \"batch_size\": expected an integer");
+  expect_error({{"epochs", 2.5}}, "train option \"epochs\"");
+  expect_error({{"epochs", 4294967296LL}}, "train option \"epochs\"");
+  expect_error({{"seed", -1}}, "train option \"seed\"");
+  expect_error({{"threads", true}}, "train option \"threads\"");
+  expect_error({{"model_options", {{"num_classes", 1e30}}}}, "model option \"num_classes\"");
+  expect_error({{"model_options", {{"input_shape", {1, 28.0, 28}}}}},
+               "model option \"input_shape\"");
+  const auto o = train::TrainOptions::from_json(
+      {{"batch_size", 32}, {"seed", 18446744073709551615ULL}, {"epochs", 3}});
+  EXPECT_EQ(o.batch_size, 32);
+  EXPECT_EQ(o.seed, 18446744073709551615ULL);
+  EXPECT_EQ(o.epochs, 3);
+}
+
 TEST(Checkpoint, MissingAndCorruptFilesAreClearErrors) {
   auto dir = temp_dir("corrupt");
   fs::create_directories(dir);
