@@ -1,5 +1,4 @@
 #include "onebit/train/report.h"
-#include "../json_integer.h"
 
 #include <algorithm>
 #include <cmath>
