@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -25,26 +26,54 @@ struct StepScalars {
   bool amsgrad = false;
 };
 
-// One pass over n elements: p, g (read), m, v, vmax (read and written; vmax only with amsgrad).
+// One pass over elements [begin, end): p, g (read), m, v, vmax (read and written; vmax only with
+// AMSGrad). The options are template parameters so that the loop has no branch, and the file is
+// compiled with -fno-math-errno (CMakeLists.txt: a square root that may set errno is a call, and
+// the loop would not vectorize; the roots here are of non-negative numbers or NaN).
+template <bool kDecoupledDecay, bool kL2, bool kAmsgrad>
+void update_range(float* p, const float* g, float* m, float* v, float* vmax, std::int64_t begin,
+                  std::int64_t end, const StepScalars& s) {
+  const float beta1 = s.beta1, one_minus_beta1 = s.one_minus_beta1, beta2 = s.beta2,
+              one_minus_beta2 = s.one_minus_beta2, decay = s.decay_factor, l2 = s.weight_decay,
+              sqrt_correction2 = s.sqrt_correction2, eps = s.eps, step = s.neg_step_size;
+  for (std::int64_t i = begin; i < end; ++i) {
+    float pi = p[i];
+    if constexpr (kDecoupledDecay) pi = pi * decay;
+    float gi = g[i];
+    if constexpr (kL2) gi = gi + l2 * pi;
+    const float mi = m[i] * beta1 + one_minus_beta1 * gi;
+    const float vi = v[i] * beta2 + one_minus_beta2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float second = vi;
+    if constexpr (kAmsgrad) {
+      second = vmax[i] > vi ? vmax[i] : vi;  // a NaN moment stays NaN, as in at::max
+      vmax[i] = second;
+    }
+    const float denom = std::sqrt(second) / sqrt_correction2 + eps;
+    p[i] = pi + step * (mi / denom);
+  }
+}
+
+template <bool kDecoupledDecay, bool kL2>
+void update_range(float* p, const float* g, float* m, float* v, float* vmax, std::int64_t begin,
+                  std::int64_t end, const StepScalars& s) {
+  if (s.amsgrad) {
+    update_range<kDecoupledDecay, kL2, true>(p, g, m, v, vmax, begin, end, s);
+  } else {
+    update_range<kDecoupledDecay, kL2, false>(p, g, m, v, vmax, begin, end, s);
+  }
+}
+
 void fused_update(float* p, const float* g, float* m, float* v, float* vmax, std::int64_t n,
                   const StepScalars& s) {
   at::parallel_for(0, n, 16384, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) {
-      float pi = p[i];
-      if (s.decay_factor != 1.0f) pi = pi * s.decay_factor;
-      float gi = g[i];
-      if (s.weight_decay != 0.0f) gi = gi + s.weight_decay * pi;
-      const float mi = m[i] * s.beta1 + s.one_minus_beta1 * gi;
-      const float vi = v[i] * s.beta2 + s.one_minus_beta2 * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      float second = vi;
-      if (s.amsgrad) {
-        second = vmax[i] > vi ? vmax[i] : vi;
-        vmax[i] = second;
-      }
-      const float denom = std::sqrt(second) / s.sqrt_correction2 + s.eps;
-      p[i] = pi + s.neg_step_size * (mi / denom);
+    if (s.decay_factor != 1.0f) {
+      update_range<true, false>(p, g, m, v, vmax, begin, end, s);
+    } else if (s.weight_decay != 0.0f) {
+      update_range<false, true>(p, g, m, v, vmax, begin, end, s);
+    } else {
+      update_range<false, false>(p, g, m, v, vmax, begin, end, s);
     }
   });
 }
