@@ -14,15 +14,16 @@
 
 namespace onebit::detail {
 
-/// `j` as a T: throws std::invalid_argument("<what>: expected an integer ..., got <j>") unless
-/// `j` is a JSON integer (not a float, not a bool) within T's range.
+/// `j` as a T: throws std::invalid_argument("<what> has the wrong type: expected an integer ...,
+/// got <j>") unless `j` is a JSON integer (not a float, not a bool), and "<what> is out of range:
+/// ..." unless it is within T's range.
 template <typename T>
 T json_integer(const nlohmann::json& j, const std::string& what) {
   const auto fail = [&]() -> T {
-    throw std::invalid_argument(what + ": expected an integer from " +
-                                std::to_string(std::numeric_limits<T>::min()) + " to " +
-                                std::to_string(std::numeric_limits<T>::max()) + ", got " +
-                                j.dump().substr(0, 100));
+    throw std::invalid_argument(
+        what + (j.is_number_integer() ? " is out of range" : " has the wrong type") +
+        ": expected an integer from " + std::to_string(std::numeric_limits<T>::min()) + " to " +
+        std::to_string(std::numeric_limits<T>::max()) + ", got " + j.dump().substr(0, 100));
   };
   if (j.is_number_unsigned()) {
     const std::uint64_t u = j.get<std::uint64_t>();

@@ -214,9 +214,11 @@ TEST(Trainer, IntegerOptionsRejectFloatsAndOutOfRangeValues) {
       EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
     }
   };
-  expect_error({{"batch_size", 6.4e67}}, "train option \"batch_size\": expected an integer");
-  expect_error({{"epochs", 2.5}}, "train option \"epochs\"");
-  expect_error({{"epochs", 4294967296LL}}, "train option \"epochs\"");
+  expect_error({{"batch_size", 6.4e67}},
+               "train option \"batch_size\" has the wrong type: expected an integer");
+  expect_error({{"epochs", 2.5}}, "train option \"epochs\" has the wrong type");
+  expect_error({{"epochs", "many"}}, "train option \"epochs\" has the wrong type");
+  expect_error({{"epochs", 4294967296LL}}, "train option \"epochs\" is out of range");
   expect_error({{"seed", -1}}, "train option \"seed\"");
   expect_error({{"threads", true}}, "train option \"threads\"");
   expect_error({{"model_options", {{"num_classes", 1e30}}}}, "model option \"num_classes\"");
