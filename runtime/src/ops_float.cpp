@@ -486,14 +486,12 @@ class Add final : public PreparedOp {
     const auto c = static_cast<std::size_t>(a_.c);
     const std::size_t rows = batch * static_cast<std::size_t>(a_.h * a_.w);
     parallel_rows(rows, c, ctx, [&](std::size_t r0, std::size_t r1) {
-      if (a_.dtype == DType::kFloat32 && b_.dtype == DType::kFloat32) {
-        const float* a = in[0]->f();
-        const float* b = in[1]->f();
-        float* y = out.f();
-        for (std::size_t i = r0 * c; i < r1 * c; ++i) y[i] = a[i] + b[i];
+      if (a_.dtype == DType::kFloat32 || b_.dtype == DType::kFloat32) {  // a float one + the other
+        const bool a_float = a_.dtype == DType::kFloat32;
+        run_rows(in[a_float ? 0 : 1]->f(), out.f(), r0, r1, in[a_float ? 1 : 0]);
         return;
       }
-      float* scratch_a = reinterpret_cast<float*>(thread_scratch(c, 0));
+      float* scratch_a = reinterpret_cast<float*>(thread_scratch(c, 0));  // both bits
       float* scratch_b = reinterpret_cast<float*>(thread_scratch(c, 1));
       for (std::size_t r = r0; r < r1; ++r) {
         const float* a = row_as_floats(a_, *in[0], r, scratch_a);

@@ -238,7 +238,8 @@ TEST_F(OnebitRun, BadInputEndsWithAMessageThatNamesIt) {
   nan_image[7] = std::nanf("");
   write_floats(path("nan.f32"), nan_image);
   expect_error(run_tool("run " + model_path_ + " --input " + path("nan.f32")),
-               "value 7 (image 0) is not a finite number");
+               "nan.f32\": Interpreter::run: input value 7 (image 0, channel 0, row 0, "
+               "column 7) is NaN");
   expect_error(run_tool("run " + model_path_ + " --input " + path("none.f32")), "none.f32");
   expect_error(run_tool("frobnicate"), "frobnicate");
 }

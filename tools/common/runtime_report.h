@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <iomanip>
 #include <ostream>
@@ -59,6 +60,32 @@ inline nlohmann::json measured_peaks() {
   return {{"cpu", runtime::cpu_model_name()},
           {"active_isa", runtime::isa_name(runtime::active_kernels().isa)},
           {"peaks", peaks}};
+}
+
+/// The median (by time) of `repeats` >= 1 measurements of `runtime::bench_binary_conv`.
+inline runtime::BenchResult median_binary_conv(const runtime::BinaryConvShape& shape, int threads,
+                                               double min_seconds, int repeats) {
+  std::vector<runtime::BenchResult> results;
+  for (int r = 0; r < repeats; ++r) {
+    results.push_back(runtime::bench_binary_conv(shape, threads, min_seconds));
+  }
+  std::sort(results.begin(), results.end(),
+            [](const auto& x, const auto& y) { return x.seconds_per_run < y.seconds_per_run; });
+  return results[results.size() / 2];
+}
+
+/// A binary conv measurement as JSON: shape, threads, ISA, MAC/s, percent of the measured peak
+/// (with the peak per cycle and per second), clock, microseconds per run.
+inline nlohmann::json binary_conv_json(const runtime::BenchResult& b) {
+  return {{"shape", b.shape},
+          {"threads", b.threads},
+          {"isa", b.isa},
+          {"binary_macs_per_s", b.binary_macs_per_s},
+          {"percent_of_peak", b.percent_of_peak},
+          {"peak_binary_macs_per_cycle", b.peak_binary_macs_per_cycle},
+          {"peak_binary_macs_per_s", b.peak_binary_macs_per_s},
+          {"clock_ghz", b.clock_hz * 1e-9},
+          {"binary_us", b.seconds_per_run * 1e6}};
 }
 
 /// `measured_peaks` as text: a line per ISA.

@@ -105,13 +105,7 @@ double int8_conv_seconds(const at::Tensor& x, const at::Tensor& w, int64_t pad, 
 // bias, same threads).
 nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, double min_seconds,
                            int repeats) {
-  std::vector<runtime::BenchResult> results;
-  for (int r = 0; r < repeats; ++r) {
-    results.push_back(runtime::bench_binary_conv(shape, threads, min_seconds));
-  }
-  std::sort(results.begin(), results.end(),
-            [](const auto& x, const auto& y) { return x.seconds_per_run < y.seconds_per_run; });
-  const runtime::BenchResult& b = results[results.size() / 2];
+  const runtime::BenchResult b = tools::median_binary_conv(shape, threads, min_seconds, repeats);
 
   at::set_num_threads(threads);
   at::NoGradGuard no_grad;
@@ -124,20 +118,11 @@ nlohmann::json bench_shape(const runtime::BinaryConvShape& shape, int threads, d
   const double int8_seconds =
       int8_conv_seconds(x, w, pad, min_seconds * static_cast<double>(repeats), engine);
 
-  nlohmann::json out = {
-      {"shape", b.shape},
-      {"threads", threads},
-      {"isa", b.isa},
-      {"binary_macs_per_s", b.binary_macs_per_s},
-      {"percent_of_peak", b.percent_of_peak},
-      {"peak_binary_macs_per_cycle", b.peak_binary_macs_per_cycle},
-      {"peak_binary_macs_per_s", b.peak_binary_macs_per_s},
-      {"clock_ghz", b.clock_hz * 1e-9},
-      {"binary_us", b.seconds_per_run * 1e6},
-      {"float_us", float_seconds * 1e6},
-      {"float_macs_per_s", static_cast<double>(shape.binary_macs()) / float_seconds},
-      {"speedup_vs_float", float_seconds / b.seconds_per_run},
-      {"int8_engine", engine}};
+  nlohmann::json out = tools::binary_conv_json(b);
+  out["float_us"] = float_seconds * 1e6;
+  out["float_macs_per_s"] = static_cast<double>(shape.binary_macs()) / float_seconds;
+  out["speedup_vs_float"] = float_seconds / b.seconds_per_run;
+  out["int8_engine"] = engine;
   if (int8_seconds > 0) {
     out["int8_us"] = int8_seconds * 1e6;
     out["speedup_vs_int8"] = int8_seconds / b.seconds_per_run;

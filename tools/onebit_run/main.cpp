@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -164,23 +163,10 @@ void conv(const ConvArgs& a) {
   }
   for (const auto& shape : shapes) {
     for (int threads : a.threads) {
-      std::vector<runtime::BenchResult> results;
-      for (int r = 0; r < a.repeats; ++r) {
-        results.push_back(runtime::bench_binary_conv(shape, threads, a.min_seconds));
-      }
-      std::sort(results.begin(), results.end(),
-                [](const auto& x, const auto& y) { return x.seconds_per_run < y.seconds_per_run; });
-      const runtime::BenchResult& b = results[results.size() / 2];
+      const runtime::BenchResult b =
+          tools::median_binary_conv(shape, threads, a.min_seconds, a.repeats);
       if (a.json) {
-        print_json({{"shape", b.shape},
-                    {"threads", threads},
-                    {"isa", b.isa},
-                    {"binary_macs_per_s", b.binary_macs_per_s},
-                    {"percent_of_peak", b.percent_of_peak},
-                    {"peak_binary_macs_per_cycle", b.peak_binary_macs_per_cycle},
-                    {"peak_binary_macs_per_s", b.peak_binary_macs_per_s},
-                    {"clock_ghz", b.clock_hz * 1e-9},
-                    {"binary_us", b.seconds_per_run * 1e6}});
+        print_json(tools::binary_conv_json(b));
         continue;
       }
       std::cout << std::left << std::setw(12) << b.shape << std::right << std::setw(8) << threads
@@ -224,14 +210,12 @@ void run(const RunArgs& a) {
   if (!in.read(reinterpret_cast<char*>(images.data()), static_cast<std::streamsize>(bytes))) {
     throw std::runtime_error("cannot read input file \"" + a.input + "\"");
   }
-  for (std::size_t i = 0; i < images.size(); ++i) {
-    if (!std::isfinite(images[i])) {
-      throw std::runtime_error("input file \"" + a.input + "\": value " + std::to_string(i) +
-                               " (image " + std::to_string(i / per_image) +
-                               ") is not a finite number");
-    }
+  std::vector<float> scores;
+  try {
+    scores = net.run(images, batch);  // rejects NaN and infinite inputs, saying where
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("input file \"" + a.input + "\": " + e.what());
   }
-  const std::vector<float> scores = net.run(images, batch);
   const std::size_t classes = net.output_size();
   if (!a.output.empty()) {
     const std::string tmp = a.output + ".tmp";
