@@ -55,6 +55,14 @@ static inline std::int64_t bgemm_dot(const BgemmArgs& g, std::size_t row, std::s
   return dot;
 }
 
+// Rows per block of a binary GEMM's loop over rows, then panels, then tiles: about 8 KiB of
+// activation words (a multiple of the tile's rows, at least one tile), so that a block stays in
+// L1 while every weight panel passes over it (internal linkage, like bgemm_dot).
+static inline std::size_t bgemm_row_block(std::size_t k_words, std::size_t tile_rows) {
+  const std::size_t rows = 1024 / (k_words > 0 ? k_words : 1) / tile_rows * tile_rows;
+  return rows > tile_rows ? rows : tile_rows;
+}
+
 // Word `index` of a peak loop's data (splitmix64 of seed + index): every ISA derives its
 // registers' contents the same way (internal linkage, like bgemm_dot).
 static inline BitWord peak_word(BitWord seed, std::uint64_t index) {

@@ -56,6 +56,64 @@ inline void copy_words(const BitWord* src, std::size_t n, BitWord* dst) {
   for (; n > 0; --n, ++src, ++dst) std::memcpy(dst, src, sizeof(BitWord));
 }
 
+// Bits [bit, bit + n) of a packed row (0 < n <= 64) in the low bits of a word, the rest 0; reads
+// a second word only when the range crosses into it.
+inline BitWord bits_at(const BitWord* src, std::size_t bit, std::size_t n) {
+  const BitWord* s = src + bit / kBitsPerWord;
+  const std::size_t shift = bit % kBitsPerWord;
+  BitWord v = s[0] >> shift;
+  if (shift + n > kBitsPerWord) v |= s[1] << (kBitsPerWord - shift);
+  return n == kBitsPerWord ? v : v & ((BitWord{1} << n) - 1);
+}
+
+// Appends runs of bits to a row of words, densely (no padding between runs), through a register;
+// the last word's bits past the end are 0 after flush().
+class BitAppender {
+ public:
+  explicit BitAppender(BitWord* dst) : dst_(dst) {}
+  void put(BitWord v, std::size_t n) {  // v < 2^n, 0 < n <= 64
+    cur_ |= v << fill_;                 // fill_ < 64
+    fill_ += n;
+    if (fill_ >= kBitsPerWord) {
+      *dst_++ = cur_;
+      fill_ -= kBitsPerWord;
+      // The bits of v that did not fit (none when the word was empty before v).
+      cur_ = fill_ == 0 ? 0 : v >> (n - fill_);
+    }
+  }
+  // Bits [bit, bit + n) of a packed row, any n.
+  void put_range(const BitWord* src, std::size_t bit, std::size_t n) {
+    for (; n > kBitsPerWord; n -= kBitsPerWord, bit += kBitsPerWord) {
+      put(bits_at(src, bit, kBitsPerWord), kBitsPerWord);
+    }
+    put(bits_at(src, bit, n), n);
+  }
+  void put_zeros(std::size_t n) {
+    for (; n > kBitsPerWord; n -= kBitsPerWord) put(0, kBitsPerWord);
+    put(0, n);
+  }
+  void flush() {
+    if (fill_ > 0) *dst_++ = cur_;
+    cur_ = 0, fill_ = 0;
+  }
+
+ private:
+  BitWord* dst_;
+  BitWord cur_ = 0;
+  std::size_t fill_ = 0;
+};
+
+// Set bits among bits [bit, bit + n) of a packed row.
+inline std::int64_t popcount_bits(const BitWord* src, std::size_t bit, std::size_t n) {
+  std::int64_t count = 0;
+  for (; n > 0;) {
+    const std::size_t take = n < kBitsPerWord ? n : kBitsPerWord;
+    count += __builtin_popcountll(bits_at(src, bit, take));
+    bit += take, n -= take;
+  }
+  return count;
+}
+
 class Quantize final : public PreparedOp {
  public:
   explicit Quantize(const ValueInfo& in) : in_(in) {}
@@ -108,8 +166,12 @@ class BinaryConv final : public PreparedOp {
   Window win_;
   std::int64_t c_in_ = 0, c_out_ = 0, groups_ = 1, cin_g_ = 0, cout_g_ = 0;
   std::size_t cw_in_ = 0, cw_out_ = 0, cwg_ = 0, k_words_ = 0, chunk_rows_ = 0;
+  // Bits from one tap to the next in a row of K: cwg_ whole words, or cin_g_ when taps are
+  // packed densely (dense_: channels per group not a multiple of 64, where whole words per tap
+  // would leave bits unused in every tap, e.g. 32 channels: 9 words per 3x3 patch instead of 5).
+  std::size_t tap_bits_ = 0;
   std::int32_t k_bits_ = 0;
-  bool output_bits_ = false, direct_ = false, zero_padding_ = false;
+  bool output_bits_ = false, direct_ = false, zero_padding_ = false, dense_ = false;
   std::vector<BinaryGroup> groups_data_;
   std::vector<std::uint32_t> correction_row_;
 };
@@ -142,7 +204,14 @@ BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, Va
   cw_in_ = words_for_bits(static_cast<std::size_t>(c_in_));
   cw_out_ = words_for_bits(static_cast<std::size_t>(c_out_));
   cwg_ = words_for_bits(static_cast<std::size_t>(cin_g_));
-  k_words_ = static_cast<std::size_t>(win_.kh * win_.kw) * cwg_;
+  const auto taps = static_cast<std::size_t>(win_.kh * win_.kw);
+  k_words_ = taps * cwg_;
+  tap_bits_ = cwg_ * kBitsPerWord;
+  if (words_for_bits(taps * static_cast<std::size_t>(cin_g_)) < k_words_) {
+    dense_ = true;
+    k_words_ = words_for_bits(taps * static_cast<std::size_t>(cin_g_));
+    tap_bits_ = static_cast<std::size_t>(cin_g_);
+  }
   const std::int64_t k_bits = win_.kh * win_.kw * cin_g_;
   require(k_bits <= kMaxKBits, where,
           "kernel of " + std::to_string(k_bits) + " elements exceeds 2^24");
@@ -168,14 +237,14 @@ BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, Va
   out = ValueInfo{output_bits_ ? DType::kBits : DType::kFloat32, c_out_, win_.out_h, win_.out_w};
 }
 
-// Dense bit stream [out][kh][kw][cin_g] -> rows of k_words words, each tap padded to cwg words.
+// Dense bit stream [out][kh][kw][cin_g] -> rows of k_words words, tap t at bit t * tap_bits_.
 void BinaryConv::read_weights(const Tensor& w, std::vector<BitWord>& rows) const {
   rows.assign(static_cast<std::size_t>(c_out_) * k_words_, 0);
   const auto taps = static_cast<std::size_t>(win_.kh * win_.kw);
   const auto cin = static_cast<std::size_t>(cin_g_);
   for (std::size_t o = 0; o < static_cast<std::size_t>(c_out_); ++o) {
     for (std::size_t t = 0; t < taps; ++t) {
-      copy_bits(w.bits(), (o * taps + t) * cin, cin, rows.data() + o * k_words_ + t * cwg_, 0);
+      copy_bits(w.bits(), (o * taps + t) * cin, cin, rows.data() + o * k_words_, t * tap_bits_);
     }
   }
 }
@@ -281,10 +350,10 @@ void BinaryConv::build_correction(const std::vector<BitWord>& rows, const std::s
           for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
             for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
               if (!padded(yranges[cy], ky) && !padded(xranges[cx], kx)) continue;
-              // +1 per clear bit, -1 per set bit; the bits past cin_g in a tap's last word are 0.
-              const BitWord* tap = row + (ky * win_.kw + kx) * cwg_;
-              std::int64_t set = 0;
-              for (std::size_t w = 0; w < cwg_; ++w) set += __builtin_popcountll(tap[w]);
+              // +1 per clear bit, -1 per set bit.
+              const std::int64_t set =
+                  popcount_bits(row, static_cast<std::size_t>(ky * win_.kw + kx) * tap_bits_,
+                                static_cast<std::size_t>(cin_g_));
               sum += static_cast<std::int32_t>(cin_g_ - 2 * set);
             }
           }
@@ -297,6 +366,63 @@ void BinaryConv::build_correction(const std::vector<BitWord>& rows, const std::s
 
 void BinaryConv::im2col(const BitWord* image, std::int64_t g, std::size_t p0, std::size_t p1,
                         BitWord* col) const {
+  if (dense_ && groups_ == 1) {
+    // A pixel's channels start at bit 0 of its words: whole words, the last one masked. The
+    // window is read into locals (the stores through dst could otherwise alias the members).
+    const auto cin = static_cast<std::size_t>(cin_g_);
+    const std::size_t cw = cw_in_;
+    const std::size_t last_bits = cin - (cw - 1) * kBitsPerWord;  // 1..63
+    const BitWord last_mask = (BitWord{1} << last_bits) - 1;
+    const Window w = win_;
+    for (std::size_t p = p0; p < p1; ++p) {
+      const auto oy = static_cast<std::int64_t>(p) / w.out_w;
+      const auto ox = static_cast<std::int64_t>(p) % w.out_w;
+      const std::int64_t iy0 = w.in_y(oy, 0), ix0 = w.in_x(ox, 0);
+      BitAppender dst(col + (p - p0) * k_words_);
+      for (std::int64_t ky = 0, iy = iy0; ky < w.kh; ++ky, iy += w.dh) {
+        const bool row_in = iy >= 0 && iy < w.in_h;
+        const BitWord* row = image + static_cast<std::size_t>(iy * w.in_w) * cw;
+        for (std::int64_t kx = 0, ix = ix0; kx < w.kw; ++kx, ix += w.dw) {
+          if (!row_in || ix < 0 || ix >= w.in_w) {
+            dst.put_zeros(cin);  // one-padding: bit 0 is +1
+            continue;
+          }
+          const BitWord* src = row + static_cast<std::size_t>(ix) * cw;
+          if (cw == 1) {
+            dst.put(src[0] & last_mask, last_bits);
+            continue;
+          }
+          for (std::size_t i = 0; i + 1 < cw; ++i) dst.put(src[i], kBitsPerWord);
+          dst.put(src[cw - 1] & last_mask, last_bits);
+        }
+      }
+      dst.flush();
+    }
+    return;
+  }
+  if (dense_) {  // several groups: a group's channels start anywhere in a pixel's words
+    const auto cin = static_cast<std::size_t>(cin_g_);
+    const std::size_t bit0 = static_cast<std::size_t>(g) * cin;
+    for (std::size_t p = p0; p < p1; ++p) {
+      const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
+      const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
+      BitAppender dst(col + (p - p0) * k_words_);
+      for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+        const std::int64_t iy = win_.in_y(oy, ky);
+        for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
+          const std::int64_t ix = win_.in_x(ox, kx);
+          if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
+            dst.put_zeros(cin);  // one-padding: bit 0 is +1
+          } else {
+            dst.put_range(image + static_cast<std::size_t>(iy * win_.in_w + ix) * cw_in_, bit0,
+                          cin);
+          }
+        }
+      }
+      dst.flush();
+    }
+    return;
+  }
   for (std::size_t p = p0; p < p1; ++p) {
     const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
     const auto ox = static_cast<std::int64_t>(p) % win_.out_w;

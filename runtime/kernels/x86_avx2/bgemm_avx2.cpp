@@ -141,10 +141,16 @@ void bgemm_b1_8x4_avx2(const BgemmArgs& g) {
   const bool bytes = g.k_words <= kByteCountWords;
   const TileFn* tiles = bytes ? kByteTiles : kTiles;
   const std::size_t tile_rows = bytes ? kByteTileRows : kTileRows;
-  for (std::size_t p = 0; p < panels; ++p) {
-    for (std::size_t r = 0; r < g.m; r += tile_rows) {
-      const std::size_t rows = g.m - r < tile_rows ? g.m - r : tile_rows;
-      tiles[rows - 1](g, r, p);
+  // Blocks of rows whose activation words stay in L1 while every panel passes over them (and
+  // each output row is written whole while its cache lines are hot).
+  const std::size_t block = bgemm_row_block(g.k_words, tile_rows);
+  for (std::size_t r0 = 0; r0 < g.m; r0 += block) {
+    const std::size_t r1 = g.m - r0 < block ? g.m : r0 + block;
+    for (std::size_t p = 0; p < panels; ++p) {
+      for (std::size_t r = r0; r < r1; r += tile_rows) {
+        const std::size_t rows = r1 - r < tile_rows ? r1 - r : tile_rows;
+        tiles[rows - 1](g, r, p);
+      }
     }
   }
 }

@@ -15,26 +15,39 @@ namespace {
 constexpr int kTilePanels = 4;
 constexpr int kTileRows = 4;
 
-inline void store_panel(const BgemmArgs& g, std::size_t r, std::size_t o, __m512i popcount) {
-  __m512i dot = _mm512_sub_epi64(_mm512_set1_epi64(g.k_bits), _mm512_slli_epi64(popcount, 1));
+// Two panels' counts (8 x 64-bit lanes each) as 16 x 32-bit lanes, first's 8 then second's 8
+// (counts are below 2^24: no loss).
+inline __m512i narrow_pair(__m512i first, __m512i second) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  return _mm512_permutex2var_epi32(first, even, second);
+}
+
+// Output transform of one row x `channels` (8 or 16: one or two panels) output channels from o,
+// in 32-bit lanes: dot = k_bits - 2 * pc (- correction), then threshold compares (kBits: one
+// output byte per panel) or the exact int -> float conversion and multiplier * dot + bias as two
+// roundings, like the reference. Masked loads: nothing past the panels is read.
+inline void store_channels(const BgemmArgs& g, std::size_t r, std::size_t o, __m512i pc,
+                           std::size_t channels) {
+  const __mmask16 lanes = channels == 16 ? static_cast<__mmask16>(0xFFFF) : 0x00FF;
+  __m512i dot = _mm512_sub_epi32(_mm512_set1_epi32(g.k_bits), _mm512_slli_epi32(pc, 1));
   const BgemmEpilogue& e = g.epilogue;
   if (e.correction_table != nullptr) {
     const std::int32_t* corr =
         e.correction_table + e.correction_row[r] * bgemm_correction_ld(e, g.n) + o;
-    dot = _mm512_sub_epi64(
-        dot, _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr))));
+    dot = _mm512_sub_epi32(dot, _mm512_maskz_loadu_epi32(lanes, corr));
   }
   if (e.kind == BgemmEpilogue::Kind::kBits) {
-    const __m512i threshold = _mm512_cvtepi32_epi64(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.threshold + o)));
-    g.out_bits[r * g.ldo + o / 8] =
-        static_cast<std::uint8_t>(_mm512_cmplt_epi64_mask(dot, threshold));
+    const __m512i threshold = _mm512_maskz_loadu_epi32(lanes, e.threshold + o);
+    const auto bits = static_cast<unsigned>(_mm512_mask_cmplt_epi32_mask(lanes, dot, threshold));
+    std::uint8_t* dst = g.out_bits + r * g.ldo + o / 8;
+    dst[0] = static_cast<std::uint8_t>(bits);
+    if (channels == 16) dst[1] = static_cast<std::uint8_t>(bits >> 8);
     return;
   }
-  __m256 y = _mm256_mul_ps(_mm512_cvtepi64_ps(dot), _mm256_loadu_ps(e.multiplier + o));
-  y = _mm256_add_ps(y, _mm256_loadu_ps(e.bias + o));
-  const std::size_t valid = g.n - o < 8 ? g.n - o : 8;
-  _mm256_mask_storeu_ps(g.out_float + r * g.ldo + o, static_cast<__mmask8>((1u << valid) - 1), y);
+  __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_maskz_loadu_ps(lanes, e.multiplier + o));
+  y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, e.bias + o));
+  const std::size_t valid = g.n - o < channels ? g.n - o : channels;
+  _mm512_mask_storeu_ps(g.out_float + r * g.ldo + o, static_cast<__mmask16>((1u << valid) - 1), y);
 }
 
 template <int Panels, int Rows>
@@ -57,8 +70,16 @@ void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
       }
     }
   }
-  for (int p = 0; p < Panels; ++p) {
-    for (int r = 0; r < Rows; ++r) store_panel(g, row + r, (panel + p) * kBgemmPanel, acc[p][r]);
+  // Panels in pairs: the output transform runs on 16 channels per vector.
+  for (int p = 0; p < Panels; p += 2) {
+    for (int r = 0; r < Rows; ++r) {
+      const std::size_t o = (panel + p) * kBgemmPanel;
+      if (p + 1 < Panels) {
+        store_channels(g, row + r, o, narrow_pair(acc[p][r], acc[p + 1][r]), 2 * kBgemmPanel);
+      } else {
+        store_channels(g, row + r, o, narrow_pair(acc[p][r], acc[p][r]), kBgemmPanel);
+      }
+    }
   }
 }
 
@@ -102,11 +123,16 @@ BitWord pack_word(const float* x, std::size_t count) {
 
 void bgemm_b1_32x4_avx512(const BgemmArgs& g) {
   const std::size_t panels = bgemm_padded_n(g.n) / kBgemmPanel;
-  for (std::size_t p = 0; p < panels; p += kTilePanels) {
-    const std::size_t tile_panels = panels - p < kTilePanels ? panels - p : kTilePanels;
-    for (std::size_t r = 0; r < g.m; r += kTileRows) {
-      const std::size_t tile_rows = g.m - r < kTileRows ? g.m - r : kTileRows;
-      kTiles.at(tile_panels, tile_rows)(g, r, p);
+  // Blocks of rows whose activation words stay in L1 while every panel passes over them.
+  const std::size_t block = bgemm_row_block(g.k_words, kTileRows);
+  for (std::size_t r0 = 0; r0 < g.m; r0 += block) {
+    const std::size_t r1 = g.m - r0 < block ? g.m : r0 + block;
+    for (std::size_t p = 0; p < panels; p += kTilePanels) {
+      const std::size_t tile_panels = panels - p < kTilePanels ? panels - p : kTilePanels;
+      for (std::size_t r = r0; r < r1; r += kTileRows) {
+        const std::size_t tile_rows = r1 - r < kTileRows ? r1 - r : kTileRows;
+        kTiles.at(tile_panels, tile_rows)(g, r, p);
+      }
     }
   }
 }
