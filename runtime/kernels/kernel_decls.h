@@ -63,6 +63,15 @@ static inline std::size_t bgemm_row_block(std::size_t k_words, std::size_t tile_
   return rows > tile_rows ? rows : tile_rows;
 }
 
+// Row r of the activations: its first word, and its word k at `row[bgemm_a_index(g, k)]`
+// (internal linkage, like bgemm_dot).
+static inline const BitWord* bgemm_a_row(const BgemmArgs& g, std::size_t r) {
+  return g.a_rows != nullptr ? g.a + g.a_rows[r] : g.a + r * g.lda;
+}
+static inline std::size_t bgemm_a_index(const BgemmArgs& g, std::size_t k) {
+  return g.a_rows != nullptr ? g.a_offsets[k] : k;
+}
+
 // Word `index` of a peak loop's data (splitmix64 of seed + index): every ISA derives its
 // registers' contents the same way (internal linkage, like bgemm_dot).
 static inline BitWord peak_word(BitWord seed, std::uint64_t index) {

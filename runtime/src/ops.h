@@ -282,7 +282,7 @@ ConvSplit plan_conv_split(std::size_t images, std::size_t rows, std::size_t pane
 
 /// A thread's reusable scratch memory: at least `words` 8-byte words, 64-byte aligned, valid
 /// until the same thread asks for the same `slot` again. Ops use it instead of allocating per
-/// run; slot 0 and 1 may be held at the same time.
+/// run; slots 0, 1 and 2 may be held at the same time.
 std::uint64_t* thread_scratch(std::size_t words, int slot = 0);
 
 }  // namespace onebit::runtime::detail

@@ -172,6 +172,12 @@ class BinaryConv final : public PreparedOp {
   std::size_t tap_bits_ = 0;
   std::int32_t k_bits_ = 0;
   bool output_bits_ = false, direct_ = false, zero_padding_ = false, dense_ = false;
+  // Implicit im2col (one group, whole words per tap): the GEMM reads each patch's words straight
+  // from the input, copied once into a zero-bordered image when the conv pads (border words 0:
+  // +1, as im2col's padding), at a_offsets_[k] from the patch's first pixel.
+  bool implicit_ = false, bordered_ = false;
+  std::int64_t border_h_ = 0, border_w_ = 0;  // bordered image size in pixels
+  std::vector<std::uint32_t> a_offsets_;
   std::vector<BinaryGroup> groups_data_;
   std::vector<std::uint32_t> correction_row_;
 };
@@ -234,6 +240,23 @@ BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, Va
   }
   read_epilogue(model, op, where);
   if (zero_padding_) build_correction(rows, where);
+  bordered_ = (win_.pad_top | win_.pad_left | win_.pad_bottom | win_.pad_right) != 0;
+  border_h_ = win_.in_h + win_.pad_top + win_.pad_bottom;
+  border_w_ = win_.in_w + win_.pad_left + win_.pad_right;
+  implicit_ = groups_ == 1 && !dense_ && !direct_ &&
+              static_cast<double>(border_h_) * static_cast<double>(border_w_) *
+                      static_cast<double>(cw_in_) <
+                  4e9;
+  if (implicit_) {
+    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
+      for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
+        for (std::size_t c = 0; c < cw_in_; ++c) {
+          a_offsets_.push_back(static_cast<std::uint32_t>(
+              static_cast<std::size_t>(ky * win_.dh * border_w_ + kx * win_.dw) * cw_in_ + c));
+        }
+      }
+    }
+  }
   out = ValueInfo{output_bits_ ? DType::kBits : DType::kFloat32, c_out_, win_.out_h, win_.out_w};
 }
 
@@ -465,7 +488,15 @@ void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size
                           std::size_t p0, std::size_t p1, std::size_t panel0, std::size_t panel1,
                           Buffer& out) const {
   const std::size_t rows = p1 - p0;
-  BitWord* col = direct_ ? nullptr : thread_scratch(rows * k_words_, 0);
+  BitWord* col = direct_ || implicit_ ? nullptr : thread_scratch(rows * k_words_, 0);
+  std::uint64_t* a_rows = implicit_ ? thread_scratch(rows, 0) : nullptr;
+  if (implicit_) {  // first word of each patch in the (bordered) image
+    for (std::size_t p = p0; p < p1; ++p) {
+      const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
+      const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
+      a_rows[p - p0] = static_cast<std::uint64_t>(oy * win_.sh * border_w_ + ox * win_.sw) * cw_in_;
+    }
+  }
   const bool aligned_bits = groups_ == 1 || cout_g_ % 8 == 0;
   const std::size_t temp_words = words_for_bits(static_cast<std::size_t>(cout_g_));
   BitWord* temp = nullptr;
@@ -480,6 +511,8 @@ void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size
     BgemmArgs args;
     if (direct_) {
       args.a = image + p0 * cw_in_, args.lda = cw_in_;
+    } else if (implicit_) {
+      args.a = image, args.a_rows = a_rows, args.a_offsets = a_offsets_.data();
     } else {
       im2col(image, g, p0, p1, col);
       args.a = col, args.lda = k_words_;
@@ -531,13 +564,32 @@ void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in
   const ConvSplit split = plan_conv_split(images, rows_per_image, panels, k_words_, chunk_rows_,
                                           ctx.threads, groups_ == 1);
   const std::size_t per_image = split.row_chunks * split.col_blocks;
+  const BitWord* source = in[0]->b();
+  std::size_t source_pixels = in_pixels;
+  if (implicit_ && bordered_) {  // zero-bordered copies of the images, on this thread
+    source_pixels = static_cast<std::size_t>(border_h_ * border_w_);
+    BitWord* bordered = thread_scratch(batch * source_pixels * cw_in_, 2);
+    std::fill(bordered, bordered + batch * source_pixels * cw_in_, BitWord{0});
+    const std::size_t row_words = static_cast<std::size_t>(win_.in_w) * cw_in_;
+    for (std::size_t i = 0; i < batch; ++i) {
+      for (std::int64_t y = 0; y < win_.in_h; ++y) {
+        const std::size_t dst_pixel =
+            i * source_pixels +
+            static_cast<std::size_t>((y + win_.pad_top) * border_w_ + win_.pad_left);
+        std::memcpy(bordered + dst_pixel * cw_in_,
+                    source + (i * in_pixels + static_cast<std::size_t>(y * win_.in_w)) * cw_in_,
+                    row_words * sizeof(BitWord));
+      }
+    }
+    source = bordered;
+  }
   parallel_for(images * per_image, ctx, [&](std::size_t task) {
     const std::size_t image = task / per_image, rest = task % per_image;
     const std::size_t p0 = (rest / split.col_blocks) * split.chunk_rows;
     const std::size_t p1 = std::min(p0 + split.chunk_rows, rows_per_image);
     const std::size_t panel0 = (rest % split.col_blocks) * split.block_panels;
     const std::size_t panel1 = std::min(panel0 + split.block_panels, panels);
-    run_rows(ctx, in[0]->b() + image * in_pixels * cw_in_, image * out_pixels, p0, p1, panel0,
+    run_rows(ctx, source + image * source_pixels * cw_in_, image * out_pixels, p0, p1, panel0,
              panel1, out);
   });
 }

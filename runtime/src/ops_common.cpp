@@ -129,8 +129,8 @@ std::uint64_t* thread_scratch(std::size_t words, int slot) {
     std::unique_ptr<std::uint64_t[]> data;
     std::size_t words = 0;
   };
-  thread_local Block blocks[2];
-  Block& b = blocks[slot & 1];
+  thread_local Block blocks[3];
+  Block& b = blocks[slot % 3];
   if (b.words < words) {
     const std::size_t grown = std::max(words, b.words + b.words / 2);
     b.data.reset(new std::uint64_t[grown + 8]);  // + room for the alignment below

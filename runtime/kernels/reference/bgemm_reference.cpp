@@ -8,11 +8,12 @@ namespace onebit::runtime::kernels {
 
 namespace {
 
-std::int64_t popcount_xor_row(const BitWord* a, const BitWord* panel, std::size_t lane,
-                              std::size_t k_words) {
+std::int64_t popcount_xor_row(const BgemmArgs& g, const BitWord* a, const BitWord* panel,
+                              std::size_t lane) {
   std::int64_t pc = 0;
-  for (std::size_t k = 0; k < k_words; ++k) {
-    pc += static_cast<std::int64_t>(std::bitset<64>(a[k] ^ panel[k * kBgemmPanel + lane]).count());
+  for (std::size_t k = 0; k < g.k_words; ++k) {
+    const BitWord x = a[bgemm_a_index(g, k)];
+    pc += static_cast<std::int64_t>(std::bitset<64>(x ^ panel[k * kBgemmPanel + lane]).count());
   }
   return pc;
 }
@@ -29,11 +30,10 @@ void store_bit(const BgemmArgs& g, std::size_t r, std::size_t o, std::int64_t do
 void bgemm_b1_reference(const BgemmArgs& g) {
   const std::size_t n_padded = bgemm_padded_n(g.n);
   for (std::size_t r = 0; r < g.m; ++r) {
-    const BitWord* a = g.a + r * g.lda;
+    const BitWord* a = bgemm_a_row(g, r);
     for (std::size_t o = 0; o < n_padded; ++o) {
       const BitWord* panel = g.b + (o / kBgemmPanel) * g.k_words * kBgemmPanel;
-      const std::int64_t dot =
-          bgemm_dot(g, r, o, popcount_xor_row(a, panel, o % kBgemmPanel, g.k_words));
+      const std::int64_t dot = bgemm_dot(g, r, o, popcount_xor_row(g, a, panel, o % kBgemmPanel));
       if (g.epilogue.kind == BgemmEpilogue::Kind::kBits) {
         store_bit(g, r, o, dot);
       } else if (o < g.n) {

@@ -87,7 +87,7 @@ struct Popcounter {
 // add less per vector and word than counting each word into 64-bit lanes.
 constexpr std::size_t kByteCountWords = 31;
 
-template <int Rows, bool kBytes>
+template <int Rows, bool kBytes, bool kImplicit>
 void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
   const Popcounter pc;
   __m256i acc_lo[Rows], acc_hi[Rows];
@@ -97,15 +97,17 @@ void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
   for (int r = 0; r < Rows; ++r) {
     acc_lo[r] = _mm256_setzero_si256();
     acc_hi[r] = _mm256_setzero_si256();
-    a[r] = g.a + (row + r) * g.lda;
+    a[r] = kImplicit ? g.a + g.a_rows[row + r] : g.a + (row + r) * g.lda;
   }
+  const std::uint32_t* offsets = g.a_offsets;
   const BitWord* b = g.b + panel * g.k_words * kBgemmPanel;
   for (std::size_t k = 0; k < g.k_words; ++k) {
     const __m256i w_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + k * 8));
     const __m256i w_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + k * 8 + 4));
 #pragma GCC unroll 4
     for (int r = 0; r < Rows; ++r) {
-      const __m256i x = _mm256_set1_epi64x(static_cast<long long>(a[r][k]));
+      const __m256i x =
+          _mm256_set1_epi64x(static_cast<long long>(a[r][kImplicit ? offsets[k] : k]));
       if constexpr (kBytes) {
         acc_lo[r] = pc.add_bytes(acc_lo[r], _mm256_xor_si256(w_lo, x));
         acc_hi[r] = pc.add_bytes(acc_hi[r], _mm256_xor_si256(w_hi, x));
@@ -126,20 +128,26 @@ void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
 }
 
 using TileFn = void (*)(const BgemmArgs&, std::size_t, std::size_t);
-constexpr TileFn kTiles[kTileRows] = {&bgemm_tile<1, false>, &bgemm_tile<2, false>,
-                                      &bgemm_tile<3, false>, &bgemm_tile<4, false>};
+// [implicit][rows - 1]
+constexpr TileFn kTiles[2][kTileRows] = {
+    {&bgemm_tile<1, false, false>, &bgemm_tile<2, false, false>, &bgemm_tile<3, false, false>,
+     &bgemm_tile<4, false, false>},
+    {&bgemm_tile<1, false, true>, &bgemm_tile<2, false, true>, &bgemm_tile<3, false, true>,
+     &bgemm_tile<4, false, true>}};
 // Byte counting keeps 3 rows: 6 accumulators, the table, the mask, 2 weight vectors and the
 // temporaries fit in the 16 registers (4 rows spill).
 constexpr int kByteTileRows = 3;
-constexpr TileFn kByteTiles[kByteTileRows] = {&bgemm_tile<1, true>, &bgemm_tile<2, true>,
-                                              &bgemm_tile<3, true>};
+constexpr TileFn kByteTiles[2][kByteTileRows] = {
+    {&bgemm_tile<1, true, false>, &bgemm_tile<2, true, false>, &bgemm_tile<3, true, false>},
+    {&bgemm_tile<1, true, true>, &bgemm_tile<2, true, true>, &bgemm_tile<3, true, true>}};
 
 }  // namespace
 
 void bgemm_b1_8x4_avx2(const BgemmArgs& g) {
   const std::size_t panels = bgemm_padded_n(g.n) / kBgemmPanel;
   const bool bytes = g.k_words <= kByteCountWords;
-  const TileFn* tiles = bytes ? kByteTiles : kTiles;
+  const int implicit = g.a_rows != nullptr ? 1 : 0;
+  const TileFn* tiles = bytes ? kByteTiles[implicit] : kTiles[implicit];
   const std::size_t tile_rows = bytes ? kByteTileRows : kTileRows;
   // Blocks of rows whose activation words stay in L1 while every panel passes over them (and
   // each output row is written whole while its cache lines are hot).

@@ -50,21 +50,24 @@ inline void store_channels(const BgemmArgs& g, std::size_t r, std::size_t o, __m
   _mm512_mask_storeu_ps(g.out_float + r * g.ldo + o, static_cast<__mmask16>((1u << valid) - 1), y);
 }
 
-template <int Panels, int Rows>
+template <bool kImplicit, int Panels, int Rows>
 void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
   __m512i acc[Panels][Rows];
   for (int p = 0; p < Panels; ++p) {
     for (int r = 0; r < Rows; ++r) acc[p][r] = _mm512_setzero_si512();
   }
   const BitWord* a[Rows];
-  for (int r = 0; r < Rows; ++r) a[r] = g.a + (row + r) * g.lda;
+  for (int r = 0; r < Rows; ++r) {
+    a[r] = kImplicit ? g.a + g.a_rows[row + r] : g.a + (row + r) * g.lda;
+  }
+  const std::uint32_t* offsets = g.a_offsets;
   const std::size_t panel_words = g.k_words * kBgemmPanel;
   const BitWord* b = g.b + panel * panel_words;
   for (std::size_t k = 0; k < g.k_words; ++k) {
     __m512i w[Panels];
     for (int p = 0; p < Panels; ++p) w[p] = _mm512_loadu_si512(b + p * panel_words + k * 8);
     for (int r = 0; r < Rows; ++r) {
-      const __m512i x = _mm512_set1_epi64(static_cast<long long>(a[r][k]));
+      const __m512i x = _mm512_set1_epi64(static_cast<long long>(a[r][kImplicit ? offsets[k] : k]));
       for (int p = 0; p < Panels; ++p) {
         acc[p][r] = _mm512_add_epi64(acc[p][r], _mm512_popcnt_epi64(_mm512_xor_si512(w[p], x)));
       }
@@ -85,9 +88,9 @@ void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
 
 using TileFn = void (*)(const BgemmArgs&, std::size_t, std::size_t);
 
-template <int Panels, int... Rows>
+template <bool kImplicit, int Panels, int... Rows>
 constexpr void fill_row(TileFn* out, std::integer_sequence<int, Rows...>) {
-  ((out[Rows] = &bgemm_tile<Panels, Rows + 1>), ...);
+  ((out[Rows] = &bgemm_tile<kImplicit, Panels, Rows + 1>), ...);
 }
 
 struct TileTable {
@@ -97,14 +100,17 @@ struct TileTable {
   }
 };
 
-template <int... Panels>
+template <bool kImplicit, int... Panels>
 constexpr TileTable make_tiles(std::integer_sequence<int, Panels...>) {
   TileTable t{};
-  (fill_row<Panels + 1>(t.fn[Panels], std::make_integer_sequence<int, kTileRows>{}), ...);
+  (fill_row<kImplicit, Panels + 1>(t.fn[Panels], std::make_integer_sequence<int, kTileRows>{}),
+   ...);
   return t;
 }
 
-constexpr TileTable kTiles = make_tiles(std::make_integer_sequence<int, kTilePanels>{});
+constexpr TileTable kTiles[2] = {
+    make_tiles<false>(std::make_integer_sequence<int, kTilePanels>{}),
+    make_tiles<true>(std::make_integer_sequence<int, kTilePanels>{})};  // [implicit]
 
 BitWord pack_word(const float* x, std::size_t count) {
   BitWord word = 0;
@@ -125,13 +131,14 @@ void bgemm_b1_32x4_avx512(const BgemmArgs& g) {
   const std::size_t panels = bgemm_padded_n(g.n) / kBgemmPanel;
   // Blocks of rows whose activation words stay in L1 while every panel passes over them.
   const std::size_t block = bgemm_row_block(g.k_words, kTileRows);
+  const TileTable& tiles = kTiles[g.a_rows != nullptr ? 1 : 0];
   for (std::size_t r0 = 0; r0 < g.m; r0 += block) {
     const std::size_t r1 = g.m - r0 < block ? g.m : r0 + block;
     for (std::size_t p = 0; p < panels; p += kTilePanels) {
       const std::size_t tile_panels = panels - p < kTilePanels ? panels - p : kTilePanels;
       for (std::size_t r = r0; r < r1; r += kTileRows) {
         const std::size_t tile_rows = r1 - r < kTileRows ? r1 - r : kTileRows;
-        kTiles.at(tile_panels, tile_rows)(g, r, p);
+        tiles.at(tile_panels, tile_rows)(g, r, p);
       }
     }
   }

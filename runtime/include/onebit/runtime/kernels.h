@@ -54,6 +54,11 @@ struct BgemmEpilogue {
 struct BgemmArgs {
   const BitWord* a = nullptr;
   std::size_t lda = 0;
+  /// Optional implicit im2col (a conv read straight from its input pixels, without copying
+  /// patches): when both are set, row r's word k is `a[a_rows[r] + a_offsets[k]]` and `lda` is
+  /// unused.
+  const std::uint64_t* a_rows = nullptr;
+  const std::uint32_t* a_offsets = nullptr;
   const BitWord* b = nullptr;  ///< ceil(n / 8) panels of k_words x 8 words.
   std::size_t m = 0, n = 0, k_words = 0;
   std::int32_t k_bits = 0;           ///< True elements per row (without padding bits).
