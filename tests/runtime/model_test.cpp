@@ -33,8 +33,10 @@ std::vector<ConvCase> conv_cases() {
       {70, 6, 5, {16, 1, 2, 1, 1, 0, 0, 0, 0, 0.0f}},   // 1x1 stride 2, C > 64
       {64, 6, 6, {64, 3, 1, 1, 64, 1, 1, 1, 1, 0.0f}},  // depthwise (groups = C), zero-padding
       {24, 7, 7, {12, 3, 1, 3, 3, 3, 3, 3, 3, 1.0f}},   // dilation 3, groups 3, one-padding
-      // Channels per group not a multiple of 64: taps packed densely into the patch words.
-      {32, 6, 6, {32, 3, 1, 1, 1, 1, 1, 1, 1, 0.0f}},   // 32 channels, zero-padding
+      {32, 6, 6, {32, 3, 1, 1, 1, 1, 1, 1, 1, 0.0f}},   // 32 channels, zero-padding (implicit)
+      {64, 6, 5, {16, 3, 1, 2, 1, 2, 2, 2, 2, 1.0f}},   // implicit im2col, dilation 2, one-padding
+      // Channels per group not a multiple of 64 (and more than 64, or several groups): taps
+      // packed densely into the patch words.
       {96, 5, 5, {20, 3, 1, 1, 2, 1, 1, 1, 1, 1.0f}},   // 48 per group: group 1 crosses a word
       {160, 5, 4, {24, 3, 2, 1, 1, 1, 1, 1, 1, 0.0f}},  // 2.5 words per tap, stride 2
   };
