@@ -104,7 +104,9 @@ struct Interpreter::Impl {
   // Consecutive per-element ops (batch norm, PReLU, ReLU, ...) where each consumes the previous
   // one's output and nothing else does become one chain op: one pass over memory instead of
   // one per op (ReActNet-A's bias -> PReLU -> bias after every shortcut, QuickNet's ReLU -> batch
-  // norm). Same results: each element goes through the same functions in the same order.
+  // norm). Same results: each element goes through the same functions in the same order. A
+  // binary conv with float output can head a chain (`heads_chains`): the others then run on its
+  // rows as they are finished.
   void chain_ops(std::size_t steps_run) {
     runner.assign(ops.size(), nullptr);
     writes.assign(ops.size(), 0);
@@ -119,7 +121,7 @@ struct Interpreter::Impl {
       writes[i] = i + 1;
     }
     for (std::size_t i = 0; chain && i < steps_run; ++i) {
-      if (!ops[i]->per_element()) continue;
+      if (!ops[i]->per_element() && !ops[i]->heads_chains()) continue;
       const ValueInfo& v = values[i + 1];
       std::size_t j = i;
       std::vector<std::int32_t> others;  // per member after the first: its other input, or -1

@@ -78,15 +78,29 @@ class PreparedOp {
                         const Buffer* other = nullptr) const {
     (void)x, (void)y, (void)r0, (void)r1, (void)other;
   }
+  /// What an op heading a chain calls on finished rows [r0, r1) of its output (pixel rows of the
+  /// whole batch).
+  using RowTail = std::function<void(std::size_t r0, std::size_t r1)>;
+  /// True for ops with a float output that can head a chain of per-element ops (binary conv):
+  /// `run_with_tail` computes the output like `run` and calls `tail` on each block of rows as
+  /// soon as the block is final, on the thread that finished it, once per row, while the block
+  /// is still in cache.
+  virtual bool heads_chains() const { return false; }
+  virtual void run_with_tail(const RunContext& ctx, const std::vector<const Buffer*>& in,
+                             Buffer& out, std::size_t batch, const RowTail& tail) const {
+    (void)tail;
+    run(ctx, in, out, batch);
+  }
 };
 
 /// One op running `chain` (per-element ops, each consuming the previous one's output) block by
 /// block: every block of rows goes through all of them while it is in cache, instead of one
 /// pass over the whole value per op. The results equal running them one after the other: each
-/// element goes through the same functions in the same order. `channels` floats per pixel row,
-/// `pixels` rows per image; the ops are not owned. The op's inputs are the first op's input,
-/// then the other input of each `per_element_binary` member in order; `other_input[k]` is that
-/// input's index for member k (0 for one-input members).
+/// element goes through the same functions in the same order. The first op may instead be one
+/// that `heads_chains` (a binary conv): the others then run on its rows as it finishes them.
+/// `channels` floats per pixel row, `pixels` rows per image; the ops are not owned. The op's inputs
+/// are the first op's input, then the other input of each `per_element_binary` member in order;
+/// `other_input[k]` is that input's index for member k (0 for one-input members).
 std::unique_ptr<PreparedOp> chain_per_element_ops(std::vector<const PreparedOp*> chain,
                                                   std::vector<std::size_t> other_input,
                                                   std::size_t channels, std::size_t pixels);

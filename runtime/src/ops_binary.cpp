@@ -146,7 +146,14 @@ class BinaryConv final : public PreparedOp {
   BinaryConv(const Model& model, const Op& op, const ValueInfo& in, ValueInfo& out,
              const std::string& where, bool dense);
   void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
-           std::size_t batch) const override;
+           std::size_t batch) const override {
+    run_impl(ctx, in, out, batch, nullptr);
+  }
+  bool heads_chains() const override { return !output_bits_; }
+  void run_with_tail(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+                     std::size_t batch, const RowTail& tail) const override {
+    run_impl(ctx, in, out, batch, &tail);
+  }
   std::int64_t binary_macs() const override { return win_.out_h * win_.out_w * c_out_ * k_bits_; }
   // Float: every channel of every pixel. Bits: whole bytes of 8 channels, so whole words only
   // when one group covers multiples of 64 channels.
@@ -162,6 +169,8 @@ class BinaryConv final : public PreparedOp {
               BitWord* col) const;
   void run_rows(const RunContext& ctx, const BitWord* image, std::size_t out_row0, std::size_t p0,
                 std::size_t p1, std::size_t panel0, std::size_t panel1, Buffer& out) const;
+  void run_impl(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+                std::size_t batch, const RowTail* tail) const;
 
   Window win_;
   std::int64_t c_in_ = 0, c_out_ = 0, groups_ = 1, cin_g_ = 0, cout_g_ = 0;
@@ -552,8 +561,11 @@ void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size
   }
 }
 
-void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
-                     std::size_t batch) const {
+// With a tail: when the tasks cover whole output rows, each hands its rows to the tail when it
+// has written them; when the split cuts the channels too (better balance on threads), the tail
+// runs over the rows after the conv.
+void BinaryConv::run_impl(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+                          std::size_t batch, const RowTail* tail) const {
   const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
   const auto out_pixels = static_cast<std::size_t>(win_.out_h * win_.out_w);
   // Direct (1x1, no padding): all images are one matrix of rows.
@@ -562,6 +574,7 @@ void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in
   const std::size_t panels = bgemm_padded_n(static_cast<std::size_t>(cout_g_)) / kBgemmPanel;
   const ConvSplit split = plan_conv_split(images, rows_per_image, panels, k_words_, chunk_rows_,
                                           ctx.threads, groups_ == 1);
+  const bool tail_in_tasks = tail != nullptr && split.col_blocks == 1;
   const std::size_t per_image = split.row_chunks * split.col_blocks;
   const BitWord* source = in[0]->b();
   std::size_t source_pixels = in_pixels;
@@ -590,7 +603,11 @@ void BinaryConv::run(const RunContext& ctx, const std::vector<const Buffer*>& in
     const std::size_t panel1 = std::min(panel0 + split.block_panels, panels);
     run_rows(ctx, source + image * source_pixels * cw_in_, image * out_pixels, p0, p1, panel0,
              panel1, out);
+    if (tail_in_tasks) (*tail)(image * out_pixels + p0, image * out_pixels + p1);
   });
+  if (tail != nullptr && !tail_in_tasks) {
+    parallel_rows(batch * out_pixels, static_cast<std::size_t>(c_out_), ctx, *tail);
+  }
 }
 
 class BinaryMaxPool final : public PreparedOp {

@@ -440,13 +440,20 @@ class PerElementChain final : public PreparedOp {
     float* y = out.f();
     // Blocks of about 16 KiB: a block stays in L1 from the first op to the last.
     const std::size_t block = std::max<std::size_t>(1, 4096 / std::max<std::size_t>(c_, 1));
-    parallel_rows(batch * pixels_, c_, ctx, [&](std::size_t r0, std::size_t r1) {
-      for (std::size_t b0 = r0; b0 < r1; b0 += block) {
-        const std::size_t b1 = std::min(b0 + block, r1);
-        for (std::size_t k = 0; k < chain_.size(); ++k) {
-          chain_[k]->run_rows(k == 0 ? x : y, y, b0, b1, other_[k] != 0 ? in[other_[k]] : nullptr);
-        }
+    const auto run_block = [&](std::size_t first, std::size_t b0, std::size_t b1) {
+      for (std::size_t k = first; k < chain_.size(); ++k) {
+        chain_[k]->run_rows(k == 0 ? x : y, y, b0, b1, other_[k] != 0 ? in[other_[k]] : nullptr);
       }
+    };
+    if (chain_[0]->heads_chains()) {  // the head writes y; the others follow on its rows
+      const std::vector<const Buffer*> head_in{in[0]};
+      chain_[0]->run_with_tail(ctx, head_in, out, batch, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t b0 = r0; b0 < r1; b0 += block) run_block(1, b0, std::min(b0 + block, r1));
+      });
+      return;
+    }
+    parallel_rows(batch * pixels_, c_, ctx, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t b0 = r0; b0 < r1; b0 += block) run_block(0, b0, std::min(b0 + block, r1));
     });
   }
 

@@ -3,7 +3,7 @@
 // each consuming only the previous one's output, run as one pass. The outputs equal those of the
 // ops run one by one, bit for bit, for any batch and thread count; a value with a second use ends a
 // chain; the values inside a chain take no arena space; the profile keeps one entry per op (0 s for
-// the ops run inside a chain).
+// the ops run inside a chain). A binary conv with a float output heads a chain the same way.
 
 #include <gtest/gtest.h>
 
@@ -88,6 +88,52 @@ TEST(PerElementChains, ValuesInsideAChainTakeNoArenaAndTheProfileKeepsEveryOp) {
   for (std::size_t i : {3u, 4u, 6u, 7u, 8u, 9u, 10u, 11u}) {
     EXPECT_EQ(with[i].seconds, 0.0) << with[i].type;
     EXPECT_EQ(with[i].type, without[i].type);
+  }
+}
+
+// A binary conv heading a chain (QuickNet's block): sign -> binary conv -> relu -> batch norm ->
+// add(block input), with zero- or one-padding, a 1x1 conv (the direct path), dense taps and
+// groups; the conv's rows go through the chain as each thread finishes them.
+Model conv_headed_model(const testing::ConvCase& cc) {
+  std::mt19937 rng(34);
+  ModelBuilder b;
+  const ValueRef in = b.input({cc.c, cc.h, cc.w});
+  const auto w = testing::random_signs(
+      static_cast<std::size_t>(cc.s.out * cc.c / cc.s.groups * cc.s.k * cc.s.k), rng);
+  ValueRef x = b.relu(testing::add_conv(b, b.sign(in), cc, w));
+  x = b.batch_norm(x, testing::random_normal(static_cast<std::size_t>(cc.s.out), rng),
+                   testing::random_normal(static_cast<std::size_t>(cc.s.out), rng));
+  b.output(b.add(x, in));
+  return b.build();
+}
+
+TEST(PerElementChains, ABinaryConvHeadsAChainWithTheSameOutputs) {
+  std::mt19937 rng(35);
+  const std::vector<testing::ConvCase> cases = {
+      {64, 9, 8, {64, 3, 1, 1, 1, 1, 1, 1, 1, 0.0f}},    // zero-padding, implicit im2col
+      {32, 6, 7, {32, 3, 1, 1, 1, 1, 1, 1, 1, 1.0f}},    // one-padding, fewer than 64 channels
+      {96, 5, 5, {96, 3, 1, 1, 1, 1, 1, 1, 1, 0.0f}},    // dense taps
+      {16, 6, 6, {16, 3, 1, 1, 4, 1, 1, 1, 1, 1.0f}},    // groups
+      {128, 4, 5, {128, 1, 1, 1, 1, 0, 0, 0, 0, 0.0f}},  // 1x1: the direct path
+  };
+  for (const testing::ConvCase& cc : cases) {
+    const Model m = conv_headed_model(cc);
+    InterpreterOptions off;
+    off.chain_per_element_ops = false;
+    EXPECT_LT(Interpreter(m).activation_bytes(1), Interpreter(m, off).activation_bytes(1))
+        << "the conv's output is inside the chain: no arena space, C=" << cc.c;
+    for (std::size_t batch : {1u, 3u}) {
+      const std::vector<float> x =
+          testing::random_normal(batch * static_cast<std::size_t>(cc.c * cc.h * cc.w), rng);
+      const std::vector<float> expected = run(m, false, 1, x, batch);
+      for (int threads : {1, 2, 3}) {
+        const std::vector<float> y = run(m, true, threads, x, batch);
+        ASSERT_EQ(y.size(), expected.size());
+        EXPECT_EQ(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)), 0)
+            << "C=" << cc.c << " groups=" << cc.s.groups << " k=" << cc.s.k << ", batch " << batch
+            << ", threads " << threads;
+      }
+    }
   }
 }
 

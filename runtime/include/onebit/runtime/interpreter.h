@@ -75,8 +75,10 @@ struct InterpreterOptions {
   TaskRunner task_runner = nullptr;
   /// true (the default): consecutive per-element ops (batch norm, PReLU, ReLU, clip, sigmoid,
   /// quantize_levels, each consuming only the previous one's output) run as one pass over
-  /// memory, block by block; their intermediate values take no arena space. false: op after op,
-  /// e.g. for a per-op profile of each of them. The results are identical either way.
+  /// memory, block by block; their intermediate values take no arena space. A binary conv with
+  /// a float output heads such a chain: the ops run on its output rows as each thread finishes
+  /// them, while they are in cache (QuickNet's conv -> ReLU -> batch norm -> add). false: op after
+  /// op, e.g. for a per-op profile of each of them. The results are identical either way.
   bool chain_per_element_ops = true;
 };
 
