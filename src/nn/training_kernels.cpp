@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -107,8 +108,46 @@ at::Tensor float_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tens
                          g.groups);
 }
 
+// A kernel whose output channel o (row o of `w`) holds only +-scale[o]: its signs (+-1) and
+// the scales, or nullopt when some row mixes magnitudes or holds a 0 (not a scaled sign). Plain
+// signs give scales of 1.
+struct ScaledSigns {
+  std::vector<float> signs, scale;
+  bool unscaled = true;  // every scale is 1
+};
+ScaledSigns scaled_signs(const at::Tensor& w) {
+  ScaledSigns s;
+  s.signs = floats_of(w);
+  const auto rows = static_cast<std::size_t>(w.size(0));
+  const std::size_t per_row = rows == 0 ? 0 : s.signs.size() / rows;
+  s.scale.assign(rows, 1.0f);
+  for (std::size_t o = 0; o < rows; ++o) {
+    float* row = s.signs.data() + o * per_row;
+    const float a = per_row == 0 ? 1.0f : std::fabs(row[0]);
+    if (!(a > 0.0f) || !std::isfinite(a)) throw std::invalid_argument("not a scaled sign");
+    for (std::size_t i = 0; i < per_row; ++i) {
+      if (std::fabs(row[i]) != a) throw std::invalid_argument("not a scaled sign");
+      row[i] = row[i] < 0 ? -1.0f : 1.0f;  // a * s / a is s exactly; written as such
+    }
+    s.scale[o] = a;
+    if (a != 1.0f) s.unscaled = false;
+  }
+  return s;
+}
+
+// The conv's float output, then (scaled kernels) the scale per channel and the bias as a batch
+// norm op: scale * integer sum + bias, with one rounding per step (the float path sums the
+// scaled products, so the two agree within rounding; bit for bit for plain signs).
+rt::ValueRef scale_and_bias(rt::ModelBuilder& b, rt::ValueRef v, const ScaledSigns& k,
+                            const at::Tensor& bias) {
+  if (k.unscaled) return v;
+  return b.batch_norm(v, k.scale,
+                      bias.defined() ? floats_of(bias) : std::vector<float>(k.scale.size(), 0.0f));
+}
+
 at::Tensor runtime_conv2d_values(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                                  const detail::Conv2dGeometry& g, bool binary_input) {
+  const ScaledSigns k = scaled_signs(w);
   rt::ModelBuilder b(rt::BuilderOptions{/*fuse=*/false});
   rt::ValueRef v = b.input({x.size(1), x.size(2), x.size(3)});
   if (binary_input) v = b.sign(v);
@@ -124,7 +163,9 @@ at::Tensor runtime_conv2d_values(const at::Tensor& x, const at::Tensor& w, const
   }
   p.pad_value = static_cast<float>(g.pad_value);
   p.binary_kernel(true);
-  v = b.conv2d(v, p, floats_of(w), bias.defined() ? floats_of(bias) : std::vector<float>{});
+  v = b.conv2d(v, p, k.signs,
+               bias.defined() && k.unscaled ? floats_of(bias) : std::vector<float>{});
+  v = scale_and_bias(b, v, k, bias);
   b.output(v);
   const std::vector<int64_t> out = b.shape(v);
   const rt::Interpreter net(b.build(), interpreter_options(channels_last(x)));
@@ -430,11 +471,13 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
 
 at::Tensor runtime_dense_values(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                                 bool binary_input) {
+  const ScaledSigns k = scaled_signs(w);
   rt::ModelBuilder b(rt::BuilderOptions{/*fuse=*/false});
   rt::ValueRef v = b.input({x.size(1)});
   if (binary_input) v = b.sign(v);
-  v = b.dense(v, rt::DenseParams(w.size(0)).binary_kernel(true), floats_of(w),
-              bias.defined() ? floats_of(bias) : std::vector<float>{});
+  v = b.dense(v, rt::DenseParams(w.size(0)).binary_kernel(true), k.signs,
+              bias.defined() && k.unscaled ? floats_of(bias) : std::vector<float>{});
+  v = scale_and_bias(b, v, k, bias);
   b.output(v);
   const rt::Interpreter net(b.build(), interpreter_options(false));
   return run_net(net, x, {x.size(0), w.size(0)});
@@ -633,7 +676,6 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
                          const at::Tensor& weight, double pad_value) {
   using quantizers::ForwardKind;
   if (training_kernels() != TrainingKernels::kBinary || kernel_quantizer == nullptr) return false;
-  if (kernel_quantizer->forward_kind() != ForwardKind::kSign) return false;
   if (input_quantizer != nullptr ? input_quantizer->forward_kind() != ForwardKind::kSign
                                  : pad_value != 0) {
     return false;
@@ -643,8 +685,11 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
       !input.device().is_cpu() || !weight.device().is_cpu() || input.size(0) == 0) {
     return false;
   }
+  if (kernel_quantizer->forward_kind() == ForwardKind::kSign) return true;
+  // A scaled sign (magnitude_aware_sign, xnor_weight_scale): the runtime's integer sums times
+  // the scale of each output channel (see scaled_signs).
   at::NoGradGuard no_grad;
-  return !kernel_quantizer->sign_scale_as(weight, quantizers::TensorRole::kernel()).defined();
+  return kernel_quantizer->sign_scale_as(weight, quantizers::TensorRole::kernel()).defined();
 }
 
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
