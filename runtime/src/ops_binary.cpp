@@ -49,13 +49,6 @@ namespace {
 constexpr std::int64_t kMaxKBits = std::int64_t{1} << 24;  // float(dot) stays exact
 constexpr std::size_t kMaxPackedWords = std::size_t{1} << 26;
 
-// Copies a few words with fixed-size (inlined) moves; im2col copies 1-8 words per tap, where a
-// memmove call would cost more than the copy.
-inline void copy_words(const BitWord* src, std::size_t n, BitWord* dst) {
-  for (; n >= 4; n -= 4, src += 4, dst += 4) std::memcpy(dst, src, 4 * sizeof(BitWord));
-  for (; n > 0; --n, ++src, ++dst) std::memcpy(dst, src, sizeof(BitWord));
-}
-
 // Bits [bit, bit + n) of a packed row (0 < n <= 64) in the low bits of a word, the rest 0; reads
 // a second word only when the range crosses into it.
 inline BitWord bits_at(const BitWord* src, std::size_t bit, std::size_t n) {
@@ -399,93 +392,34 @@ void BinaryConv::build_correction(const std::vector<BitWord>& rows, const std::s
   }
 }
 
+// Patch rows of output pixels [p0, p1) for group g: each tap's cin_g channels of the group, then
+// zeros up to tap_bits_ (whole words per tap unless dense_); a tap outside the image is all
+// zeros (one-padding: bit 0 is +1; zero padding is corrected in the GEMM's epilogue). The window
+// is read into locals (the stores through the appender could otherwise alias the members).
 void BinaryConv::im2col(const BitWord* image, std::int64_t g, std::size_t p0, std::size_t p1,
                         BitWord* col) const {
-  if (dense_ && groups_ == 1) {
-    // A pixel's channels start at bit 0 of its words: whole words, the last one masked. The
-    // window is read into locals (the stores through dst could otherwise alias the members).
-    const auto cin = static_cast<std::size_t>(cin_g_);
-    const std::size_t cw = cw_in_;
-    const std::size_t last_bits = cin - (cw - 1) * kBitsPerWord;  // 1..63
-    const BitWord last_mask = (BitWord{1} << last_bits) - 1;
-    const Window w = win_;
-    for (std::size_t p = p0; p < p1; ++p) {
-      const auto oy = static_cast<std::int64_t>(p) / w.out_w;
-      const auto ox = static_cast<std::int64_t>(p) % w.out_w;
-      const std::int64_t iy0 = w.in_y(oy, 0), ix0 = w.in_x(ox, 0);
-      BitAppender dst(col + (p - p0) * k_words_);
-      for (std::int64_t ky = 0, iy = iy0; ky < w.kh; ++ky, iy += w.dh) {
-        const bool row_in = iy >= 0 && iy < w.in_h;
-        const BitWord* row = row_in ? image + static_cast<std::size_t>(iy * w.in_w) * cw : image;
-        for (std::int64_t kx = 0, ix = ix0; kx < w.kw; ++kx, ix += w.dw) {
-          if (!row_in || ix < 0 || ix >= w.in_w) {
-            dst.put_zeros(cin);  // one-padding: bit 0 is +1
-            continue;
-          }
-          const BitWord* src = row + static_cast<std::size_t>(ix) * cw;
-          for (std::size_t i = 0; i + 1 < cw; ++i) dst.put(src[i], kBitsPerWord);
-          dst.put(src[cw - 1] & last_mask, last_bits);
-        }
-      }
-      dst.flush();
-    }
-    return;
-  }
-  if (dense_) {  // several groups: a group's channels start anywhere in a pixel's words
-    const auto cin = static_cast<std::size_t>(cin_g_);
-    const std::size_t bit0 = static_cast<std::size_t>(g) * cin;
-    for (std::size_t p = p0; p < p1; ++p) {
-      const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
-      const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
-      BitAppender dst(col + (p - p0) * k_words_);
-      for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
-        const std::int64_t iy = win_.in_y(oy, ky);
-        for (std::int64_t kx = 0; kx < win_.kw; ++kx) {
-          const std::int64_t ix = win_.in_x(ox, kx);
-          if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
-            dst.put_zeros(cin);  // one-padding: bit 0 is +1
-          } else {
-            dst.put_range(image + static_cast<std::size_t>(iy * win_.in_w + ix) * cw_in_, bit0,
-                          cin);
-          }
-        }
-      }
-      dst.flush();
-    }
-    return;
-  }
+  const auto cin = static_cast<std::size_t>(cin_g_);
+  const std::size_t bit0 = static_cast<std::size_t>(g) * cin, gap = tap_bits_ - cin;
+  const std::size_t cw = cw_in_;
+  const Window w = win_;
   for (std::size_t p = p0; p < p1; ++p) {
-    const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
-    const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
-    BitWord* dst = col + (p - p0) * k_words_;
-    // With one group and no horizontal dilation, a kernel row inside the image is one run of
-    // kw pixels of packed words in NHWC: one copy.
-    const std::int64_t ix0 = win_.in_x(ox, 0);
-    const bool row_inside = groups_ == 1 && win_.dw == 1 && ix0 >= 0 && ix0 + win_.kw <= win_.in_w;
-    for (std::int64_t ky = 0; ky < win_.kh; ++ky) {
-      const std::int64_t iy = win_.in_y(oy, ky);
-      if (row_inside && iy >= 0 && iy < win_.in_h) {
-        copy_words(image + static_cast<std::size_t>(iy * win_.in_w + ix0) * cw_in_,
-                   static_cast<std::size_t>(win_.kw) * cwg_, dst);
-        dst += static_cast<std::size_t>(win_.kw) * cwg_;
-        continue;
-      }
-      for (std::int64_t kx = 0; kx < win_.kw; ++kx, dst += cwg_) {
-        const std::int64_t ix = win_.in_x(ox, kx);
-        if (iy < 0 || iy >= win_.in_h || ix < 0 || ix >= win_.in_w) {
-          std::fill(dst, dst + cwg_, BitWord{0});  // one-padding: bit 0 is +1
+    const auto oy = static_cast<std::int64_t>(p) / w.out_w;
+    const auto ox = static_cast<std::int64_t>(p) % w.out_w;
+    const std::int64_t iy0 = w.in_y(oy, 0), ix0 = w.in_x(ox, 0);
+    BitAppender dst(col + (p - p0) * k_words_);
+    for (std::int64_t ky = 0, iy = iy0; ky < w.kh; ++ky, iy += w.dh) {
+      const bool row_in = iy >= 0 && iy < w.in_h;
+      const BitWord* row = row_in ? image + static_cast<std::size_t>(iy * w.in_w) * cw : image;
+      for (std::int64_t kx = 0, ix = ix0; kx < w.kw; ++kx, ix += w.dw) {
+        if (!row_in || ix < 0 || ix >= w.in_w) {
+          dst.put_zeros(tap_bits_);
           continue;
         }
-        const BitWord* src = image + static_cast<std::size_t>(iy * win_.in_w + ix) * cw_in_;
-        if (groups_ == 1) {
-          copy_words(src, cwg_, dst);
-        } else {
-          std::fill(dst, dst + cwg_, BitWord{0});
-          copy_bits(src, static_cast<std::size_t>(g * cin_g_), static_cast<std::size_t>(cin_g_),
-                    dst, 0);
-        }
+        dst.put_range(row + static_cast<std::size_t>(ix) * cw, bit0, cin);
+        if (gap != 0) dst.put_zeros(gap);
       }
     }
+    dst.flush();
   }
 }
 

@@ -39,6 +39,10 @@ std::vector<ConvCase> conv_cases() {
       // packed densely into the patch words.
       {96, 5, 5, {20, 3, 1, 1, 2, 1, 1, 1, 1, 1.0f}},   // 48 per group: group 1 crosses a word
       {160, 5, 4, {24, 3, 2, 1, 1, 1, 1, 1, 1, 0.0f}},  // 2.5 words per tap, stride 2
+      // Groups with whole words per tap: 64 channels each, and 32 in a 1x1 conv (one word per
+      // tap, half of it padding; group 1 starts mid-word).
+      {128, 4, 4, {16, 3, 1, 1, 2, 1, 1, 1, 1, 1.0f}},
+      {64, 5, 5, {8, 1, 1, 1, 2, 0, 0, 0, 0, 0.0f}},
   };
 }
 
