@@ -145,6 +145,38 @@ Lowered finish_layer(Lowering& l, rt::ValueRef y, const Kernel& k, const at::Ten
   return {y, integer_range};
 }
 
+// The k of a layer whose k-bit DoReFa activations run as thermometer planes into its +-1
+// kernel (ConvertOptions::max_thermometer_bits); 0 when the layer stays float.
+int thermometer_bits(Lowering& l, const quantizers::QuantizerPtr& input_quantizer,
+                     const Kernel& k) {
+  const auto* dorefa = dynamic_cast<const quantizers::DoReFa*>(input_quantizer.get());
+  if (dorefa == nullptr || dorefa->mode() != "activations" || !k.binary) return 0;
+  if (dorefa->k_bit() > l.options().max_thermometer_bits || l.builder().is_bits(l.input())) {
+    return 0;
+  }
+  return dorefa->k_bit();
+}
+
+// A binary layer over thermometer planes outputs the planes' +-1 dot D; the k-bit layer is
+// (n sum(w) - D) / (2 n) per output channel (n = 2^k - 1, sum(w) over the whole +-1 kernel row:
+// padded taps are level-0 planes, +1 each, which add w to D and n w to n sum(w)), then the
+// kernel scale and the bias. Computed in double, stored as one float affine.
+Lowered finish_thermometer(Lowering& l, rt::ValueRef y, const Kernel& k, const at::Tensor& bias,
+                           int bits, int64_t out) {
+  const double n = static_cast<double>((int64_t{1} << bits) - 1);
+  const std::vector<float> b = bias.defined() ? to_floats(bias) : std::vector<float>();
+  const auto per = k.values.size() / static_cast<std::size_t>(out);
+  std::vector<float> multiplier(static_cast<std::size_t>(out)), offset(multiplier.size());
+  for (std::size_t o = 0; o < multiplier.size(); ++o) {
+    double sum = 0;
+    for (std::size_t i = o * per; i < (o + 1) * per; ++i) sum += k.values[i];
+    const double s = k.scale.empty() ? 1.0 : k.scale[o];
+    multiplier[o] = static_cast<float>(-s / (2 * n));
+    offset[o] = static_cast<float>(s * sum / 2 + (b.empty() ? 0.0 : b[o]));
+  }
+  return {l.builder().batch_norm(y, multiplier, offset), 0};
+}
+
 std::vector<float> layer_bias(const Kernel& k, const at::Tensor& bias) {
   return !k.scale.empty() || !bias.defined() ? std::vector<float>() : to_floats(bias);
 }
@@ -283,8 +315,12 @@ Lowered lower_quant_conv(Lowering& l, rt::Conv2dParams p, const Options& o,
                          const quantizers::QuantizerPtr& kernel_quantizer, const at::Tensor& latent,
                          const at::Tensor& bias, int64_t in_channels,
                          const quantizers::TensorRole& role = quantizers::TensorRole::kernel()) {
-  const rt::ValueRef x = l.quantize_input(l.input(), o.input_quantizer().get());
   const Kernel k = kernel_of(latent, kernel_quantizer, role);
+  // Thermometer planes pad with level 0 (+1 planes): Larq's pad_values=0.
+  const int planes_bits =
+      o.pad_values() == 0.0 ? thermometer_bits(l, o.input_quantizer().get(), k) : 0;
+  const rt::ValueRef x = planes_bits > 0 ? l.builder().thermometer(l.input(), planes_bits)
+                                         : l.quantize_input(l.input(), o.input_quantizer().get());
   if (o.pad_values() != 0.0 && o.pad_values() != 1.0) {
     std::ostringstream msg;
     msg << "pad_values " << o.pad_values() << " is not supported, expected 0 or 1";
@@ -296,10 +332,14 @@ Lowered lower_quant_conv(Lowering& l, rt::Conv2dParams p, const Options& o,
     const auto pad = pair_of(o.padding().amount());
     p.padding(pad[0], pad[1]);
   }
-  p.pad_value = static_cast<float>(o.pad_values());
+  p.pad_value = planes_bits > 0 ? 1.0f : static_cast<float>(o.pad_values());
   p.is_binary_kernel = k.binary;
   check_channels(l, in_channels, "in_channels");
   check_binary_input(l, x, k, kernel_quantizer);
+  if (planes_bits > 0) {
+    return finish_thermometer(l, l.builder().conv2d(x, p, k.values), k, bias, planes_bits,
+                              p.out_channels);
+  }
   const bool integer = l.builder().is_bits(x) && k.binary && !bias.defined();
   const rt::ValueRef y = l.builder().conv2d(x, p, k.values, layer_bias(k, bias));
   return finish_layer(l, y, k, bias,
@@ -338,11 +378,18 @@ Lowered blur_pool2d(Lowering& l, const torch::nn::Module& m) {
 Lowered quant_dense(Lowering& l, const torch::nn::Module& m) {
   const auto& dense = as<nn::QuantDenseImpl>(m);
   const auto& o = dense.options;
-  const rt::ValueRef x = l.quantize_input(l.input(), o.input_quantizer().get());
   const Kernel k = kernel_of(dense.weight, o.kernel_quantizer().get());
+  const int planes_bits = thermometer_bits(l, o.input_quantizer().get(), k);
   check_flat(l);
   check_channels(l, o.in_features(), "in_features");
+  const rt::ValueRef x = planes_bits > 0 ? l.builder().thermometer(l.input(), planes_bits)
+                                         : l.quantize_input(l.input(), o.input_quantizer().get());
   check_binary_input(l, x, k, o.kernel_quantizer().get());
+  if (planes_bits > 0) {
+    return finish_thermometer(
+        l, l.builder().dense(x, rt::DenseParams(o.out_features()).binary_kernel(true), k.values), k,
+        dense.bias, planes_bits, o.out_features());
+  }
   const bool integer = l.builder().is_bits(x) && k.binary && !dense.bias.defined();
   const rt::ValueRef y =
       l.builder().dense(x, rt::DenseParams(o.out_features()).binary_kernel(k.binary), k.values,

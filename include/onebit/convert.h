@@ -58,6 +58,12 @@ struct ConvertOptions {
   /// Match LibTorch's sign decisions after batch norm on integer inputs exactly (see the file
   /// comment). Off: the batch norm is folded from its statistics only.
   bool exact_thresholds = true;
+  /// k-bit activations (DoReFa's quantizer in "activations" mode) into a layer with a +-1 kernel
+  /// run on packed bits when k is at most this: the input becomes 2^k - 1 thermometer bit planes
+  /// (`ModelBuilder::thermometer`) and the layer a binary one over them, exact up to float
+  /// rounding of the output affine. Larger k (or 0 here) keeps them as float levels and a float
+  /// layer; the planes' binary work grows as 2^k - 1 while a float layer's does not.
+  int max_thermometer_bits = 3;
   /// Free-form strings stored in the file (e.g. "model", "checkpoint").
   std::map<std::string, std::string> metadata;
 };

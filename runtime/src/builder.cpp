@@ -169,7 +169,9 @@ class Fuser {
   // filter negated so that the comparison is always "dot < threshold".
   std::vector<bool> set_thresholds(Op& op, const float* mult, const float* bias) {
     Tensor& w = m_.tensors[op.tensors.at("weight")];
-    const std::int64_t out = w.shape[0], per = w.numel() / out;
+    // The dot runs over the input planes: each stored weight bit counts once per plane.
+    const std::int64_t out = w.shape[0], per = w.numel() / out,
+                       range = per * op.attr("input_planes", {1})[0];
     std::vector<std::int32_t> threshold(static_cast<std::size_t>(out));
     std::vector<bool> negative(static_cast<std::size_t>(out), false);
     for (std::int64_t o = 0; o < out; ++o) {
@@ -182,7 +184,7 @@ class Fuser {
           set_bit(w.data.data(), static_cast<std::size_t>(i), !get_bit(w.data.data(), i));
         }
       }
-      threshold[o] = threshold_for(mo, bo, per);
+      threshold[o] = threshold_for(mo, bo, range);
     }
     op.tensors.erase("multiplier");
     op.tensors.erase("bias");
@@ -329,6 +331,10 @@ ValueRef ModelBuilder::add_op(Op op, const std::string& what) {
   std::vector<detail::ValueInfo> inputs;
   for (std::int32_t v : op.inputs) {
     const ValueShape& s = value(ValueRef{v}, what);
+    if (s.planes > 1 && op.type != OpType::kBinaryConv2d && op.type != OpType::kBinaryDense) {
+      fail(what, "input value " + std::to_string(v) +
+                     " holds thermometer planes, which only a binary conv2d or dense reads");
+    }
     inputs.push_back(detail::ValueInfo{s.dtype, s.c, s.h, s.w});
   }
   detail::ValueInfo out;
@@ -356,13 +362,16 @@ ValueRef ModelBuilder::conv2d(ValueRef x, const Conv2dParams& p, const std::vect
                               const std::vector<float>& bias) {
   const std::string what = "conv2d";
   const ValueShape& in = value(x, what);
-  if (p.out_channels < 1 || p.groups < 1 || in.c % p.groups != 0 ||
+  if (p.out_channels < 1 || p.groups < 1 || (in.c / in.planes) % p.groups != 0 ||
       p.out_channels % p.groups != 0) {
     fail(what, "out_channels " + std::to_string(p.out_channels) + " and input channels " +
-                   std::to_string(in.c) + " must be positive multiples of groups " +
+                   std::to_string(in.c / in.planes) + " must be positive multiples of groups " +
                    std::to_string(p.groups));
   }
-  const std::int64_t cin = in.c / p.groups, kh = p.kernel_h, kw = p.kernel_w;
+  if (in.planes > 1 && !p.is_binary_kernel) {
+    fail(what, "a thermometer input needs a binary kernel (binary_kernel(true))");
+  }
+  const std::int64_t cin = in.c / in.planes / p.groups, kh = p.kernel_h, kw = p.kernel_w;
   check_size(what, "weight", weight.size(),
              static_cast<std::size_t>(p.out_channels * cin * kh * kw));
   if (!bias.empty())
@@ -406,6 +415,7 @@ ValueRef ModelBuilder::conv2d(ValueRef x, const Conv2dParams& p, const std::vect
   }
   op.ints["pads"] = pads;
   if (binary_input) op.ints["zero_padding"] = {p.pad_value == 0.0f ? 1 : 0};
+  if (in.planes > 1) op.ints["input_planes"] = {in.planes};
   const std::vector<std::int64_t> wshape{p.out_channels, kh, kw, cin};
   op.tensors["weight"] =
       add_tensor(p.is_binary_kernel ? Tensor::from_signs("weight", wshape, ohwi)
@@ -422,7 +432,8 @@ ValueRef ModelBuilder::dense(ValueRef x, const DenseParams& p, const std::vector
   const ValueShape& in = value(x, what);
   if (in.h != 1 || in.w != 1) fail(what, "input is spatial; call flatten() first");
   if (p.out_features < 1) fail(what, "out_features must be >= 1");
-  check_size(what, "weight", weight.size(), static_cast<std::size_t>(p.out_features * in.c));
+  check_size(what, "weight", weight.size(),
+             static_cast<std::size_t>(p.out_features * (in.c / in.planes)));
   if (!bias.empty())
     check_size(what, "bias", bias.size(), static_cast<std::size_t>(p.out_features));
   check_finite(what, "weight", weight);
@@ -432,10 +443,14 @@ ValueRef ModelBuilder::dense(ValueRef x, const DenseParams& p, const std::vector
     fail(what, "binary (sign) input with a float kernel is not supported");
   }
   if (p.is_binary_kernel) check_binary(what, weight);
+  if (in.planes > 1 && !p.is_binary_kernel) {
+    fail(what, "a thermometer input needs a binary kernel (binary_kernel(true))");
+  }
   Op op;
   op.type = binary_input ? OpType::kBinaryDense : OpType::kDense;
   op.inputs = {x.id};
-  const std::vector<std::int64_t> wshape{p.out_features, in.c};
+  if (in.planes > 1) op.ints["input_planes"] = {in.planes};
+  const std::vector<std::int64_t> wshape{p.out_features, in.c / in.planes};
   op.tensors["weight"] =
       add_tensor(p.is_binary_kernel ? Tensor::from_signs("weight", wshape, weight)
                                     : Tensor::from_floats("weight", wshape, weight));
@@ -677,6 +692,21 @@ ValueRef ModelBuilder::quantize_levels(ValueRef x, int k_bit) {
   op.inputs = {x.id};
   op.ints["k_bit"] = {k_bit};
   return add_op(std::move(op), what);
+}
+
+ValueRef ModelBuilder::thermometer(ValueRef x, int k_bit) {
+  const std::string what = "thermometer";
+  float_value(x, what);
+  if (k_bit < 1 || k_bit > 6) {
+    fail(what, "'k_bit' = " + std::to_string(k_bit) + ", expected 1 to 6");
+  }
+  Op op;
+  op.type = OpType::kThermometer;
+  op.inputs = {x.id};
+  op.ints["k_bit"] = {k_bit};
+  const ValueRef y = add_op(std::move(op), what);
+  values_[static_cast<std::size_t>(y.id)].planes = (std::int64_t{1} << k_bit) - 1;
+  return y;
 }
 
 void ModelBuilder::set_name_scope(const std::string& name) {

@@ -131,6 +131,9 @@ std::size_t storage_bytes_for(DType dtype, std::int64_t numel) {
   return dtype == DType::kBits ? words_for_bits(n) * sizeof(BitWord) : n * 4;
 }
 
+// Binary conv2d / dense read thermometer planes ("input_planes") from this version on.
+constexpr std::uint32_t kInputPlanesVersion = 4;
+
 // What `version` cannot hold is an error, not a silently different model: op types newer than
 // the version, and names the reader would reject. (Names themselves start in version 3.) As
 // before versions existed, the writer does not judge the graph otherwise: unknown op types and
@@ -148,6 +151,13 @@ void check_writable(const Model& model, std::uint32_t version) {
     if (def != nullptr && def->since_version > version) {
       throw ModelError(where + " needs format version " + std::to_string(def->since_version) +
                        ", cannot write version " + std::to_string(version));
+    }
+    if (version < kInputPlanesVersion && op.ints.count("input_planes") != 0) {
+      throw ModelError(where +
+                       " has attribute 'input_planes' (thermometer input), which needs "
+                       "format version " +
+                       std::to_string(kInputPlanesVersion) + ", cannot write version " +
+                       std::to_string(version));
     }
     if (version >= 3 && op.name.size() > kMaxString) {
       throw ModelError(where + ": name of " + std::to_string(op.name.size()) +
@@ -261,6 +271,11 @@ Op read_op(Reader& r, const std::string& f, std::int32_t own_id, std::size_t ten
     const std::uint32_t n = r.count(f + ".attribute." + key + ".count", 64);
     std::vector<std::int64_t> values(n);
     for (auto& v : values) v = r.get<std::int64_t>(f + ".attribute." + key);
+    if (key == "input_planes" && version < kInputPlanesVersion) {
+      r.fail(f + ".attribute.key", key,
+             "an attribute of format version " + std::to_string(version) +
+                 " (input_planes needs version " + std::to_string(kInputPlanesVersion) + ")");
+    }
     op.ints[key] = std::move(values);
   }
   const auto n_refs = r.get<std::uint16_t>(f + ".tensor_count");

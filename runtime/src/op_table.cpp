@@ -48,6 +48,8 @@ constexpr OpDef kOpDefs[] = {
     {OpType::kClip, "clip", 1, 1, kTakesFloat, OpFamily::kFloat, 3, kNoFusion, &prepare_clip},
     {OpType::kQuantizeLevels, "quantize_levels", 1, 1, kTakesFloat, OpFamily::kFloat, 3, kNoFusion,
      &prepare_quantize_levels},
+    {OpType::kThermometer, "thermometer", 1, 1, kTakesFloat, OpFamily::kBinary, 4, kNoFusion,
+     &prepare_thermometer},
 };
 
 constexpr std::size_t kOpDefCount = sizeof(kOpDefs) / sizeof(kOpDefs[0]);

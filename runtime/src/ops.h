@@ -139,6 +139,9 @@ std::unique_ptr<PreparedOp> prepare_binary_dense(const Model&, const Op&,
 std::unique_ptr<PreparedOp> prepare_binary_maxpool2d(const Model&, const Op&,
                                                      const std::vector<ValueInfo>&, ValueInfo&,
                                                      const std::string&);
+std::unique_ptr<PreparedOp> prepare_thermometer(const Model&, const Op&,
+                                                const std::vector<ValueInfo>&, ValueInfo&,
+                                                const std::string&);
 // ops_float.cpp
 std::unique_ptr<PreparedOp> prepare_conv2d(const Model&, const Op&, const std::vector<ValueInfo>&,
                                            ValueInfo&, const std::string&);

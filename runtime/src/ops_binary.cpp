@@ -3,6 +3,10 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <cstring>
 #include <map>
 #include <memory>
@@ -48,6 +52,7 @@ namespace {
 
 constexpr std::int64_t kMaxKBits = std::int64_t{1} << 24;  // float(dot) stays exact
 constexpr std::size_t kMaxPackedWords = std::size_t{1} << 26;
+constexpr std::int64_t kMaxPlanes = 63;  // thermometer planes: k_bit <= 6
 
 // Bits [bit, bit + n) of a packed row (0 < n <= 64) in the low bits of a word, the rest 0; reads
 // a second word only when the range crosses into it.
@@ -126,6 +131,74 @@ class Quantize final : public PreparedOp {
   ValueInfo in_;
 };
 
+/// k-bit activations as bit planes: channel c of a pixel becomes channels c * n .. c * n + n - 1
+/// (n = 2^k - 1), bit j set (-1) when the level q = nearbyint(clip(x, 0, 1) * n) exceeds j. A
+/// level is the number of set planes, so for any +-1 weight w, q * w = (n w - sum_j v_j w) / 2
+/// with v_j the planes' +-1 values: a binary layer over the planes gives the k-bit dot exactly.
+class Thermometer final : public PreparedOp {
+  static constexpr float kRound = 8388608.0f;  // 2^23
+
+ public:
+  Thermometer(const ValueInfo& in, int planes)
+      : in_(in), planes_(planes), levels_(static_cast<float>(planes)) {}
+  bool writes_whole_output() const override { return true; }  // whole words per pixel
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
+           std::size_t batch) const override {
+    const auto c = static_cast<std::size_t>(in_.c);
+    const auto n = static_cast<std::size_t>(planes_);
+    const std::size_t words = words_for_bits(c * n);
+    parallel_rows(batch * static_cast<std::size_t>(in_.h * in_.w), c * n, ctx,
+                  [&](std::size_t r0, std::size_t r1) {
+                    for (std::size_t r = r0; r < r1; ++r) {
+                      const float* x = in[0]->f() + r * c;
+                      BitWord* dst = out.b() + r * words;
+                      BitAppender bits(dst);
+                      std::size_t i = 0;
+#if defined(__SSE2__)
+                      for (; i + 4 <= c; i += 4) {
+                        alignas(16) std::int32_t q[4];
+                        _mm_store_si128(reinterpret_cast<__m128i*>(q), levels4(x + i));
+                        for (std::int32_t l : q) put_level(bits, l, n);
+                      }
+#endif
+                      for (; i < c; ++i) put_level(bits, level(x[i]), n);
+                      bits.flush();  // whole words: the last one's spare bits are 0
+                    }
+                  });
+  }
+
+ private:
+  // The level q = nearbyint(clip(x, 0, 1) * n) in the arithmetic of quantize_levels, without
+  // branches (levels are random): max(x, 0) and min(v, 1) as maxss / minss, whose operand order
+  // turns NaN (and -0) into 0; nearbyint of t in [0, 63] as (t + 2^23) - 2^23, which rounds to
+  // an integer half to even in the (never changed) rounding mode, inline instead of a libm call.
+  std::int32_t level(float x) const {
+#if defined(__SSE2__)
+    const __m128 v = _mm_min_ss(_mm_max_ss(_mm_set_ss(x), _mm_setzero_ps()), _mm_set_ss(1.0f));
+    const float t = _mm_cvtss_f32(v) * levels_;
+#else
+    const float v = x > 0.0f ? x : 0.0f;  // NaN: 0
+    const float t = (v < 1.0f ? v : 1.0f) * levels_;
+#endif
+    return static_cast<std::int32_t>((t + kRound) - kRound);
+  }
+#if defined(__SSE2__)
+  __m128i levels4(const float* x) const {
+    const __m128 v = _mm_min_ps(_mm_max_ps(_mm_loadu_ps(x), _mm_setzero_ps()), _mm_set1_ps(1.0f));
+    const __m128 t = _mm_mul_ps(v, _mm_set1_ps(levels_));
+    return _mm_cvttps_epi32(_mm_sub_ps(_mm_add_ps(t, _mm_set1_ps(kRound)), _mm_set1_ps(kRound)));
+  }
+#endif
+  // The low q of n planes set (n <= 63).
+  static void put_level(BitAppender& bits, std::int32_t q, std::size_t n) {
+    bits.put((BitWord{1} << static_cast<std::uint32_t>(q)) - 1, n);
+  }
+
+  ValueInfo in_;
+  int planes_;
+  float levels_;
+};
+
 /// Per-group data of a binary conv: prepacked weights, epilogue arrays, zero-pad correction.
 struct BinaryGroup {
   std::vector<BitWord> weights;
@@ -173,6 +246,9 @@ class BinaryConv final : public PreparedOp {
   // would leave bits unused in every tap, e.g. 96 channels: 14 words per 3x3 patch instead of 18).
   std::size_t tap_bits_ = 0;
   std::int32_t k_bits_ = 0;
+  // Input bit planes per weight channel ("input_planes", thermometer inputs): the stored kernel
+  // has cin_g_ / planes_ channels, each repeated over its planes when packed.
+  std::int64_t planes_ = 1;
   bool output_bits_ = false, direct_ = false, zero_padding_ = false, dense_ = false;
   // Implicit im2col (one group, whole words per tap): the GEMM reads each patch's words straight
   // from the input, copied once into a zero-bordered image when the conv pads (border words 0:
@@ -188,23 +264,31 @@ BinaryConv::BinaryConv(const Model& model, const Op& op, const ValueInfo& in, Va
                        const std::string& where, bool dense) {
   const Tensor& w = op_tensor(model, op, "weight", DType::kBits, where);
   c_in_ = in.c;
+  planes_ = scalar_attr(op, "input_planes", 1, where);
+  require(planes_ >= 1 && planes_ <= kMaxPlanes && in.c % planes_ == 0, where,
+          "attribute 'input_planes' = " + std::to_string(planes_) + ", expected 1 to " +
+              std::to_string(kMaxPlanes) + " dividing the input's " + std::to_string(in.c) +
+              " channels");
+  const std::int64_t weight_in = in.c / planes_;  // channels of the stored kernel
   if (dense) {
     require(in.h == 1 && in.w == 1, where,
             "dense input must be (features, 1, 1); flatten it first (found " +
                 std::to_string(in.c) + "x" + std::to_string(in.h) + "x" + std::to_string(in.w) +
                 ")");
-    require(w.shape.size() == 2 && w.shape[1] == in.c, where,
-            "weight shape must be [out, " + std::to_string(in.c) + "]");
+    require(w.shape.size() == 2 && w.shape[1] == weight_in, where,
+            "weight shape must be [out, " + std::to_string(weight_in) + "]");
     win_ = read_window(Op{}, in, where, false);
   } else {
     win_ = read_window(op, in, where, false);
     groups_ = scalar_attr(op, "groups", 1, where);
-    require(groups_ >= 1 && in.c % groups_ == 0, where,
+    require(groups_ >= 1 && weight_in % groups_ == 0, where,
             "groups " + std::to_string(groups_) + " must divide input channels " +
-                std::to_string(in.c));
+                std::to_string(weight_in));
     require(w.shape.size() == 4 && w.shape[1] == win_.kh && w.shape[2] == win_.kw &&
-                w.shape[3] == in.c / groups_,
-            where, "weight shape must be [out, kh, kw, in/groups]");
+                w.shape[3] == weight_in / groups_,
+            where,
+            planes_ == 1 ? std::string("weight shape must be [out, kh, kw, in/groups]")
+                         : "weight shape must be [out, kh, kw, in/groups/input_planes]");
   }
   c_out_ = w.shape[0];
   require(c_out_ % groups_ == 0, where, "groups must divide output channels");
@@ -270,9 +354,20 @@ void BinaryConv::read_weights(const Tensor& w, std::vector<BitWord>& rows) const
   rows.assign(static_cast<std::size_t>(c_out_) * k_words_, 0);
   const auto taps = static_cast<std::size_t>(win_.kh * win_.kw);
   const auto cin = static_cast<std::size_t>(cin_g_);
+  const auto planes = static_cast<std::size_t>(planes_);
   for (std::size_t o = 0; o < static_cast<std::size_t>(c_out_); ++o) {
+    BitWord* row = rows.data() + o * k_words_;
     for (std::size_t t = 0; t < taps; ++t) {
-      copy_bits(w.bits(), (o * taps + t) * cin, cin, rows.data() + o * k_words_, t * tap_bits_);
+      if (planes == 1) {
+        copy_bits(w.bits(), (o * taps + t) * cin, cin, row, t * tap_bits_);
+        continue;
+      }
+      // Thermometer input: each stored weight bit serves its channel's planes.
+      const std::size_t src = (o * taps + t) * (cin / planes);
+      for (std::size_t i = 0; i < cin / planes; ++i) {
+        if (!get_bit(w.bits(), src + i)) continue;
+        for (std::size_t j = 0; j < planes; ++j) set_bit(row, t * tap_bits_ + i * planes + j, true);
+      }
     }
   }
 }
@@ -611,6 +706,17 @@ std::unique_ptr<PreparedOp> prepare_quantize(const Model&, const Op&,
   const ValueInfo& in = inputs[0];
   output = ValueInfo{DType::kBits, in.c, in.h, in.w};
   return std::make_unique<Quantize>(in);
+}
+
+std::unique_ptr<PreparedOp> prepare_thermometer(const Model&, const Op& op,
+                                                const std::vector<ValueInfo>& inputs,
+                                                ValueInfo& output, const std::string& where) {
+  const std::int64_t k = required_attr(op, "k_bit", 1, 6, where);
+  const ValueInfo& in = inputs[0];
+  const std::int64_t planes = (std::int64_t{1} << k) - 1;
+  require(in.c <= (std::int64_t{1} << 40) / planes, where, "too many channels for the planes");
+  output = ValueInfo{DType::kBits, in.c * planes, in.h, in.w};
+  return std::make_unique<Thermometer>(in, static_cast<int>(planes));
 }
 
 std::unique_ptr<PreparedOp> prepare_binary_conv2d(const Model& model, const Op& op,

@@ -122,15 +122,15 @@ std::vector<std::uint8_t> with_version(std::vector<std::uint8_t> bytes, std::uin
 
 TEST(ModelFormat, NewerVersionAndWrongMagicHaveClearErrors) {
   auto bytes = serialize_model(small_model());
-  EXPECT_EQ(kModelFormatVersion, 3u);
+  EXPECT_EQ(kModelFormatVersion, 4u);
   const std::string e1 = error_of(with_version(bytes, kModelFormatVersion + 1));
   EXPECT_NE(e1.find("x.obnn"), std::string::npos) << e1;
   EXPECT_NE(e1.find("format_version"), std::string::npos) << e1;
-  EXPECT_NE(e1.find("found 4, expected at most 3 (the newest format version this build"),
+  EXPECT_NE(e1.find("found 5, expected at most 4 (the newest format version this build"),
             std::string::npos)
       << e1;
   EXPECT_NE(e1.find("newer"), std::string::npos) << e1;
-  EXPECT_NE(error_of(with_version(bytes, 0)).find("found 0, expected a version in [1, 3]"),
+  EXPECT_NE(error_of(with_version(bytes, 0)).find("found 0, expected a version in [1, 4]"),
             std::string::npos);
   auto magic = bytes;
   magic[0] = 'X';
@@ -161,7 +161,7 @@ TEST(ModelFormat, Version1And2FilesStillLoad) {
     const Model back = parse_model(bytes->data(), bytes->size(), "old.obnn");
     EXPECT_EQ(op_names(back), std::vector<std::string>(m.ops.size(), ""));
     EXPECT_EQ(Interpreter(back).run(sample_input(), 2), Interpreter(m).run(sample_input(), 2));
-    EXPECT_EQ(serialize_model(back), serialize_model(unnamed));  // re-saved as version 3
+    EXPECT_EQ(serialize_model(back), serialize_model(unnamed));  // re-saved as the newest
   }
 }
 
@@ -173,7 +173,7 @@ TEST(ModelFormat, WriterRejectsVersionsItCannotWrite) {
       ADD_FAILURE() << "no exception for version " << version;
     } catch (const ModelError& e) {
       EXPECT_NE(std::string(e.what()).find("format version " + std::to_string(version) +
-                                           ", expected 1 to 3"),
+                                           ", expected 1 to 4"),
                 std::string::npos)
           << e.what();
     }
@@ -285,9 +285,9 @@ TEST(ModelFormat, Version2FileWithAVersion3OpIsRejected) {
             std::string::npos)
       << e;
   // What a version 2 reader says about every version 3 op: an op type it does not know.
-  e = error_of(version2_file_with_last_op(m, 22));
+  e = error_of(version2_file_with_last_op(m, 23));
   EXPECT_NE(e.find("field 'op[1].type'"), std::string::npos) << e;
-  EXPECT_NE(e.find("found 22, expected an op type in [1, 21]"), std::string::npos) << e;
+  EXPECT_NE(e.find("found 23, expected an op type in [1, 22]"), std::string::npos) << e;
   // The writer refuses a version 3 op in a version 2 file.
   ModelBuilder b3;
   b3.output(b3.sigmoid(b3.input({4, 3, 3})));
@@ -319,7 +319,7 @@ TEST(ModelFormat, OpArityIsCheckedFromTheOpTableWhenParsing) {
   EXPECT_NE(e.find("field 'op[" + std::to_string(i) + "].input_count'"), std::string::npos) << e;
   EXPECT_NE(e.find("found 1, expected 2 to 256 for concat"), std::string::npos) << e;
   m.ops[i].type = static_cast<OpType>(77);
-  EXPECT_NE(error_of(serialize_model(m)).find("found 77, expected an op type in [1, 21]"),
+  EXPECT_NE(error_of(serialize_model(m)).find("found 77, expected an op type in [1, 22]"),
             std::string::npos);
 }
 

@@ -400,12 +400,12 @@ TEST(Interpreter, UnusedValuesAreFreedAndOpsAfterTheOutputDoNotRun) {
 
 TEST(OpTable, EveryOpTypeHasAUniqueName) {
   std::set<std::string> names;
-  for (std::uint16_t t = 1; t <= 21; ++t) {
+  for (std::uint16_t t = 1; t <= 22; ++t) {
     const std::string name = op_name(static_cast<OpType>(t));
     EXPECT_NE(name, "unknown") << t;
     names.insert(name);
   }
-  EXPECT_EQ(names.size(), 21u);
+  EXPECT_EQ(names.size(), 22u);
   EXPECT_STREQ(op_name(OpType::kConcat), "concat");
   EXPECT_STREQ(op_name(OpType::kGlobalAvgPool2d), "global_avgpool2d");
   EXPECT_STREQ(op_name(OpType::kSigmoid), "sigmoid");
@@ -413,7 +413,8 @@ TEST(OpTable, EveryOpTypeHasAUniqueName) {
   EXPECT_STREQ(op_name(OpType::kSliceChannels), "slice_channels");
   EXPECT_STREQ(op_name(OpType::kClip), "clip");
   EXPECT_STREQ(op_name(OpType::kQuantizeLevels), "quantize_levels");
-  EXPECT_STREQ(op_name(static_cast<OpType>(22)), "unknown");
+  EXPECT_STREQ(op_name(OpType::kThermometer), "thermometer");
+  EXPECT_STREQ(op_name(static_cast<OpType>(23)), "unknown");
 }
 
 TEST(OpTable, InterpreterChecksArityAndInputDtypesNamingTheOp) {

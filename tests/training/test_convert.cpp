@@ -237,6 +237,84 @@ TEST(Convert, MultiBitKernelsBecomeFloatWeights) {
   EXPECT_EQ(storage_of(m).binary_weights, 0);
 }
 
+int count_ops(const runtime::Model& m, runtime::OpType type) {
+  int n = 0;
+  for (const auto& op : m.ops) n += op.type == type ? 1 : 0;
+  return n;
+}
+
+// DoReFa-Net's layers: k-bit activations into a +-1 (scaled) kernel run as a binary layer over
+// thermometer planes, with the same outputs as LibTorch's float layer; the kernel is stored
+// once, as bits. Above ConvertOptions::max_thermometer_bits they stay float levels and a float
+// layer; one-padding (a padded level 1: every plane -1) has neither form and is an error.
+TEST(Convert, KBitActivationsRunAsThermometerPlanesOnPackedBits) {
+  torch::manual_seed(13);
+  const auto dorefa = [](int k) {
+    return quantizers::QuantizerSpec(std::make_shared<quantizers::DoReFa>(k, "activations"));
+  };
+  auto model = torch::nn::Sequential(nn::QuantConv2d(nn::QuantConv2dOptions(3, 8, 3)
+                                                         .padding(torch::kSame)
+                                                         .bias(false)
+                                                         .input_quantizer(dorefa(2))
+                                                         .kernel_quantizer("magnitude_aware_sign")),
+                                     nn::BatchNorm(8),
+                                     nn::QuantConv2d(nn::QuantConv2dOptions(8, 12, 3)
+                                                         .stride(2)
+                                                         .groups(2)
+                                                         .padding(torch::kSame)
+                                                         .input_quantizer(dorefa(3))
+                                                         .kernel_quantizer("ste_sign")),
+                                     nn::BatchNorm(12), torch::nn::Flatten(),
+                                     nn::QuantDense(nn::QuantDenseOptions(12 * 4 * 4, 5)
+                                                        .input_quantizer(dorefa(2))
+                                                        .kernel_quantizer("magnitude_aware_sign")));
+  randomize_batch_norms(model);
+  {
+    torch::NoGradGuard no_grad;  // levels spread over [0, 1] after each batch norm
+    for (const auto& m : model->modules(false)) {
+      if (auto* bn = dynamic_cast<nn::BatchNormImpl*>(m.get())) {
+        bn->running_mean.uniform_(-0.5, 0.5);
+        bn->bias.fill_(0.5);
+      }
+    }
+  }
+  expect_matches_torch(model, {3, 8, 8}, /*exact=*/false, 6);
+  const runtime::Model m = convert(model, {3, 8, 8});
+  EXPECT_EQ(count_ops(m, runtime::OpType::kThermometer), 3);
+  EXPECT_EQ(count_ops(m, runtime::OpType::kBinaryConv2d), 2);
+  EXPECT_EQ(count_ops(m, runtime::OpType::kBinaryDense), 1);
+  EXPECT_EQ(count_ops(m, runtime::OpType::kConv2d) + count_ops(m, runtime::OpType::kDense) +
+                count_ops(m, runtime::OpType::kQuantizeLevels),
+            0);
+  EXPECT_EQ(storage_of(m).binary_weights, 8 * 3 * 9 + 12 * 4 * 9 + 5 * 12 * 16);
+
+  ConvertOptions two_bits;
+  two_bits.max_thermometer_bits = 2;  // the 3-bit layer stays float
+  const runtime::Model m2 = convert(model, {3, 8, 8}, two_bits);
+  EXPECT_EQ(count_ops(m2, runtime::OpType::kThermometer), 2);
+  EXPECT_EQ(count_ops(m2, runtime::OpType::kQuantizeLevels), 1);
+  EXPECT_EQ(count_ops(m2, runtime::OpType::kConv2d), 1);
+  const at::Tensor x = test_images({4, 3, 8, 8});
+  const std::vector<float> want = run_torch(model, x), got = run_runtime(m2, x);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], 1e-4 * std::max(1.0f, std::fabs(want[i]))) << i;
+  }
+
+  auto one_padded = torch::nn::Sequential(nn::QuantConv2d(nn::QuantConv2dOptions(3, 4, 3)
+                                                              .padding(torch::kSame)
+                                                              .pad_values(1.0)
+                                                              .input_quantizer(dorefa(2))
+                                                              .kernel_quantizer("ste_sign")));
+  try {
+    convert(one_padded, {3, 5, 5});
+    ADD_FAILURE() << "a one-padded k-bit layer converted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("one-padding needs a binary input"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Convert, UnsupportedLayersAndQuantizersAreClearErrors) {
   auto expect_error = [](nn::Graph model, const std::vector<int64_t>& shape,
                          const std::vector<std::string>& parts) {

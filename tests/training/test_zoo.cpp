@@ -325,22 +325,38 @@ TEST(Zoo, QuickNetAndBiRealNetAgreeWithLibTorchAt224) {
 }
 
 TEST(Zoo, BinaryWeightsAreStoredAsBitsInEveryLayerType) {
-  // The .obnn of QuickNet stores its binary kernels as bits: the stored size follows the
-  // summary's model size (which counts binary weights at 1 bit).
-  nn::Graph model = zoo::build("quicknet");
-  model->eval();
-  const auto s = summary(model, {3, 224, 224}, "quicknet");
-  const runtime::Model m = convert(model, {3, 224, 224});
-  const ModelStorage st = storage_of(m);
-  int64_t one_bit = 0;
-  for (const auto& l : s.layers) {
-    const auto it = l.params_by_bits.find(1);
-    if (it != l.params_by_bits.end()) one_bit += it->second;
+  // The .obnn of QuickNet (and of DoReFa-Net, whose 2-bit inputs run as thermometer planes)
+  // stores its binary kernels as bits, once: the stored size follows the summary's model size
+  // (which counts binary weights at 1 bit).
+  for (const auto& [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
+           {"quicknet", {3, 224, 224}}, {"dorefanet", small_shape("dorefanet")}}) {
+    zoo::ModelOptions o;
+    o.input_shape = shape;
+    nn::Graph model = zoo::build(name, o);
+    model->eval();
+    const auto s = summary(model, shape, name);
+    const runtime::Model m = convert(model, shape);
+    const ModelStorage st = storage_of(m);
+    int64_t one_bit = 0;
+    for (const auto& l : s.layers) {
+      const auto it = l.params_by_bits.find(1);
+      if (it != l.params_by_bits.end()) one_bit += it->second;
+    }
+    EXPECT_EQ(st.binary_weights, one_bit) << name;
+    const double summary_bytes = static_cast<double>(s.memory_bits) / 8.0;
+    EXPECT_LT(static_cast<double>(st.payload_bytes), 1.1 * summary_bytes) << name;
+    EXPECT_GT(static_cast<double>(st.payload_bytes), 0.8 * summary_bytes) << name;
+    if (name == "dorefanet") {
+      // Float layers: the first conv and the logits only; every 2-bit layer is binary.
+      int float_layers = 0, planes = 0;
+      for (const auto& op : m.ops) {
+        float_layers += op.type == runtime::OpType::kConv2d || op.type == runtime::OpType::kDense;
+        planes += op.type == runtime::OpType::kThermometer;
+      }
+      EXPECT_EQ(float_layers, 2);
+      EXPECT_EQ(planes, 6);
+    }
   }
-  EXPECT_EQ(st.binary_weights, one_bit);
-  const double summary_bytes = static_cast<double>(s.memory_bits) / 8.0;
-  EXPECT_LT(static_cast<double>(st.payload_bytes), 1.1 * summary_bytes);
-  EXPECT_GT(static_cast<double>(st.payload_bytes), 0.8 * summary_bytes);
 }
 
 TEST(Zoo, WeightsLoadIntoZooModelsAndMismatchesAreListed) {

@@ -215,6 +215,16 @@ class ModelBuilder {
   /// round-half-to-even (std::nearbyint in the default rounding mode); float -> float, k in [1,
   /// 16].
   ValueRef quantize_levels(ValueRef x, int k_bit);
+  /// The same k-bit levels as bit planes (format version 4): float (C,H,W) -> bits
+  /// (C * n, H, W), n = 2^k - 1, channel c's planes at c * n .. c * n + n - 1, the low q of them
+  /// set (-1) for level q = nearbyint(clip(x, 0, 1) * n). Only binary `conv2d` and `dense` read
+  /// such a value: their binary kernel has C input channels, each applied to its n planes
+  /// ("input_planes"), and they output the +-1 dot D over the planes, so that the k-bit layer
+  /// is (n * sum(w) - D) / (2 n) with sum(w) the sum of the kernel's +-1 values per output
+  /// channel (one-padding: padded taps are level 0). k in [1, 6].
+  /// Example (2-bit input, +-1 kernel w, no bias): `y = b.batch_norm(b.conv2d(b.thermometer(x,
+  /// 2), p.padding_value(1).binary_kernel(true), w), {-1/6 ...}, {sum_w / 2 ...})`.
+  ValueRef thermometer(ValueRef x, int k_bit);
   /// Marks the model output.
   void output(ValueRef x);
   /// Sets a free-form metadata string stored in the file (e.g. "source", "classes").
@@ -243,6 +253,7 @@ class ModelBuilder {
   struct ValueShape {
     DType dtype;
     std::int64_t c, h, w;
+    std::int64_t planes = 1;  // thermometer planes per channel (bits values only)
   };
   ValueRef add_op(Op op, const std::string& what);
   std::int32_t add_tensor(Tensor t);

@@ -88,6 +88,8 @@ enum class OpType : std::uint16_t {
   kSliceChannels = 19,   ///< channels [begin, end); float -> float, bits -> bits (kept packed).
   kClip = 20,            ///< float -> float: min(max(x, lo), hi).
   kQuantizeLevels = 21,  ///< float -> float: round(clip(x, 0, 1) * n) / n, n = 2^k_bit - 1.
+  // Format version 4 (and the binary conv/dense attribute "input_planes"):
+  kThermometer = 22,  ///< float -> bits: C channels -> C * n bit planes, n = 2^k_bit - 1.
 };
 
 /// Name of an op type as used in files and messages, e.g. "binary_conv2d"; "unknown" for a
@@ -125,8 +127,9 @@ struct Model {
 /// up to this one (each version only with the op types it had) and rejects newer files.
 /// History: 1 = ops 1-14; 2 = concat (15), global_avgpool2d (16), add and avgpool2d with bits
 /// inputs, up to 256 inputs per op; 3 = sigmoid (17), mul (18), slice_channels (19), clip (20),
-/// quantize_levels (21) and a name per op.
-inline constexpr std::uint32_t kModelFormatVersion = 3;
+/// quantize_levels (21) and a name per op; 4 = thermometer (22) and binary conv2d / dense with
+/// "input_planes" (k-bit activations on packed bits).
+inline constexpr std::uint32_t kModelFormatVersion = 4;
 
 /// Serializes a model into `.obnn` bytes of format `version` (1 .. kModelFormatVersion), e.g.
 /// `serialize_model(m, 2)` for a runtime that reads version 2 at most. Versions below 3 have no
