@@ -58,6 +58,18 @@ void ConvBackwardGrid(benchmark::internal::Benchmark* b) {
   }
 }
 
+// DenseNet's layers: many input channels (the concatenation so far), 64 output channels.
+void ConvBackwardWideInputs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"in", "out", "map", "gemm", "threads"});
+  for (int64_t threads : {1, 2}) {
+    for (int64_t map : {10, 18, 34}) {
+      for (int64_t c : {192, 384}) {
+        for (int64_t gemm : {0, 1}) b->Args({c, 64, map, gemm, threads});
+      }
+    }
+  }
+}
+
 // The same gradients when only `density` percent of the output gradient's entries are nonzero
 // (a max pool's gradient: about 25%), each entry kept with that probability: LibTorch (mode 0),
 // the matrix products on the dense gradient (1) and on the sparse one (2; the runtime's
@@ -113,4 +125,8 @@ void ConvBackwardSparseGrid(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_ConvBackward)->Apply(ConvBackwardGrid)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ConvBackward)
+    ->Name("BM_ConvBackwardWideInputs")
+    ->Apply(ConvBackwardWideInputs)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ConvBackwardSparse)->Apply(ConvBackwardSparseGrid)->Unit(benchmark::kMillisecond);
