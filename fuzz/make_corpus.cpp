@@ -132,5 +132,18 @@ int main(int argc, char** argv) {
     b.output(b.flatten(b.global_avg_pool2d(b.concat({q, s}))));
     b.save(dir + "/ops_v3.obnn");
   }
+  {  // version 4: 2-bit thermometer planes into a grouped binary conv (thresholded: a sign
+     // follows) and 3-bit planes into a binary dense
+    ModelBuilder b;
+    const ValueRef x = b.input({4, 5, 5});
+    ValueRef c = b.conv2d(
+        b.thermometer(x, 2),
+        Conv2dParams(4, 3).padding(1, 1).groups_count(2).padding_value(1).binary_kernel(true),
+        signs(4 * 2 * 9, rng));
+    c = b.sign(b.batch_norm(c, normal(4, rng), normal(4, rng)));
+    const ValueRef f = b.flatten(b.global_avg_pool2d(c));
+    b.output(b.dense(b.thermometer(f, 3), DenseParams(3).binary_kernel(true), signs(12, rng)));
+    b.save(dir + "/thermometer_v4.obnn");
+  }
   return 0;
 }
