@@ -84,9 +84,8 @@ Agreement compare_on_test_set(const std::string& checkpoint_dir, const std::stri
   // two best classes is within twice the logits' difference on that image.
   const at::Tensor top2 = std::get<0>(expected.topk(2, 1));
   const at::Tensor margin = top2.select(1, 0) - top2.select(1, 1);
-  a.unexplained = runtime_class.ne(torch_class).logical_and(margin.gt(image_diff * 2))
-                      .sum()
-                      .item<int64_t>();
+  a.unexplained =
+      runtime_class.ne(torch_class).logical_and(margin.gt(image_diff * 2)).sum().item<int64_t>();
   return a;
 }
 
@@ -104,8 +103,8 @@ void expect_full_agreement(const std::string& model, int64_t max_beyond_rounding
   const Agreement a = compare_on_test_set(dir, obnn);
   EXPECT_EQ(a.count, 10000);
   if (max_beyond_rounding == 0) {
-    EXPECT_EQ(a.disagreements, 0) << model << ": runtime and LibTorch differ on "
-                                  << a.disagreements << " of " << a.count << " images";
+    EXPECT_EQ(a.disagreements, 0) << model << ": runtime and LibTorch differ on " << a.disagreements
+                                  << " of " << a.count << " images";
     EXPECT_EQ(a.runtime_correct, a.torch_correct);
   } else {
     // Graph models: a class may differ only on a near-tie that a flipped sign explains.
@@ -190,5 +189,31 @@ TEST(RuntimeAgreement, ToolConvertsAndInfersWithJson) {
       run_command(tool + " infer --model " + obnn + " --limit 200 --latency-samples 10 --json"));
   EXPECT_TRUE(without.at("agreement").is_null());
   EXPECT_EQ(without.at("count").get<int64_t>(), 200);
+  std::filesystem::remove_all(dir);
+}
+
+// `onebit convert --max-thermometer-bits`: DoReFa-Net's 2-bit layers as thermometer planes into
+// binary layers (the default) or as float levels into float layers (0).
+TEST(RuntimeAgreement, ToolConvertsKBitActivationsEitherWay) {
+  const std::string tool = ONEBIT_TOOL_PATH;
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / "onebit_tool_thermometer").string();
+  std::filesystem::create_directories(dir);
+  const auto op_count = [](const runtime::Model& m, runtime::OpType type) {
+    int n = 0;
+    for (const auto& op : m.ops) n += op.type == type ? 1 : 0;
+    return n;
+  };
+  for (int bits : {3, 0}) {
+    const std::string obnn = dir + "/dorefa" + std::to_string(bits) + ".obnn";
+    run_command(tool + " convert --model dorefanet --input-shape 3,64,64 --classes 10 --out " +
+                obnn + " --max-thermometer-bits " + std::to_string(bits) + " --json");
+    const runtime::Model m = runtime::load_model(obnn);
+    EXPECT_EQ(op_count(m, runtime::OpType::kThermometer), bits > 0 ? 6 : 0);
+    EXPECT_EQ(op_count(m, runtime::OpType::kQuantizeLevels), bits > 0 ? 0 : 6);
+  }
+  const std::string bad = run_command(tool + " convert --model dorefanet --out " + dir +
+                                      "/x.obnn --max-thermometer-bits 7 2>&1; true");
+  EXPECT_NE(bad.find("--max-thermometer-bits"), std::string::npos) << bad;
   std::filesystem::remove_all(dir);
 }

@@ -16,6 +16,7 @@ struct Args {
   std::string checkpoint, out = "model.obnn";
   ZooModelArgs zoo;
   bool json = false, no_fuse = false;
+  int max_thermometer_bits = ConvertOptions{}.max_thermometer_bits;
 };
 
 // `--model NAME [--weights FILE]`: a zoo model converted like a checkpoint.
@@ -47,10 +48,17 @@ void add_convert(CLI::App& app) {
   cmd->add_option("--out", a->out, "The .obnn file to write (atomically)")->capture_default_str();
   cmd->add_flag("--no-fuse", a->no_fuse,
                 "Keep batch norm and sign as separate ops (same results, slower)");
+  cmd->add_option("--max-thermometer-bits", a->max_thermometer_bits,
+                  "k-bit activations (DoReFa) up to this k run on packed bits as 2^k - 1 "
+                  "thermometer planes into binary layers; larger k, or 0, as float levels into "
+                  "float layers")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 6));
   cmd->add_flag("--json", a->json, "Print the result as one JSON line");
   cmd->callback([a] {
     ConvertOptions options;
     options.fuse = !a->no_fuse;
+    options.max_thermometer_bits = a->max_thermometer_bits;
     if (a->checkpoint.empty() && a->zoo.model.empty()) {
       throw std::invalid_argument("convert: give --checkpoint or --model");
     }
