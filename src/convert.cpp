@@ -192,7 +192,7 @@ ConvertResult convert_to_file(nn::Graph model, const std::vector<int64_t>& input
   r.out_path = out_path;
   r.model_name = model_name;
   const runtime::Model m = convert(model, input_shape, options);
-  r.file_bytes = runtime::save_model(m, out_path);
+  r.file_bytes = runtime::save_model(m, out_path, options.format_version);
   r.storage = storage_of(m);
   const ModelSummary s = summary(model, input_shape, model_name.empty() ? "model" : model_name);
   r.summary_bits = s.memory_bits;

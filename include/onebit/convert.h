@@ -64,6 +64,10 @@ struct ConvertOptions {
   /// rounding of the output affine. Larger k (or 0 here) keeps them as float levels and a float
   /// layer; the planes' binary work grows as 2^k - 1 while a float layer's does not.
   int max_thermometer_bits = 3;
+  /// The `.obnn` format version `convert_to_file` writes (`runtime::serialize_model`): the
+  /// newest by default; an older one for an older runtime (3 when no layer uses thermometer
+  /// planes). A model that needs a newer version is an error naming the op.
+  std::uint32_t format_version = runtime::kModelFormatVersion;
   /// Free-form strings stored in the file (e.g. "model", "checkpoint").
   std::map<std::string, std::string> metadata;
 };

@@ -526,8 +526,8 @@ Model load_model(const std::string& path, std::uint64_t max_bytes) {
   return parse_model(bytes.data(), bytes.size(), path);
 }
 
-std::size_t save_model(const Model& model, const std::string& path) {
-  const std::vector<std::uint8_t> bytes = serialize_model(model);
+std::size_t save_model(const Model& model, const std::string& path, std::uint32_t version) {
+  const std::vector<std::uint8_t> bytes = serialize_model(model, version);
   const std::string temp =
       path + ".tmp." + std::to_string(reinterpret_cast<std::uintptr_t>(&bytes));
   {

@@ -10,7 +10,9 @@
 #include <unistd.h>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -204,16 +206,29 @@ TEST(RuntimeAgreement, ToolConvertsKBitActivationsEitherWay) {
     for (const auto& op : m.ops) n += op.type == type ? 1 : 0;
     return n;
   };
+  const std::string convert =
+      tool + " convert --model dorefanet --input-shape 3,64,64 --classes 10 --out " + dir;
   for (int bits : {3, 0}) {
-    const std::string obnn = dir + "/dorefa" + std::to_string(bits) + ".obnn";
-    run_command(tool + " convert --model dorefanet --input-shape 3,64,64 --classes 10 --out " +
-                obnn + " --max-thermometer-bits " + std::to_string(bits) + " --json");
-    const runtime::Model m = runtime::load_model(obnn);
+    // Float levels fit format version 3 (a version-3 runtime reads the file).
+    const std::string obnn = "/dorefa" + std::to_string(bits) + ".obnn";
+    run_command(convert + obnn + " --max-thermometer-bits " + std::to_string(bits) +
+                (bits == 0 ? " --format-version 3" : "") + " --json");
+    const runtime::Model m = runtime::load_model(dir + obnn);
     EXPECT_EQ(op_count(m, runtime::OpType::kThermometer), bits > 0 ? 6 : 0);
     EXPECT_EQ(op_count(m, runtime::OpType::kQuantizeLevels), bits > 0 ? 0 : 6);
+    std::ifstream f(dir + obnn, std::ios::binary);
+    std::array<char, 12> header{};
+    f.read(header.data(), header.size());
+    std::uint32_t version = 0;
+    std::memcpy(&version, header.data() + 8, sizeof(version));
+    EXPECT_EQ(version, bits > 0 ? runtime::kModelFormatVersion : 3u);
   }
-  const std::string bad = run_command(tool + " convert --model dorefanet --out " + dir +
-                                      "/x.obnn --max-thermometer-bits 7 2>&1; true");
+  const std::string bad = run_command(convert + "/x.obnn --max-thermometer-bits 7 2>&1; true");
   EXPECT_NE(bad.find("--max-thermometer-bits"), std::string::npos) << bad;
+  const std::string old = run_command(convert + "/x.obnn --format-version 3 2>&1; true");
+  EXPECT_NE(old.find("(thermometer) needs format version 4, cannot write version 3"),
+            std::string::npos)
+      << old;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x.obnn"));
   std::filesystem::remove_all(dir);
 }

@@ -17,6 +17,7 @@ struct Args {
   ZooModelArgs zoo;
   bool json = false, no_fuse = false;
   int max_thermometer_bits = ConvertOptions{}.max_thermometer_bits;
+  std::uint32_t format_version = ConvertOptions{}.format_version;
 };
 
 // `--model NAME [--weights FILE]`: a zoo model converted like a checkpoint.
@@ -54,11 +55,17 @@ void add_convert(CLI::App& app) {
                   "float layers")
       ->capture_default_str()
       ->check(CLI::Range(0, 6));
+  cmd->add_option("--format-version", a->format_version,
+                  "The .obnn format version to write, for an older runtime (3: no thermometer "
+                  "planes, see --max-thermometer-bits)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, runtime::kModelFormatVersion));
   cmd->add_flag("--json", a->json, "Print the result as one JSON line");
   cmd->callback([a] {
     ConvertOptions options;
     options.fuse = !a->no_fuse;
     options.max_thermometer_bits = a->max_thermometer_bits;
+    options.format_version = a->format_version;
     if (a->checkpoint.empty() && a->zoo.model.empty()) {
       throw std::invalid_argument("convert: give --checkpoint or --model");
     }

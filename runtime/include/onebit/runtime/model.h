@@ -150,8 +150,10 @@ inline constexpr std::uint64_t kDefaultMaxModelBytes = std::uint64_t{4} << 30;
 /// `max_bytes` is refused before it is read (the message gives both sizes and the limit's name).
 Model load_model(const std::string& path, std::uint64_t max_bytes = kDefaultMaxModelBytes);
 
-/// Writes a `.obnn` file atomically (a temporary file in the same directory, then rename).
-/// Throws `ModelError` on I/O errors. Returns the number of bytes written.
-std::size_t save_model(const Model& model, const std::string& path);
+/// Writes a `.obnn` file of format `version` (see `serialize_model`) atomically (a temporary
+/// file in the same directory, then rename). Throws `ModelError` on I/O errors and when the
+/// model needs a newer version. Returns the number of bytes written.
+std::size_t save_model(const Model& model, const std::string& path,
+                       std::uint32_t version = kModelFormatVersion);
 
 }  // namespace onebit::runtime
