@@ -16,6 +16,25 @@ namespace {
   throw std::invalid_argument("ModelBuilder::" + what + ": " + message);
 }
 
+// Thermometer planes are read by binary layers only (their dot is what the planes encode).
+void check_planes_kernel(const std::string& what, std::int64_t planes, bool binary_kernel) {
+  if (planes > 1 && !binary_kernel) {
+    fail(what, "a thermometer input needs a binary kernel (binary_kernel(true))");
+  }
+}
+
+// An op of k-bit levels (quantize_levels, thermometer) reading x, k_bit in [1, max_k].
+Op k_bit_op(OpType type, ValueRef x, int k_bit, int max_k, const std::string& what) {
+  if (k_bit < 1 || k_bit > max_k) {
+    fail(what, "'k_bit' = " + std::to_string(k_bit) + ", expected 1 to " + std::to_string(max_k));
+  }
+  Op op;
+  op.type = type;
+  op.inputs = {x.id};
+  op.ints["k_bit"] = {k_bit};
+  return op;
+}
+
 void check_size(const std::string& what, const std::string& arg, std::size_t found,
                 std::size_t expected) {
   if (found != expected) {
@@ -368,9 +387,7 @@ ValueRef ModelBuilder::conv2d(ValueRef x, const Conv2dParams& p, const std::vect
                    std::to_string(in.c / in.planes) + " must be positive multiples of groups " +
                    std::to_string(p.groups));
   }
-  if (in.planes > 1 && !p.is_binary_kernel) {
-    fail(what, "a thermometer input needs a binary kernel (binary_kernel(true))");
-  }
+  check_planes_kernel(what, in.planes, p.is_binary_kernel);
   const std::int64_t cin = in.c / in.planes / p.groups, kh = p.kernel_h, kw = p.kernel_w;
   check_size(what, "weight", weight.size(),
              static_cast<std::size_t>(p.out_channels * cin * kh * kw));
@@ -443,9 +460,7 @@ ValueRef ModelBuilder::dense(ValueRef x, const DenseParams& p, const std::vector
     fail(what, "binary (sign) input with a float kernel is not supported");
   }
   if (p.is_binary_kernel) check_binary(what, weight);
-  if (in.planes > 1 && !p.is_binary_kernel) {
-    fail(what, "a thermometer input needs a binary kernel (binary_kernel(true))");
-  }
+  check_planes_kernel(what, in.planes, p.is_binary_kernel);
   Op op;
   op.type = binary_input ? OpType::kBinaryDense : OpType::kDense;
   op.inputs = {x.id};
@@ -682,29 +697,15 @@ ValueRef ModelBuilder::clip(ValueRef x, float lo, float hi) {
 }
 
 ValueRef ModelBuilder::quantize_levels(ValueRef x, int k_bit) {
-  const std::string what = "quantize_levels";
-  float_value(x, what);
-  if (k_bit < 1 || k_bit > 16) {
-    fail(what, "'k_bit' = " + std::to_string(k_bit) + ", expected 1 to 16");
-  }
-  Op op;
-  op.type = OpType::kQuantizeLevels;
-  op.inputs = {x.id};
-  op.ints["k_bit"] = {k_bit};
-  return add_op(std::move(op), what);
+  float_value(x, "quantize_levels");
+  return add_op(k_bit_op(OpType::kQuantizeLevels, x, k_bit, 16, "quantize_levels"),
+                "quantize_levels");
 }
 
 ValueRef ModelBuilder::thermometer(ValueRef x, int k_bit) {
-  const std::string what = "thermometer";
-  float_value(x, what);
-  if (k_bit < 1 || k_bit > 6) {
-    fail(what, "'k_bit' = " + std::to_string(k_bit) + ", expected 1 to 6");
-  }
-  Op op;
-  op.type = OpType::kThermometer;
-  op.inputs = {x.id};
-  op.ints["k_bit"] = {k_bit};
-  const ValueRef y = add_op(std::move(op), what);
+  float_value(x, "thermometer");
+  const ValueRef y =
+      add_op(k_bit_op(OpType::kThermometer, x, k_bit, 6, "thermometer"), "thermometer");
   values_[static_cast<std::size_t>(y.id)].planes = (std::int64_t{1} << k_bit) - 1;
   return y;
 }

@@ -109,8 +109,9 @@ at::Tensor float_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tens
 }
 
 // A kernel whose output channel o (row o of `w`) holds only +-scale[o]: its signs (+-1) and
-// the scales, or nullopt when some row mixes magnitudes or holds a 0 (not a scaled sign). Plain
-// signs give scales of 1.
+// the scales; std::invalid_argument when some row mixes magnitudes or holds a 0 or a non-finite
+// value (not a scaled sign: the caller falls back to the float path). Plain signs give scales of
+// 1.
 struct ScaledSigns {
   std::vector<float> signs, scale;
   bool unscaled = true;  // every scale is 1

@@ -44,25 +44,6 @@ std::string shape_name(const Shape& s) {
   return std::to_string(s.c) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w);
 }
 
-// Runs `m` on every ISA with 1 and 3 threads, and once more after a round trip through its
-// `.obnn` bytes (which must re-serialize identically), and checks each result against
-// `expected` bit for bit.
-void expect_runs_to(const Model& m, const Nchw& x, const std::vector<float>& expected,
-                    const std::string& what) {
-  const auto batch = static_cast<std::size_t>(x.n);
-  for (const KernelTable* t : all_tables()) {
-    for (int threads : {1, 3}) {
-      EXPECT_EQ(Interpreter(m, {threads, t}).run(x.v, batch), expected)
-          << what << " on " << isa_name(t->isa) << " with " << threads << " threads";
-    }
-  }
-  const auto bytes = serialize_model(m);
-  const Model back = parse_model(bytes.data(), bytes.size());
-  EXPECT_EQ(serialize_model(back), bytes) << what;
-  EXPECT_EQ(Interpreter::from_bytes(bytes.data(), bytes.size(), {3}).run(x.v, batch), expected)
-      << what << " after a save/load round trip";
-}
-
 // The value an op under test reads comes out of a chain that fusion rewrites:
 //   float: 1x1 float conv (C -> C) -> batch norm              (the BN folds into the conv)
 //   bits:  sign -> 1x1 binary conv (C -> C) -> batch norm -> sign  (a thresholded conv)
@@ -130,9 +111,10 @@ void check_op(const std::vector<bool>& chain_bits,
           } else {
             EXPECT_LT(fused_ops, m.ops.size()) << "the chain must fuse";
           }
-          expect_runs_to(m, x, expected,
-                         oc.what + " on " + shape_name(s) + (bits ? " bits" : " float") +
-                             (fuse ? " fused" : " unfused"));
+          testing::expect_runs_and_round_trips(m, x, expected,
+                                               oc.what + " on " + shape_name(s) +
+                                                   (bits ? " bits" : " float") +
+                                                   (fuse ? " fused" : " unfused"));
         }
       }
     }
@@ -417,8 +399,8 @@ TEST(OpsV3, SqueezeExciteDoReFaSplitNetworkMatchesFloatMath) {
   const std::vector<float> expected = net_ref(n, x);
   const Model fused = build_net(n, true), unfused = build_net(n, false);
   EXPECT_LT(fused.ops.size(), unfused.ops.size());
-  expect_runs_to(fused, x, expected, "fused");
-  expect_runs_to(unfused, x, expected, "unfused");
+  testing::expect_runs_and_round_trips(fused, x, expected, "fused");
+  testing::expect_runs_and_round_trips(unfused, x, expected, "unfused");
 }
 
 // ---- op names through fusion ---------------------------------------------------------------

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "onebit/runtime/builder.h"
+#include "onebit/runtime/interpreter.h"
 #include "onebit/runtime/kernels.h"
 
 namespace onebit::runtime::testing {
@@ -249,6 +252,26 @@ inline ValueRef add_conv(ModelBuilder& b, ValueRef x, const ConvCase& cc,
   p.pad_right = cc.s.pad_r;
   p.padding_value(cc.s.pad_value);
   return b.conv2d(x, p, w);
+}
+
+/// Runs `m` on every ISA with 1 and 3 threads, and once more after a round trip through its
+/// `.obnn` bytes (which must re-serialize identically), and checks each result against
+/// `expected` bit for bit.
+inline void expect_runs_and_round_trips(const Model& m, const Nchw& x,
+                                        const std::vector<float>& expected,
+                                        const std::string& what) {
+  const auto batch = static_cast<std::size_t>(x.n);
+  for (const KernelTable* t : all_tables()) {
+    for (int threads : {1, 3}) {
+      EXPECT_EQ(Interpreter(m, {threads, t}).run(x.v, batch), expected)
+          << what << " on " << isa_name(t->isa) << " with " << threads << " threads";
+    }
+  }
+  const auto bytes = serialize_model(m);
+  const Model back = parse_model(bytes.data(), bytes.size());
+  EXPECT_EQ(serialize_model(back), bytes) << what;
+  EXPECT_EQ(Interpreter::from_bytes(bytes.data(), bytes.size(), {3}).run(x.v, batch), expected)
+      << what << " after a save/load round trip";
 }
 
 /// The message of the exception `f` throws, or "" when it throws none.

@@ -31,21 +31,6 @@ float level_of(float v, int k) {
   return static_cast<float>(std::lround(testing::levels_ref(v, k) * ((1 << k) - 1)));
 }
 
-// Runs `m` on every ISA with 1 and 3 threads and after a round trip through its bytes.
-void expect_runs_to(const Model& m, const Nchw& x, const std::vector<float>& expected,
-                    const std::string& what) {
-  const auto batch = static_cast<std::size_t>(x.n);
-  for (const KernelTable* t : all_tables()) {
-    for (int threads : {1, 3}) {
-      EXPECT_EQ(Interpreter(m, {threads, t}).run(x.v, batch), expected)
-          << what << " on " << isa_name(t->isa) << " with " << threads << " threads";
-    }
-  }
-  const auto bytes = serialize_model(m);
-  EXPECT_EQ(Interpreter::from_bytes(bytes.data(), bytes.size(), {3}).run(x.v, batch), expected)
-      << what << " after a save/load round trip";
-}
-
 // Inputs spread over every level and beyond [0, 1], with each image around its own center so
 // that dot products cover their whole range.
 Nchw spread_input(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w,
@@ -61,25 +46,12 @@ Nchw spread_input(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w
 
 TEST(Thermometer, PlanesCountTheLevelIncludingTiesAndClipping) {
   // Values near 1/6, 1/2 and 5/6 put fl(3 x) on or next to the ties 0.5, 1.5, 2.5 (half to even).
-  const std::vector<float> xs = {-2.0f,
-                                 -0.0f,
-                                 0.0f,
-                                 1e-30f,
-                                 0.16666667f,
-                                 0.5f / 3.0f,
-                                 0.25f,
-                                 0.5f,
-                                 std::nextafter(0.5f, 0.0f),
-                                 0.75f,
-                                 2.5f / 3.0f,
-                                 1.0f,
-                                 1.5f,
-                                 std::numeric_limits<float>::infinity(),
-                                 -std::numeric_limits<float>::infinity(),
-                                 std::numeric_limits<float>::quiet_NaN(),
-                                 // Past the groups of 4 (the SSE path): the scalar one.
-                                 2.5f / 3.0f,
-                                 std::numeric_limits<float>::quiet_NaN()};
+  const std::vector<float> xs = {
+      -2.0f, -0.0f, 0.0f, 1e-30f, 0.16666667f, 0.5f / 3.0f, 0.25f, 0.5f, std::nextafter(0.5f, 0.0f),
+      0.75f, 2.5f / 3.0f, 1.0f, 1.5f, std::numeric_limits<float>::infinity(),
+      -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+      // Past the groups of 4 (the SSE path): the scalar one.
+      2.5f / 3.0f, std::numeric_limits<float>::quiet_NaN()};
   for (int k : {1, 2, 3, 6}) {
     const int n = (1 << k) - 1;
     ModelBuilder b;
@@ -144,7 +116,7 @@ TEST(Thermometer, BinaryConvOverPlanesIsTheKBitConvExactly) {
       const ValueRef t = b.thermometer(b.input({cc.c, cc.h, cc.w}), k);
       EXPECT_EQ(b.shape(t)[0], cc.c * ((1 << k) - 1)) << what;
       b.output(testing::add_conv(b, t, ConvCase{cc.c, cc.h, cc.w, one_padded}, w));
-      expect_runs_to(b.build(), x, planes_dot_ref(x, w, cc.s, k).v, what);
+      testing::expect_runs_and_round_trips(b.build(), x, planes_dot_ref(x, w, cc.s, k).v, what);
     }
   }
 }
@@ -161,8 +133,9 @@ TEST(Thermometer, BinaryDenseOverPlanesIsTheKBitDenseExactly) {
           b.dense(b.thermometer(b.input({features}), k), DenseParams(out).binary_kernel(true), w));
       ConvSpec as_conv;  // a dense layer is a 1x1 conv of a (features, 1, 1) input
       as_conv.out = out, as_conv.k = 1;
-      expect_runs_to(b.build(), x, planes_dot_ref(x, w, as_conv, k).v,
-                     "dense k=" + std::to_string(k) + " features " + std::to_string(features));
+      testing::expect_runs_and_round_trips(
+          b.build(), x, planes_dot_ref(x, w, as_conv, k).v,
+          "dense k=" + std::to_string(k) + " features " + std::to_string(features));
     }
   }
 }
