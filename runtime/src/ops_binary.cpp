@@ -523,11 +523,17 @@ void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size
   const std::size_t rows = p1 - p0;
   BitWord* col = direct_ || implicit_ ? nullptr : thread_scratch(rows * k_words_, 0);
   std::uint64_t* a_rows = implicit_ ? thread_scratch(rows, 0) : nullptr;
-  if (implicit_) {  // first word of each patch in the (bordered) image
-    for (std::size_t p = p0; p < p1; ++p) {
-      const auto oy = static_cast<std::int64_t>(p) / win_.out_w;
-      const auto ox = static_cast<std::int64_t>(p) % win_.out_w;
-      a_rows[p - p0] = static_cast<std::uint64_t>(oy * win_.sh * border_w_ + ox * win_.sw) * cw_in_;
+  if (implicit_ && p1 > p0) {  // first word of each patch in the (bordered) image
+    // Walks the output positions (one division for the first; a division per pixel cost about
+    // a tenth of a 64-channel layer).
+    const auto out_w = static_cast<std::size_t>(win_.out_w);
+    const auto row_step = static_cast<std::uint64_t>(win_.sh * border_w_) * cw_in_;
+    const auto col_step = static_cast<std::uint64_t>(win_.sw) * cw_in_;
+    std::size_t ox = p0 % out_w;
+    std::uint64_t row_start = (p0 / out_w) * row_step;
+    for (std::size_t i = 0; i < rows; ++i) {
+      a_rows[i] = row_start + ox * col_step;
+      if (++ox == out_w) ox = 0, row_start += row_step;
     }
   }
   const bool aligned_bits = groups_ == 1 || cout_g_ % 8 == 0;

@@ -156,6 +156,41 @@ TEST_P(BgemmIsa, BitExactAgainstReferenceAroundTiles) {
   }
 }
 
+TEST_P(BgemmIsa, BitsAtTiesAndExtremeThresholds) {
+  // Thresholds equal to a row's dot (dot < threshold is false there, true one above), either
+  // parity, and the extremes of int32 (the SIMD kernels compare counts against limits derived
+  // from the thresholds, which must neither overflow nor round the wrong way).
+  const std::int32_t extremes[] = {INT32_MIN, INT32_MIN + 1, -(1 << 30) - 1, -(1 << 30),
+                                   1 << 30,   INT32_MAX - 1, INT32_MAX,      0};
+  for (std::size_t k_bits : {1u, 63u, 64u, 65u, 577u}) {
+    for (bool corr : {false, true}) {
+      Problem p = make_problem(11, 40, k_bits, 300 + static_cast<std::uint32_t>(k_bits));
+      std::vector<float> dots;
+      std::vector<std::uint8_t> unused;
+      BgemmArgs gf = args_for(p, false, corr, dots, unused);
+      std::vector<float> ones(p.threshold.size(), 1.0f), zeros(p.threshold.size(), 0.0f);
+      gf.epilogue.multiplier = ones.data(), gf.epilogue.bias = zeros.data();
+      kernels_for(Isa::kReference).bgemm(gf);
+      for (std::size_t o = 0; o < p.n; ++o) {
+        const auto dot = static_cast<std::int32_t>(dots[(o % p.m) * gf.ldo + o]);
+        p.threshold[o] = o < 24 ? dot + static_cast<std::int32_t>(o % 3) - 1 : extremes[o % 8];
+      }
+      std::vector<float> ref_f, got_f;
+      std::vector<std::uint8_t> ref_b, got_b;
+      BgemmArgs ref = args_for(p, true, corr, ref_f, ref_b);
+      BgemmArgs got = args_for(p, true, corr, got_f, got_b);
+      kernels_for(Isa::kReference).bgemm(ref);
+      kernels_for(GetParam()).bgemm(got);
+      EXPECT_EQ(ref_b, got_b) << isa_name(GetParam()) << " k=" << k_bits << " corr=" << corr;
+      // The ties must go both ways, or the test would not tell a shifted limit apart.
+      std::size_t set = 0;
+      for (std::size_t o = 0; o < 24; ++o)
+        set += (ref_b[(o % p.m) * ref.ldo + o / 8] >> (o % 8)) & 1u;
+      EXPECT_EQ(set, 8u) << "k=" << k_bits;
+    }
+  }
+}
+
 TEST_P(BgemmIsa, LargeKDoesNotOverflow) {
   // 2^20 bits per row: popcounts far beyond 8/16-bit lanes; all-ones vs all-zeros gives the
   // extreme dot -K.

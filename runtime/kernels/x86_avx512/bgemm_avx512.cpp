@@ -1,5 +1,5 @@
-// AVX-512 kernels (F, BW, VL, DQ, VPOPCNTDQ). Register tile: 4 panels of 8 output channels x 4
-// activation rows = 16 accumulators of 8 x 64-bit counts; K is streamed one word at a time, the
+// AVX-512 kernels (F, BW, VL, DQ, VPOPCNTDQ). Register tile: 4 panels of 8 output channels x 5
+// activation rows = 20 accumulators of 8 x 64-bit counts; K is streamed one word at a time, the
 // activation word is broadcast and XORed with one 512-bit weight vector per panel.
 
 #include <immintrin.h>
@@ -13,7 +13,7 @@ namespace onebit::runtime::kernels {
 namespace {
 
 constexpr int kTilePanels = 4;
-constexpr int kTileRows = 4;
+constexpr int kTileRows = 5;
 
 // Two panels' counts (8 x 64-bit lanes each) as 16 x 32-bit lanes, first's 8 then second's 8
 // (counts are below 2^24: no loss).
@@ -22,41 +22,111 @@ inline __m512i narrow_pair(__m512i first, __m512i second) {
   return _mm512_permutex2var_epi32(first, even, second);
 }
 
-// Output transform of one row x `channels` (8 or 16: one or two panels) output channels from o,
-// in 32-bit lanes: dot = k_bits - 2 * pc (- correction), then threshold compares (kBits: one
-// output byte per panel) or the exact int -> float conversion and multiplier * dot + bias as two
-// roundings, like the reference. Masked loads: nothing past the panels is read.
-inline void store_channels(const BgemmArgs& g, std::size_t r, std::size_t o, __m512i pc,
-                           std::size_t channels) {
-  const __mmask16 lanes = channels == 16 ? static_cast<__mmask16>(0xFFFF) : 0x00FF;
-  __m512i dot = _mm512_sub_epi32(_mm512_set1_epi32(g.k_bits), _mm512_slli_epi32(pc, 1));
-  const BgemmEpilogue& e = g.epilogue;
-  if (e.correction_table != nullptr) {
-    const std::int32_t* corr =
-        e.correction_table + e.correction_row[r] * bgemm_correction_ld(e, g.n) + o;
-    dot = _mm512_sub_epi32(dot, _mm512_maskz_loadu_epi32(lanes, corr));
+// The output transform of a tile, in 32-bit lanes on pairs of panels (16 channels per vector):
+// dot = k_bits - 2 * pc (- correction), then either the exact int -> float conversion and
+// multiplier * dot + bias as two roundings, like the reference, or the threshold compare of the
+// packed-bits output (one byte per panel). Per-channel vectors are loaded once per tile, and every
+// loop is unrolled so the counts stay in registers. Masked loads: nothing past the panels is read.
+template <int Pairs, int Rows>
+struct TileOutput {
+  const BgemmArgs& g;
+  std::size_t row, panel;
+  __m512i pc[Pairs][Rows];
+
+  static constexpr __mmask16 lanes(int pair, int panels) {
+    return 2 * pair + 1 < panels ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>(0x00FF);
   }
-  if (e.kind == BgemmEpilogue::Kind::kBits) {
-    const __m512i threshold = _mm512_maskz_loadu_epi32(lanes, e.threshold + o);
-    const auto bits = static_cast<unsigned>(_mm512_mask_cmplt_epi32_mask(lanes, dot, threshold));
-    std::uint8_t* dst = g.out_bits + r * g.ldo + o / 8;
-    dst[0] = static_cast<std::uint8_t>(bits);
-    if (channels == 16) dst[1] = static_cast<std::uint8_t>(bits >> 8);
-    return;
+  std::size_t channel(int pair) const { return (panel + 2 * static_cast<std::size_t>(pair)) * 8; }
+  const std::int32_t* correction(int r) const {
+    const BgemmEpilogue& e = g.epilogue;
+    return e.correction_table + e.correction_row[row + r] * bgemm_correction_ld(e, g.n);
   }
-  __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_maskz_loadu_ps(lanes, e.multiplier + o));
-  y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, e.bias + o));
-  const std::size_t valid = g.n - o < channels ? g.n - o : channels;
-  _mm512_mask_storeu_ps(g.out_float + r * g.ldo + o, static_cast<__mmask16>((1u << valid) - 1), y);
-}
+
+  // Bit o is set when dot < threshold, i.e. 2 pc > k_bits - correction - threshold, i.e. pc >
+  // floor((k_bits - correction - threshold) / 2). Thresholds are clamped to [-2^30, 2^30]
+  // (INT32_MIN marks padded channels): every |dot| is below 2^25, so no bit changes and nothing
+  // overflows.
+  template <int Panels, bool kCorrection>
+  [[gnu::always_inline]] void bits() const {
+    __m512i limit[Pairs];
+#pragma GCC unroll 4
+    for (int q = 0; q < Pairs; ++q) {
+      const __m512i t = _mm512_min_epi32(
+          _mm512_max_epi32(
+              _mm512_maskz_loadu_epi32(lanes(q, Panels), g.epilogue.threshold + channel(q)),
+              _mm512_set1_epi32(-(1 << 30))),
+          _mm512_set1_epi32(1 << 30));
+      limit[q] = _mm512_sub_epi32(_mm512_set1_epi32(g.k_bits), t);
+      if (!kCorrection) limit[q] = _mm512_srai_epi32(limit[q], 1);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < Rows; ++r) {
+      std::uint8_t* dst = g.out_bits + (row + r) * g.ldo;
+#pragma GCC unroll 4
+      for (int q = 0; q < Pairs; ++q) {
+        __m512i m = limit[q];
+        if (kCorrection) {
+          const __m512i corr =
+              _mm512_maskz_loadu_epi32(lanes(q, Panels), correction(r) + channel(q));
+          m = _mm512_srai_epi32(_mm512_sub_epi32(m, corr), 1);
+        }
+        const auto set = static_cast<unsigned>(_mm512_cmpgt_epi32_mask(pc[q][r], m));
+        std::uint8_t* out = dst + channel(q) / 8;
+        out[0] = static_cast<std::uint8_t>(set);
+        if (2 * q + 1 < Panels) out[1] = static_cast<std::uint8_t>(set >> 8);
+      }
+    }
+  }
+
+  template <int Panels, bool kCorrection>
+  [[gnu::always_inline]] void floats() const {
+    __m512 mult[Pairs], bias[Pairs];
+    __mmask16 valid[Pairs];
+#pragma GCC unroll 4
+    for (int q = 0; q < Pairs; ++q) {
+      mult[q] = _mm512_maskz_loadu_ps(lanes(q, Panels), g.epilogue.multiplier + channel(q));
+      bias[q] = _mm512_maskz_loadu_ps(lanes(q, Panels), g.epilogue.bias + channel(q));
+      const std::size_t left = g.n - channel(q), width = 2 * q + 1 < Panels ? 16 : 8;
+      valid[q] = static_cast<__mmask16>((1u << (left < width ? left : width)) - 1);
+    }
+    const __m512i k = _mm512_set1_epi32(g.k_bits);
+#pragma GCC unroll 8
+    for (int r = 0; r < Rows; ++r) {
+      float* dst = g.out_float + (row + r) * g.ldo;
+#pragma GCC unroll 4
+      for (int q = 0; q < Pairs; ++q) {
+        __m512i dot = _mm512_sub_epi32(k, _mm512_add_epi32(pc[q][r], pc[q][r]));
+        if (kCorrection) {
+          dot = _mm512_sub_epi32(
+              dot, _mm512_maskz_loadu_epi32(lanes(q, Panels), correction(r) + channel(q)));
+        }
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), mult[q]), bias[q]);
+        _mm512_mask_storeu_ps(dst + channel(q), valid[q], y);
+      }
+    }
+  }
+
+  template <int Panels>
+  [[gnu::always_inline]] void store() const {
+    const bool correction = g.epilogue.correction_table != nullptr;
+    if (g.epilogue.kind == BgemmEpilogue::Kind::kBits) {
+      correction ? bits<Panels, true>() : bits<Panels, false>();
+    } else {
+      correction ? floats<Panels, true>() : floats<Panels, false>();
+    }
+  }
+};
 
 template <bool kImplicit, int Panels, int Rows>
 void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
   __m512i acc[Panels][Rows];
+#pragma GCC unroll 4
   for (int p = 0; p < Panels; ++p) {
+#pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) acc[p][r] = _mm512_setzero_si512();
   }
   const BitWord* a[Rows];
+#pragma GCC unroll 8
   for (int r = 0; r < Rows; ++r) {
     a[r] = kImplicit ? g.a + g.a_rows[row + r] : g.a + (row + r) * g.lda;
   }
@@ -65,25 +135,27 @@ void bgemm_tile(const BgemmArgs& g, std::size_t row, std::size_t panel) {
   const BitWord* b = g.b + panel * panel_words;
   for (std::size_t k = 0; k < g.k_words; ++k) {
     __m512i w[Panels];
+#pragma GCC unroll 4
     for (int p = 0; p < Panels; ++p) w[p] = _mm512_loadu_si512(b + p * panel_words + k * 8);
+#pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
       const __m512i x = _mm512_set1_epi64(static_cast<long long>(a[r][kImplicit ? offsets[k] : k]));
+#pragma GCC unroll 4
       for (int p = 0; p < Panels; ++p) {
         acc[p][r] = _mm512_add_epi64(acc[p][r], _mm512_popcnt_epi64(_mm512_xor_si512(w[p], x)));
       }
     }
   }
-  // Panels in pairs: the output transform runs on 16 channels per vector.
-  for (int p = 0; p < Panels; p += 2) {
+  constexpr int kPairs = (Panels + 1) / 2;
+  TileOutput<kPairs, Rows> out{g, row, panel, {}};
+#pragma GCC unroll 4
+  for (int q = 0; q < kPairs; ++q) {
+#pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
-      const std::size_t o = (panel + p) * kBgemmPanel;
-      if (p + 1 < Panels) {
-        store_channels(g, row + r, o, narrow_pair(acc[p][r], acc[p + 1][r]), 2 * kBgemmPanel);
-      } else {
-        store_channels(g, row + r, o, narrow_pair(acc[p][r], acc[p][r]), kBgemmPanel);
-      }
+      out.pc[q][r] = narrow_pair(acc[2 * q][r], acc[2 * q + 1 < Panels ? 2 * q + 1 : 2 * q][r]);
     }
   }
+  out.template store<Panels>();
 }
 
 using TileFn = void (*)(const BgemmArgs&, std::size_t, std::size_t);
