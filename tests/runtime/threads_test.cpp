@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "onebit/runtime/builder.h"
@@ -36,6 +37,29 @@ TEST(ThreadPool, EveryTaskRunsExactlyOnceForAnyThreadCount) {
   // Workers persist: a call with 3 threads leaves at least 2 workers for later calls.
   detail::parallel_for(8, 3, [](std::size_t) {});
   EXPECT_GE(detail::pool_workers(), 2u);
+}
+
+TEST(ThreadPool, EachThreadRunsItsOwnContiguousRangeOfTasks) {
+  // Two threads, tasks of equal length: the caller's home range is the first half, the worker's
+  // the second, so consecutive calls (ops splitting output rows alike) keep each task on the same
+  // core. A late thread's tasks may be taken by the other, hence a majority over calls.
+  constexpr std::size_t kTasks = 16, kCalls = 30;
+  std::vector<std::size_t> on_caller(kTasks, 0);
+  for (std::size_t call = 0; call < kCalls; ++call) {
+    const std::thread::id caller = std::this_thread::get_id();
+    std::vector<int> mine(kTasks, 0);
+    detail::parallel_for(kTasks, 2, [&](std::size_t i) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      mine[i] = std::this_thread::get_id() == caller ? 1 : 0;
+    });
+    for (std::size_t i = 0; i < kTasks; ++i) on_caller[i] += static_cast<std::size_t>(mine[i]);
+  }
+  std::size_t at_home = 0;
+  for (std::size_t i = 0; i < kTasks; ++i) {
+    const std::size_t home_calls = i < kTasks / 2 ? on_caller[i] : kCalls - on_caller[i];
+    at_home += home_calls * 5 >= kCalls * 4 ? 1 : 0;  // in at least 80% of the calls
+  }
+  EXPECT_GE(at_home, kTasks * 3 / 4) << "tasks mostly run by their home thread";
 }
 
 TEST(ThreadPool, ConcurrentAndNestedCallsEachRunAllTheirTasks) {
