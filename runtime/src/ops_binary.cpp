@@ -33,15 +33,19 @@ ConvSplit plan_conv_split(std::size_t images, std::size_t rows, std::size_t pane
     const std::size_t block_panels = ceil_div(panels, blocks);
     if (ceil_div(panels, block_panels) != blocks) continue;  // same split as a smaller count
     for (std::size_t chunks = base_chunks; chunks <= base_chunks + 2 * t; ++chunks) {
-      const std::size_t chunk_rows = std::min(rows, ceil_div(ceil_div(rows, chunks), 4) * 4);
-      const std::size_t real_chunks = ceil_div(rows, chunk_rows);
-      if (real_chunks != chunks) continue;
-      const std::size_t tasks = images * chunks * blocks;
-      const double task = static_cast<double>(chunk_rows * k_words * (block_panels + 1) + 256);
-      const double cost = static_cast<double>(ceil_div(tasks, t)) * task;
-      if (best_cost < 0 || cost < best_cost * 0.999) {
-        best_cost = cost;
-        best = ConvSplit{chunk_rows, chunks, block_panels, blocks};
+      // Chunks of whole 4-row tiles, or of any row count (49 rows: 25 + 24 instead of 28 + 21).
+      for (std::size_t unit : {4, 1}) {
+        const std::size_t chunk_rows =
+            std::min(rows, ceil_div(ceil_div(rows, chunks), unit) * unit);
+        const std::size_t real_chunks = ceil_div(rows, chunk_rows);
+        if (real_chunks != chunks) continue;
+        const std::size_t tasks = images * chunks * blocks;
+        const double task = static_cast<double>(chunk_rows * k_words * (block_panels + 1) + 256);
+        const double cost = static_cast<double>(ceil_div(tasks, t)) * task;
+        if (best_cost < 0 || cost < best_cost * 0.999) {
+          best_cost = cost;
+          best = ConvSplit{chunk_rows, chunks, block_panels, blocks};
+        }
       }
     }
   }
@@ -603,8 +607,10 @@ void BinaryConv::run_impl(const RunContext& ctx, const std::vector<const Buffer*
   const std::size_t images = direct_ ? 1 : batch;
   const std::size_t rows_per_image = direct_ ? batch * out_pixels : out_pixels;
   const std::size_t panels = bgemm_padded_n(static_cast<std::size_t>(cout_g_)) / kBgemmPanel;
+  // Output channels are not cut when per-element ops follow: they run inside each task on the
+  // rows it wrote, instead of in a second pass that reads the other core's channels.
   const ConvSplit split = plan_conv_split(images, rows_per_image, panels, k_words_, chunk_rows_,
-                                          ctx.threads, groups_ == 1);
+                                          ctx.threads, groups_ == 1 && tail == nullptr);
   const bool tail_in_tasks = tail != nullptr && split.col_blocks == 1;
   const std::size_t per_image = split.row_chunks * split.col_blocks;
   const BitWord* source = in[0]->b();
