@@ -46,27 +46,32 @@ class Concat final : public PreparedOp {
  public:
   Concat(const std::vector<ValueInfo>& in, const ValueInfo& out) : in_(in), out_(out) {}
 
-  void run(const RunContext&, const std::vector<const Buffer*>& in, Buffer& out,
+  // Pixels in ranges over the threads, like the per-element ops that read the result (copied on
+  // one thread, DenseNet's concatenations left every following op on two threads reading half
+  // of a multi-MB value from the other core).
+  void run(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
            std::size_t batch) const override {
     const std::size_t rows = batch * static_cast<std::size_t>(out_.h * out_.w);
     const std::size_t out_stride = out_.pixel_stride();
-    for (std::size_t r = 0; r < rows; ++r) {
-      std::size_t offset = 0;
-      for (std::size_t j = 0; j < in_.size(); ++j) {
-        const ValueInfo& part = in_[j];
-        const auto c = static_cast<std::size_t>(part.c);
-        const std::size_t stride = part.pixel_stride();
-        if (out_.dtype == DType::kBits) {
-          copy_bits(in[j]->b() + r * stride, 0, c, out.b() + r * out_stride, offset);
-        } else if (part.dtype == DType::kBits) {
-          unpack_signs(in[j]->b() + r * stride, c, out.f() + r * out_stride + offset);
-        } else {
-          std::memcpy(out.f() + r * out_stride + offset, in[j]->f() + r * stride,
-                      c * sizeof(float));
+    parallel_rows(rows, static_cast<std::size_t>(out_.c), ctx, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t r = r0; r < r1; ++r) {
+        std::size_t offset = 0;
+        for (std::size_t j = 0; j < in_.size(); ++j) {
+          const ValueInfo& part = in_[j];
+          const auto c = static_cast<std::size_t>(part.c);
+          const std::size_t stride = part.pixel_stride();
+          if (out_.dtype == DType::kBits) {
+            copy_bits(in[j]->b() + r * stride, 0, c, out.b() + r * out_stride, offset);
+          } else if (part.dtype == DType::kBits) {
+            unpack_signs(in[j]->b() + r * stride, c, out.f() + r * out_stride + offset);
+          } else {
+            std::memcpy(out.f() + r * out_stride + offset, in[j]->f() + r * stride,
+                        c * sizeof(float));
+          }
+          offset += c;
         }
-        offset += c;
       }
-    }
+    });
   }
 
  private:
