@@ -283,8 +283,9 @@ void parallel_rows(std::size_t rows, std::size_t row_elements, const RunContext&
 }
 
 /// How a binary conv's GEMM of one image (`rows` output pixels x `panels` panels of 8 output
-/// channels) is cut into tasks: `row_chunks` chunks of `chunk_rows` rows (a multiple of 4, the
-/// last chunk shorter) times `col_blocks` blocks of `block_panels` panels (the last shorter).
+/// channels) is cut into tasks: `row_chunks` chunks of `chunk_rows` rows (a multiple of 4 on one
+/// thread; on more, any count when that shares the rows more evenly; the last chunk shorter) times
+/// `col_blocks` blocks of `block_panels` panels (the last shorter).
 struct ConvSplit {
   std::size_t chunk_rows = 0, row_chunks = 1, block_panels = 0, col_blocks = 1;
 };

@@ -527,14 +527,43 @@ void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size
   const std::size_t rows = p1 - p0;
   BitWord* col = direct_ || implicit_ ? nullptr : thread_scratch(rows * k_words_, 0);
   std::uint64_t* a_rows = implicit_ ? thread_scratch(rows, 0) : nullptr;
+  const auto out_w = static_cast<std::size_t>(win_.out_w);
+  std::size_t first_row = 0;  // output row whose window starts at `image`'s first row
+  if (implicit_ && bordered_ && p1 > p0) {
+    // The zero-bordered input rows that these output rows read, copied by this thread into its
+    // own scratch: each thread writes (and keeps in its cache) the part it reads, and no thread
+    // waits for a copy of the whole image (made on the caller, it held the second thread back;
+    // rows shared by two ranges are copied by both).
+    first_row = p0 / out_w;
+    const std::size_t last_row = (p1 - 1) / out_w;
+    const auto by0 = static_cast<std::int64_t>(first_row) * win_.sh;
+    const std::int64_t by1 =
+        static_cast<std::int64_t>(last_row) * win_.sh + (win_.kh - 1) * win_.dh + 1;
+    const auto row_words = static_cast<std::size_t>(border_w_) * cw_in_;
+    const auto left = static_cast<std::size_t>(win_.pad_left) * cw_in_;
+    const auto in_row = static_cast<std::size_t>(win_.in_w) * cw_in_;
+    BitWord* copy = thread_scratch(static_cast<std::size_t>(by1 - by0) * row_words, 2);
+    for (std::int64_t by = by0; by < by1; ++by) {
+      BitWord* to = copy + static_cast<std::size_t>(by - by0) * row_words;
+      const std::int64_t y = by - win_.pad_top;
+      if (y < 0 || y >= win_.in_h) {
+        std::fill(to, to + row_words, BitWord{0});
+        continue;
+      }
+      std::fill(to, to + left, BitWord{0});
+      std::memcpy(to + left, image + static_cast<std::size_t>(y) * in_row,
+                  in_row * sizeof(BitWord));
+      std::fill(to + left + in_row, to + row_words, BitWord{0});
+    }
+    image = copy;
+  }
   if (implicit_ && p1 > p0) {  // first word of each patch in the (bordered) image
     // Walks the output positions (one division for the first; a division per pixel cost about
     // a tenth of a 64-channel layer).
-    const auto out_w = static_cast<std::size_t>(win_.out_w);
     const auto row_step = static_cast<std::uint64_t>(win_.sh * border_w_) * cw_in_;
     const auto col_step = static_cast<std::uint64_t>(win_.sw) * cw_in_;
     std::size_t ox = p0 % out_w;
-    std::uint64_t row_start = (p0 / out_w) * row_step;
+    std::uint64_t row_start = (p0 / out_w - first_row) * row_step;
     for (std::size_t i = 0; i < rows; ++i) {
       a_rows[i] = row_start + ox * col_step;
       if (++ox == out_w) ox = 0, row_start += row_step;
@@ -614,32 +643,14 @@ void BinaryConv::run_impl(const RunContext& ctx, const std::vector<const Buffer*
   const bool tail_in_tasks = tail != nullptr && split.col_blocks == 1;
   const std::size_t per_image = split.row_chunks * split.col_blocks;
   const BitWord* source = in[0]->b();
-  std::size_t source_pixels = in_pixels;
-  if (implicit_ && bordered_) {  // zero-bordered copies of the images, on this thread
-    source_pixels = static_cast<std::size_t>(border_h_ * border_w_);
-    BitWord* bordered = thread_scratch(batch * source_pixels * cw_in_, 2);
-    std::fill(bordered, bordered + batch * source_pixels * cw_in_, BitWord{0});
-    const std::size_t row_words = static_cast<std::size_t>(win_.in_w) * cw_in_;
-    for (std::size_t i = 0; i < batch; ++i) {
-      for (std::int64_t y = 0; y < win_.in_h; ++y) {
-        const std::size_t dst_pixel =
-            i * source_pixels +
-            static_cast<std::size_t>((y + win_.pad_top) * border_w_ + win_.pad_left);
-        std::memcpy(bordered + dst_pixel * cw_in_,
-                    source + (i * in_pixels + static_cast<std::size_t>(y * win_.in_w)) * cw_in_,
-                    row_words * sizeof(BitWord));
-      }
-    }
-    source = bordered;
-  }
   parallel_for(images * per_image, ctx, [&](std::size_t task) {
     const std::size_t image = task / per_image, rest = task % per_image;
     const std::size_t p0 = (rest / split.col_blocks) * split.chunk_rows;
     const std::size_t p1 = std::min(p0 + split.chunk_rows, rows_per_image);
     const std::size_t panel0 = (rest % split.col_blocks) * split.block_panels;
     const std::size_t panel1 = std::min(panel0 + split.block_panels, panels);
-    run_rows(ctx, source + image * source_pixels * cw_in_, image * out_pixels, p0, p1, panel0,
-             panel1, out);
+    run_rows(ctx, source + image * in_pixels * cw_in_, image * out_pixels, p0, p1, panel0, panel1,
+             out);
     if (tail_in_tasks) (*tail)(image * out_pixels + p0, image * out_pixels + p1);
   });
   if (tail != nullptr && !tail_in_tasks) {
