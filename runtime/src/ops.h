@@ -282,6 +282,20 @@ void parallel_rows(std::size_t rows, std::size_t row_elements, const RunContext&
   parallel_for(ranges, ctx, [&](std::size_t i) { fn(rows * i / ranges, rows * (i + 1) / ranges); });
 }
 
+/// One row of a zero-bordered image, `row` elements: `left` zeros, `width` elements from `from`,
+/// zeros to the end; all zeros when `from` is null (a border row). Shared by the convs that read
+/// a padded copy of their input.
+template <typename T>
+void fill_bordered_row(T* to, const T* from, std::size_t left, std::size_t width, std::size_t row) {
+  if (from == nullptr) {
+    std::fill(to, to + row, T{});
+    return;
+  }
+  std::fill(to, to + left, T{});
+  std::copy(from, from + width, to + left);
+  std::fill(to + left + width, to + row, T{});
+}
+
 /// How a binary conv's GEMM of one image (`rows` output pixels x `panels` panels of 8 output
 /// channels) is cut into tasks: `row_chunks` chunks of `chunk_rows` rows (a multiple of 4 on one
 /// thread; on more, any count when that shares the rows more evenly; the last chunk shorter) times

@@ -544,16 +544,11 @@ void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size
     const auto in_row = static_cast<std::size_t>(win_.in_w) * cw_in_;
     BitWord* copy = thread_scratch(static_cast<std::size_t>(by1 - by0) * row_words, 2);
     for (std::int64_t by = by0; by < by1; ++by) {
-      BitWord* to = copy + static_cast<std::size_t>(by - by0) * row_words;
       const std::int64_t y = by - win_.pad_top;
-      if (y < 0 || y >= win_.in_h) {
-        std::fill(to, to + row_words, BitWord{0});
-        continue;
-      }
-      std::fill(to, to + left, BitWord{0});
-      std::memcpy(to + left, image + static_cast<std::size_t>(y) * in_row,
-                  in_row * sizeof(BitWord));
-      std::fill(to + left + in_row, to + row_words, BitWord{0});
+      fill_bordered_row(
+          copy + static_cast<std::size_t>(by - by0) * row_words,
+          y >= 0 && y < win_.in_h ? image + static_cast<std::size_t>(y) * in_row : nullptr, left,
+          in_row, row_words);
     }
     image = copy;
   }
@@ -625,9 +620,8 @@ void BinaryConv::run_rows(const RunContext& ctx, const BitWord* image, std::size
   }
 }
 
-// With a tail: when the tasks cover whole output rows, each hands its rows to the tail when it
-// has written them; when the split cuts the channels too (better balance on threads), the tail
-// runs over the rows after the conv.
+// With a tail: the tasks cover whole output rows (the split cuts no channels then), and each
+// hands its rows to the tail when it has written them.
 void BinaryConv::run_impl(const RunContext& ctx, const std::vector<const Buffer*>& in, Buffer& out,
                           std::size_t batch, const RowTail* tail) const {
   const auto in_pixels = static_cast<std::size_t>(win_.in_h * win_.in_w);
@@ -640,7 +634,6 @@ void BinaryConv::run_impl(const RunContext& ctx, const std::vector<const Buffer*
   // rows it wrote, instead of in a second pass that reads the other core's channels.
   const ConvSplit split = plan_conv_split(images, rows_per_image, panels, k_words_, chunk_rows_,
                                           ctx.threads, groups_ == 1 && tail == nullptr);
-  const bool tail_in_tasks = tail != nullptr && split.col_blocks == 1;
   const std::size_t per_image = split.row_chunks * split.col_blocks;
   const BitWord* source = in[0]->b();
   parallel_for(images * per_image, ctx, [&](std::size_t task) {
@@ -651,11 +644,8 @@ void BinaryConv::run_impl(const RunContext& ctx, const std::vector<const Buffer*
     const std::size_t panel1 = std::min(panel0 + split.block_panels, panels);
     run_rows(ctx, source + image * in_pixels * cw_in_, image * out_pixels, p0, p1, panel0, panel1,
              out);
-    if (tail_in_tasks) (*tail)(image * out_pixels + p0, image * out_pixels + p1);
+    if (tail != nullptr) (*tail)(image * out_pixels + p0, image * out_pixels + p1);
   });
-  if (tail != nullptr && !tail_in_tasks) {
-    parallel_rows(batch * out_pixels, static_cast<std::size_t>(c_out_), ctx, *tail);
-  }
 }
 
 class BinaryMaxPool final : public PreparedOp {

@@ -337,17 +337,12 @@ void FloatConv::run_implicit(const RunContext& ctx, const float* src, float* dst
     const auto rows = static_cast<std::size_t>(padded_h_);
     parallel_rows(batch * rows, padded_row, ctx, [&](std::size_t r0, std::size_t r1) {
       for (std::size_t r = r0; r < r1; ++r) {
-        float* to = padded + r * padded_row;
         const auto y = static_cast<std::int64_t>(r % rows) - win_.pad_top;
-        if (y < 0 || y >= win_.in_h) {
-          std::fill(to, to + padded_row, 0.0f);
-          continue;
-        }
         const float* from =
-            src + ((r / rows) * in_pixels + static_cast<std::size_t>(y * win_.in_w)) * c_in;
-        std::fill(to, to + left, 0.0f);
-        std::copy(from, from + row, to + left);
-        std::fill(to + left + row, to + padded_row, 0.0f);
+            y >= 0 && y < win_.in_h
+                ? src + ((r / rows) * in_pixels + static_cast<std::size_t>(y * win_.in_w)) * c_in
+                : nullptr;
+        fill_bordered_row(padded + r * padded_row, from, left, row, padded_row);
       }
     });
     src = padded;
