@@ -381,30 +381,11 @@ ValueRef ModelBuilder::conv2d(ValueRef x, const Conv2dParams& p, const std::vect
                               const std::vector<float>& bias) {
   const std::string what = "conv2d";
   const ValueShape& in = value(x, what);
-  if (p.out_channels < 1 || p.groups < 1 || (in.c / in.planes) % p.groups != 0 ||
-      p.out_channels % p.groups != 0) {
-    fail(what, "out_channels " + std::to_string(p.out_channels) + " and input channels " +
-                   std::to_string(in.c / in.planes) + " must be positive multiples of groups " +
-                   std::to_string(p.groups));
-  }
-  check_planes_kernel(what, in.planes, p.is_binary_kernel);
-  const std::int64_t cin = in.c / in.planes / p.groups, kh = p.kernel_h, kw = p.kernel_w;
+  const std::int64_t cin = conv2d_input_channels(in, p, what);
+  const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
   check_size(what, "weight", weight.size(),
              static_cast<std::size_t>(p.out_channels * cin * kh * kw));
-  if (!bias.empty())
-    check_size(what, "bias", bias.size(), static_cast<std::size_t>(p.out_channels));
   check_finite(what, "weight", weight);
-  check_finite(what, "bias", bias);
-  if (p.pad_value != 0.0f && p.pad_value != 1.0f) {
-    fail(what, "pad_value " + std::to_string(p.pad_value) + ", expected 0 or 1");
-  }
-  const bool binary_input = in.dtype == DType::kBits;
-  if (binary_input && !p.is_binary_kernel) {
-    fail(what,
-         "binary (sign) input with a float kernel is not supported; set binary_kernel(true) "
-         "or remove the sign() before this layer");
-  }
-  if (!binary_input && p.pad_value != 0.0f) fail(what, "one-padding needs a binary input");
   if (p.is_binary_kernel) check_binary(what, weight);
   std::vector<float> ohwi(weight.size());  // OIHW -> OHWI (channels innermost, as packed)
   for (std::int64_t o = 0; o < p.out_channels; ++o) {
@@ -416,6 +397,61 @@ ValueRef ModelBuilder::conv2d(ValueRef x, const Conv2dParams& p, const std::vect
       }
     }
   }
+  const std::vector<std::int64_t> wshape{p.out_channels, kh, kw, cin};
+  return conv2d_op(x, p,
+                   p.is_binary_kernel ? Tensor::from_signs("weight", wshape, ohwi)
+                                      : Tensor::from_floats("weight", wshape, ohwi),
+                   bias);
+}
+
+ValueRef ModelBuilder::conv2d_packed(ValueRef x, const Conv2dParams& p,
+                                     std::vector<BitWord> weight_bits,
+                                     const std::vector<float>& bias) {
+  const std::string what = "conv2d";
+  const ValueShape& in = value(x, what);
+  if (!p.is_binary_kernel) fail(what, "packed weights need binary_kernel(true)");
+  const std::int64_t cin = conv2d_input_channels(in, p, what);
+  const std::vector<std::int64_t> wshape{p.out_channels, p.kernel_h, p.kernel_w, cin};
+  Tensor t{"weight", DType::kBits, wshape, std::move(weight_bits)};
+  check_size(what, "packed weight words", t.data.size(),
+             words_for_bits(static_cast<std::size_t>(t.numel())));
+  return conv2d_op(x, p, std::move(t), bias);
+}
+
+std::int64_t ModelBuilder::conv2d_input_channels(const ValueShape& in, const Conv2dParams& p,
+                                                 const std::string& what) const {
+  if (p.out_channels < 1 || p.groups < 1 || (in.c / in.planes) % p.groups != 0 ||
+      p.out_channels % p.groups != 0) {
+    fail(what, "out_channels " + std::to_string(p.out_channels) + " and input channels " +
+                   std::to_string(in.c / in.planes) + " must be positive multiples of groups " +
+                   std::to_string(p.groups));
+  }
+  if (p.kernel_h < 1 || p.kernel_w < 1) {
+    fail(what, "kernel " + std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w) +
+                   " must be at least 1x1");
+  }
+  return in.c / in.planes / p.groups;
+}
+
+ValueRef ModelBuilder::conv2d_op(ValueRef x, const Conv2dParams& p, Tensor weight,
+                                 const std::vector<float>& bias) {
+  const std::string what = "conv2d";
+  const ValueShape& in = value(x, what);
+  check_planes_kernel(what, in.planes, p.is_binary_kernel);
+  if (!bias.empty())
+    check_size(what, "bias", bias.size(), static_cast<std::size_t>(p.out_channels));
+  check_finite(what, "bias", bias);
+  if (p.pad_value != 0.0f && p.pad_value != 1.0f) {
+    fail(what, "pad_value " + std::to_string(p.pad_value) + ", expected 0 or 1");
+  }
+  const bool binary_input = in.dtype == DType::kBits;
+  if (binary_input && !p.is_binary_kernel) {
+    fail(what,
+         "binary (sign) input with a float kernel is not supported; set binary_kernel(true) "
+         "or remove the sign() before this layer");
+  }
+  if (!binary_input && p.pad_value != 0.0f) fail(what, "one-padding needs a binary input");
+  const std::int64_t kh = p.kernel_h, kw = p.kernel_w;
   Op op;
   op.type = binary_input ? OpType::kBinaryConv2d : OpType::kConv2d;
   op.inputs = {x.id};
@@ -433,10 +469,7 @@ ValueRef ModelBuilder::conv2d(ValueRef x, const Conv2dParams& p, const std::vect
   op.ints["pads"] = pads;
   if (binary_input) op.ints["zero_padding"] = {p.pad_value == 0.0f ? 1 : 0};
   if (in.planes > 1) op.ints["input_planes"] = {in.planes};
-  const std::vector<std::int64_t> wshape{p.out_channels, kh, kw, cin};
-  op.tensors["weight"] =
-      add_tensor(p.is_binary_kernel ? Tensor::from_signs("weight", wshape, ohwi)
-                                    : Tensor::from_floats("weight", wshape, ohwi));
+  op.tensors["weight"] = add_tensor(std::move(weight));
   if (!bias.empty()) {
     op.tensors["bias"] = add_tensor(Tensor::from_floats("bias", {p.out_channels}, bias));
   }
@@ -451,24 +484,46 @@ ValueRef ModelBuilder::dense(ValueRef x, const DenseParams& p, const std::vector
   if (p.out_features < 1) fail(what, "out_features must be >= 1");
   check_size(what, "weight", weight.size(),
              static_cast<std::size_t>(p.out_features * (in.c / in.planes)));
+  check_finite(what, "weight", weight);
+  if (p.is_binary_kernel) check_binary(what, weight);
+  const std::vector<std::int64_t> wshape{p.out_features, in.c / in.planes};
+  return dense_op(x, p,
+                  p.is_binary_kernel ? Tensor::from_signs("weight", wshape, weight)
+                                     : Tensor::from_floats("weight", wshape, weight),
+                  bias);
+}
+
+ValueRef ModelBuilder::dense_packed(ValueRef x, const DenseParams& p,
+                                    std::vector<BitWord> weight_bits,
+                                    const std::vector<float>& bias) {
+  const std::string what = "dense";
+  const ValueShape& in = value(x, what);
+  if (!p.is_binary_kernel) fail(what, "packed weights need binary_kernel(true)");
+  if (p.out_features < 1) fail(what, "out_features must be >= 1");
+  Tensor t{"weight", DType::kBits, {p.out_features, in.c / in.planes}, std::move(weight_bits)};
+  check_size(what, "packed weight words", t.data.size(),
+             words_for_bits(static_cast<std::size_t>(t.numel())));
+  return dense_op(x, p, std::move(t), bias);
+}
+
+ValueRef ModelBuilder::dense_op(ValueRef x, const DenseParams& p, Tensor weight,
+                                const std::vector<float>& bias) {
+  const std::string what = "dense";
+  const ValueShape& in = value(x, what);
+  if (in.h != 1 || in.w != 1) fail(what, "input is spatial; call flatten() first");
   if (!bias.empty())
     check_size(what, "bias", bias.size(), static_cast<std::size_t>(p.out_features));
-  check_finite(what, "weight", weight);
   check_finite(what, "bias", bias);
   const bool binary_input = in.dtype == DType::kBits;
   if (binary_input && !p.is_binary_kernel) {
     fail(what, "binary (sign) input with a float kernel is not supported");
   }
-  if (p.is_binary_kernel) check_binary(what, weight);
   check_planes_kernel(what, in.planes, p.is_binary_kernel);
   Op op;
   op.type = binary_input ? OpType::kBinaryDense : OpType::kDense;
   op.inputs = {x.id};
   if (in.planes > 1) op.ints["input_planes"] = {in.planes};
-  const std::vector<std::int64_t> wshape{p.out_features, in.c / in.planes};
-  op.tensors["weight"] =
-      add_tensor(p.is_binary_kernel ? Tensor::from_signs("weight", wshape, weight)
-                                    : Tensor::from_floats("weight", wshape, weight));
+  op.tensors["weight"] = add_tensor(std::move(weight));
   if (!bias.empty()) {
     op.tensors["bias"] = add_tensor(Tensor::from_floats("bias", {p.out_features}, bias));
   }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -20,6 +21,7 @@
 
 #include "onebit/nn/conv.h"
 #include "onebit/nn/dense.h"
+#include "onebit/runtime/bitpack.h"
 #include "onebit/runtime/builder.h"
 #include "onebit/runtime/interpreter.h"
 #include "onebit/runtime/kernels.h"
@@ -108,31 +110,56 @@ at::Tensor float_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tens
                          g.groups);
 }
 
-// A kernel whose output channel o (row o of `w`) holds only +-scale[o]: its signs (+-1) and
+// A kernel whose output channel o (row o of `w`) holds only +-scale[o]: its signs, packed in
+// the runtime's order (OHWI for a conv kernel, [out][in] for a dense one; bit set for -1), and
 // the scales; std::invalid_argument when some row mixes magnitudes or holds a 0 or a non-finite
 // value (not a scaled sign: the caller falls back to the float path). Plain signs give scales of
-// 1.
+// 1. Two passes over the kernel (a check per row, then the runtime's sign packing), both on
+// LibTorch's threads, and no float copy when the kernel is channels-last: the training path
+// does this for every layer in every step.
 struct ScaledSigns {
-  std::vector<float> signs, scale;
+  std::vector<rt::BitWord> bits;
+  std::vector<float> scale;
   bool unscaled = true;  // every scale is 1
 };
 ScaledSigns scaled_signs(const at::Tensor& w) {
   ScaledSigns s;
-  s.signs = floats_of(w);
-  const auto rows = static_cast<std::size_t>(w.size(0));
-  const std::size_t per_row = rows == 0 ? 0 : s.signs.size() / rows;
-  s.scale.assign(rows, 1.0f);
-  for (std::size_t o = 0; o < rows; ++o) {
-    float* row = s.signs.data() + o * per_row;
-    const float a = per_row == 0 ? 1.0f : std::fabs(row[0]);
-    if (!(a > 0.0f) || !std::isfinite(a)) throw std::invalid_argument("not a scaled sign");
-    for (std::size_t i = 0; i < per_row; ++i) {
-      if (std::fabs(row[i]) != a) throw std::invalid_argument("not a scaled sign");
-      row[i] = row[i] < 0 ? -1.0f : 1.0f;  // a * s / a is s exactly; written as such
-    }
-    s.scale[o] = a;
-    if (a != 1.0f) s.unscaled = false;
-  }
+  at::Tensor c = w.detach();
+  if (c.dim() == 4) c = c.permute({0, 2, 3, 1});  // OIHW -> OHWI
+  c = c.contiguous();
+  const float* src = c.data_ptr<float>();
+  const int64_t rows = w.size(0), n = c.numel();
+  const int64_t per_row = rows == 0 ? 0 : n / rows;
+  s.scale.assign(static_cast<std::size_t>(rows), 1.0f);
+  std::atomic<bool> bad{false};
+  // Compared on the bit patterns, without a branch per value, so that the loop vectorizes (a
+  // branch on random signs mispredicted half the time: a tenth of a QuickNet training step).
+  at::parallel_for(0, rows,
+                   std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, per_row)),
+                   [&](int64_t o0, int64_t o1) {
+                     for (int64_t o = o0; o < o1; ++o) {
+                       const float* row = src + o * per_row;
+                       const float a = per_row == 0 ? 1.0f : std::fabs(row[0]);
+                       std::uint32_t magnitude = 0;
+                       std::memcpy(&magnitude, &a, sizeof magnitude);
+                       std::uint32_t mismatch = !(a > 0.0f) || !std::isfinite(a) ? 1u : 0u;
+                       for (int64_t i = 0; i < per_row; ++i) {
+                         std::uint32_t u = 0;
+                         std::memcpy(&u, row + i, sizeof u);
+                         mismatch |= (u & 0x7fffffffu) ^ magnitude;
+                       }
+                       if (mismatch != 0) bad = true;
+                       s.scale[static_cast<std::size_t>(o)] = a;
+                     }
+                   });
+  if (bad) throw std::invalid_argument("not a scaled sign");
+  s.unscaled = std::all_of(s.scale.begin(), s.scale.end(), [](float a) { return a == 1.0f; });
+  const int64_t words = static_cast<int64_t>(rt::words_for_bits(static_cast<std::size_t>(n)));
+  s.bits.assign(static_cast<std::size_t>(words), 0);
+  at::parallel_for(0, words, int64_t{1} << 12, [&](int64_t w0, int64_t w1) {
+    const int64_t begin = w0 * 64, end = std::min(n, w1 * 64);
+    rt::pack_signs(src + begin, static_cast<std::size_t>(end - begin), s.bits.data() + w0);
+  });
   return s;
 }
 
@@ -148,7 +175,7 @@ rt::ValueRef scale_and_bias(rt::ModelBuilder& b, rt::ValueRef v, const ScaledSig
 
 at::Tensor runtime_conv2d_values(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                                  const detail::Conv2dGeometry& g, bool binary_input) {
-  const ScaledSigns k = scaled_signs(w);
+  ScaledSigns k = scaled_signs(w);
   rt::ModelBuilder b(rt::BuilderOptions{/*fuse=*/false});
   rt::ValueRef v = b.input({x.size(1), x.size(2), x.size(3)});
   if (binary_input) v = b.sign(v);
@@ -164,8 +191,8 @@ at::Tensor runtime_conv2d_values(const at::Tensor& x, const at::Tensor& w, const
   }
   p.pad_value = static_cast<float>(g.pad_value);
   p.binary_kernel(true);
-  v = b.conv2d(v, p, k.signs,
-               bias.defined() && k.unscaled ? floats_of(bias) : std::vector<float>{});
+  v = b.conv2d_packed(v, p, std::move(k.bits),
+                      bias.defined() && k.unscaled ? floats_of(bias) : std::vector<float>{});
   v = scale_and_bias(b, v, k, bias);
   b.output(v);
   const std::vector<int64_t> out = b.shape(v);
@@ -448,8 +475,9 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
         has_bias && ctx->needs_input_grad(2) ? grads[0].sum({0, 2, 3}) : at::Tensor();
     // Thin products pay off when they skip most of the work: an output gradient that is mostly
     // zero (behind a max pool: one position in four or fewer) runs as a sparse product.
-    if (groups == 1 && (!need_gx || w.size(0) >= kGemmBackwardMinOutputs ||
-                        nonzero_fraction(grads[0]) <= detail::kSparseGradientDensity)) {
+    if (groups == 1 && detail::conv_gradient() == detail::ConvGradient::kProducts &&
+        (!need_gx || w.size(0) >= kGemmBackwardMinOutputs ||
+         nonzero_fraction(grads[0]) <= detail::kSparseGradientDensity)) {
       // Reads any layout (NHWC internally).
       auto [gx, gw] = detail::conv2d_backward_gemm(grads[0], saved[0], w, stride, padding, dilation,
                                                    need_gx, need_gw);
@@ -472,12 +500,12 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
 
 at::Tensor runtime_dense_values(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                                 bool binary_input) {
-  const ScaledSigns k = scaled_signs(w);
+  ScaledSigns k = scaled_signs(w);
   rt::ModelBuilder b(rt::BuilderOptions{/*fuse=*/false});
   rt::ValueRef v = b.input({x.size(1)});
   if (binary_input) v = b.sign(v);
-  v = b.dense(v, rt::DenseParams(w.size(0)).binary_kernel(true), k.signs,
-              bias.defined() && k.unscaled ? floats_of(bias) : std::vector<float>{});
+  v = b.dense_packed(v, rt::DenseParams(w.size(0)).binary_kernel(true), std::move(k.bits),
+                     bias.defined() && k.unscaled ? floats_of(bias) : std::vector<float>{});
   v = scale_and_bias(b, v, k, bias);
   b.output(v);
   const rt::Interpreter net(b.build(), interpreter_options(false));
@@ -588,6 +616,26 @@ bool retain_freed_memory() {
 }
 
 namespace detail {
+
+namespace {
+std::atomic<ConvGradient> g_conv_gradient{ConvGradient::kAuto};
+}  // namespace
+
+ConvGradient auto_conv_gradient() {
+  // oneDNN JITs AVX-512 kernels for the gradient; OpenBLAS's products (0.3.21) ran at half
+  // their speed on a Zen 5 core, dense or at a max pool's 25% nonzero gradient with two
+  // threads. Without AVX-512 the products won (the rules in RuntimeConv2dFunction::backward).
+  static const ConvGradient choice =
+      rt::isa_supported(rt::Isa::kAvx512) ? ConvGradient::kLibTorch : ConvGradient::kProducts;
+  return choice;
+}
+
+void set_conv_gradient(ConvGradient gradient) { g_conv_gradient = gradient; }
+
+ConvGradient conv_gradient() {
+  const ConvGradient g = g_conv_gradient.load();
+  return g == ConvGradient::kAuto ? auto_conv_gradient() : g;
+}
 
 std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,

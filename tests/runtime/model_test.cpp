@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "onebit/runtime/bitpack.h"
 #include "onebit/runtime/builder.h"
 #include "onebit/runtime/interpreter.h"
 #include "reference_net.h"
@@ -344,6 +345,66 @@ TEST(Builder, RejectsBadWeightsWithClearMessages) {
   EXPECT_THROW(b.dense(x, DenseParams(3).binary_kernel(true), std::vector<float>(300, 1.0f)),
                std::invalid_argument);             // spatial input without flatten
   EXPECT_THROW(b.build(), std::invalid_argument);  // no output
+}
+
+TEST(Builder, PackedKernelsGiveTheSameModelAsFloatOnes) {
+  // conv2d_packed / dense_packed take the signs packed in OHWI ([out][in]) order: the same op and
+  // the same outputs as conv2d / dense from +-1 floats in PyTorch's OIHW order.
+  const std::int64_t c = 70, o = 5, k = 3, groups = 1;
+  std::vector<float> oihw(static_cast<std::size_t>(o * c / groups * k * k));
+  for (std::size_t i = 0; i < oihw.size(); ++i) oihw[i] = (i * 7 + i / 5) % 3 == 0 ? -1.0f : 1.0f;
+  std::vector<float> ohwi(oihw.size());
+  for (std::int64_t oc = 0; oc < o; ++oc)
+    for (std::int64_t i = 0; i < c; ++i)
+      for (std::int64_t y = 0; y < k; ++y)
+        for (std::int64_t z = 0; z < k; ++z)
+          ohwi[static_cast<std::size_t>(((oc * k + y) * k + z) * c + i)] =
+              oihw[static_cast<std::size_t>(((oc * c + i) * k + y) * k + z)];
+  auto packed = [](const std::vector<float>& v) {
+    std::vector<BitWord> bits(words_for_bits(v.size()), 0);
+    pack_signs(v.data(), v.size(), bits.data());
+    return bits;
+  };
+  std::vector<float> dense_w(static_cast<std::size_t>(4 * o * 3 * 3));
+  for (std::size_t i = 0; i < dense_w.size(); ++i) dense_w[i] = i % 5 < 2 ? -1.0f : 1.0f;
+  const std::vector<float> bias{0.5f, -1.0f, 2.0f, 0.0f};
+  std::vector<float> input(static_cast<std::size_t>(2 * c * 6 * 6));
+  for (std::size_t i = 0; i < input.size(); ++i) input[i] = static_cast<float>(i % 11) - 5.0f;
+  std::vector<std::vector<float>> outputs;
+  for (const bool use_packed : {false, true}) {
+    ModelBuilder b;
+    ValueRef x = b.sign(b.input({c, 6, 6}));
+    const Conv2dParams p = Conv2dParams(o, k).padding(PaddingMode::kSame).binary_kernel(true);
+    x = use_packed ? b.conv2d_packed(x, p, packed(ohwi)) : b.conv2d(x, p, oihw);
+    x = b.flatten(b.sign(b.max_pool2d(x, Pool2dParams(2))));
+    const DenseParams d = DenseParams(4).binary_kernel(true);
+    x = use_packed ? b.dense_packed(x, d, packed(dense_w), bias) : b.dense(x, d, dense_w, bias);
+    b.output(x);
+    outputs.push_back(Interpreter(b.build()).run(input, 2));
+  }
+  EXPECT_EQ(outputs[0], outputs[1]);
+  // Wrong word counts and float kernels are refused with the layer named.
+  ModelBuilder b;
+  ValueRef x = b.sign(b.input({4, 5, 5}));
+  try {
+    b.conv2d_packed(x, Conv2dParams(2, 3).binary_kernel(true), std::vector<BitWord>(3));
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'packed weight words' has 3 values, expected 2"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    b.conv2d_packed(x, Conv2dParams(2, 3), std::vector<BitWord>(2));
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("packed weights need binary_kernel(true)"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(
+      b.dense_packed(b.flatten(x), DenseParams(3).binary_kernel(true), std::vector<BitWord>(1)),
+      std::invalid_argument);  // 300 bits need 5 words
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
+#include <array>
 #include <cstdlib>
 #include <string>
 
@@ -11,6 +12,7 @@
 #include "onebit/nn/conv.h"
 #include "onebit/nn/dense.h"
 #include "onebit/nn/training_kernels.h"
+#include "onebit/runtime/kernels.h"
 #include "onebit/train/trainer.h"
 #include "onebit/zoo/models.h"
 #include "trainer_test_util.h"
@@ -51,6 +53,22 @@ void expect_close(const at::Tensor& a, const at::Tensor& b, const std::string& w
   const double atol = 1e-5 * (1.0 + b.abs().max().item<double>());
   EXPECT_TRUE(at::allclose(a, b, 1e-4, atol))
       << what << ": max difference " << (a - b).abs().max().item<float>();
+}
+
+// Sets the binary path's convolution gradient for a scope (restores the automatic choice).
+struct ConvGradientScope {
+  explicit ConvGradientScope(nn::detail::ConvGradient g) { nn::detail::set_conv_gradient(g); }
+  ~ConvGradientScope() { nn::detail::set_conv_gradient(nn::detail::ConvGradient::kAuto); }
+  ConvGradientScope(const ConvGradientScope&) = delete;
+  ConvGradientScope& operator=(const ConvGradientScope&) = delete;
+};
+
+// Both gradient implementations, whichever this CPU picks by default.
+constexpr std::array<nn::detail::ConvGradient, 2> kBothConvGradients{
+    nn::detail::ConvGradient::kLibTorch, nn::detail::ConvGradient::kProducts};
+
+std::string describe(nn::detail::ConvGradient g) {
+  return g == nn::detail::ConvGradient::kProducts ? "products gradient" : "LibTorch gradient";
 }
 
 struct ConvCase {
@@ -98,41 +116,45 @@ TEST(TrainingKernels, BinaryConvEqualsTheFloatPathForwardAndBackward) {
       {1, 32, 3, 1, 1, 1, 28, false, false, false, false},  // float input (larq-mnist's first)
       {3, 16, 3, 2, 1, 1, 15, true, false, true, false},    // float input, stride, bias
   };
-  for (const ConvCase& c : cases) {
-    for (const bool cl_input : {false, true}) {
-      SCOPED_TRACE(describe(c) + (cl_input ? ", channels-last input" : ", NCHW input"));
-      torch::manual_seed(5);
-      auto conv = make_conv(c);
-      at::Tensor x = torch::randn({3, c.in, c.size, c.size});
-      if (cl_input) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-      at::Tensor upstream;
-      {
-        at::NoGradGuard no_grad;
-        upstream = torch::randn_like(conv->forward(x));
+  for (const nn::detail::ConvGradient gradient : kBothConvGradients) {
+    const ConvGradientScope scope(gradient);
+    for (const ConvCase& c : cases) {
+      for (const bool cl_input : {false, true}) {
+        SCOPED_TRACE(describe(c) + (cl_input ? ", channels-last input" : ", NCHW input") + ", " +
+                     describe(gradient));
+        torch::manual_seed(5);
+        auto conv = make_conv(c);
+        at::Tensor x = torch::randn({3, c.in, c.size, c.size});
+        if (cl_input) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+        at::Tensor upstream;
+        {
+          at::NoGradGuard no_grad;
+          upstream = torch::randn_like(conv->forward(x));
+        }
+        const Pass f = run(conv, x, TrainingKernels::kFloat, upstream);
+        const Pass b = run(conv, x, TrainingKernels::kBinary, upstream);
+        // The output keeps the input's layout (channels-last for one input channel), and its values
+        // are the float path's: bit for bit for integer sums, within rounding with a float input or
+        // a bias.
+        EXPECT_TRUE(b.y.is_contiguous(cl_input || c.in == 1 ? at::MemoryFormat::ChannelsLast
+                                                            : at::MemoryFormat::Contiguous));
+        ASSERT_EQ(b.y.sizes(), f.y.sizes());
+        if (c.binary_input && !c.bias) {
+          EXPECT_TRUE(at::equal(b.y, f.y))
+              << "max difference " << (b.y - f.y).abs().max().item<float>();
+        } else {
+          expect_close(b.y, f.y, "output");
+        }
+        expect_close(b.grad_input, f.grad_input, "input gradient");
+        expect_close(b.grad_weight, f.grad_weight, "kernel gradient");
+        expect_close(b.grad_bias, f.grad_bias, "bias gradient");
+        // The same without an input gradient.
+        const Pass f1 = run(conv, x, TrainingKernels::kFloat, upstream, false);
+        const Pass b1 = run(conv, x, TrainingKernels::kBinary, upstream, false);
+        EXPECT_FALSE(b1.grad_input.defined());
+        expect_close(b1.grad_weight, f1.grad_weight, "kernel gradient without input gradient");
+        expect_close(b1.grad_bias, f1.grad_bias, "bias gradient without input gradient");
       }
-      const Pass f = run(conv, x, TrainingKernels::kFloat, upstream);
-      const Pass b = run(conv, x, TrainingKernels::kBinary, upstream);
-      // The output keeps the input's layout (channels-last for one input channel), and its values
-      // are the float path's: bit for bit for integer sums, within rounding with a float input or
-      // a bias.
-      EXPECT_TRUE(b.y.is_contiguous(cl_input || c.in == 1 ? at::MemoryFormat::ChannelsLast
-                                                          : at::MemoryFormat::Contiguous));
-      ASSERT_EQ(b.y.sizes(), f.y.sizes());
-      if (c.binary_input && !c.bias) {
-        EXPECT_TRUE(at::equal(b.y, f.y))
-            << "max difference " << (b.y - f.y).abs().max().item<float>();
-      } else {
-        expect_close(b.y, f.y, "output");
-      }
-      expect_close(b.grad_input, f.grad_input, "input gradient");
-      expect_close(b.grad_weight, f.grad_weight, "kernel gradient");
-      expect_close(b.grad_bias, f.grad_bias, "bias gradient");
-      // The same without an input gradient.
-      const Pass f1 = run(conv, x, TrainingKernels::kFloat, upstream, false);
-      const Pass b1 = run(conv, x, TrainingKernels::kBinary, upstream, false);
-      EXPECT_FALSE(b1.grad_input.defined());
-      expect_close(b1.grad_weight, f1.grad_weight, "kernel gradient without input gradient");
-      expect_close(b1.grad_bias, f1.grad_bias, "bias gradient without input gradient");
     }
   }
 }
@@ -257,31 +279,36 @@ TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
 TEST(TrainingKernels, SparseGradientsBehindAMaxPoolMatchTheFloatPath) {
   // A binary conv followed by a 2x2 max pool: a quarter of the output gradient is nonzero, so
   // the binary path multiplies with it as a sparse matrix, also with 32 outputs (else LibTorch's
-  // convolution gradient); and a first layer (float input, no input gradient).
-  for (const ConvCase& c : {ConvCase{32, 32, 3, 1, 1, 1, 13, false, false, false, true},
-                            ConvCase{48, 64, 3, 1, 1, 1, 10, true, true, true, true},
-                            ConvCase{1, 32, 3, 1, 1, 1, 28, false, false, false, false}}) {
-    SCOPED_TRACE(describe(c));
-    torch::manual_seed(3);
-    auto conv = make_conv(c);
-    const at::Tensor x = torch::randn({8, c.in, c.size, c.size});
-    auto pass = [&](TrainingKernels kernels, bool input_grad) {
-      TrainingKernelsGuard guard(kernels);
-      for (auto& p : conv->parameters()) p.mutable_grad() = at::Tensor();
-      const at::Tensor input = x.detach().clone().requires_grad_(input_grad);
-      // Binary sums tie often, and LibTorch's channels-last and NCHW pools may pick different
-      // maxima among ties: a fixed offset below the sums' spacing of 2 makes every maximum unique.
-      const at::Tensor z = conv->forward(input);
-      const at::Tensor y =
-          at::max_pool2d(z + at::arange(z[0].numel()).view_as(z[0]).to(at::kFloat) * 1e-4f, {2, 2});
-      y.pow(2).sum().backward();
-      return std::make_pair(input.grad(), conv->weight.grad().clone());
-    };
-    for (const bool input_grad : {true, false}) {
-      const auto [fx, fw] = pass(TrainingKernels::kFloat, input_grad);
-      const auto [bx, bw] = pass(TrainingKernels::kBinary, input_grad);
-      expect_close(bx, fx, "input gradient");
-      expect_close(bw, fw, "kernel gradient");
+  // convolution gradient); and a first layer (float input, no input gradient). With the
+  // products gradient (the default without AVX-512) and LibTorch's.
+  for (const nn::detail::ConvGradient gradient : kBothConvGradients) {
+    const ConvGradientScope scope(gradient);
+    for (const ConvCase& c : {ConvCase{32, 32, 3, 1, 1, 1, 13, false, false, false, true},
+                              ConvCase{48, 64, 3, 1, 1, 1, 10, true, true, true, true},
+                              ConvCase{1, 32, 3, 1, 1, 1, 28, false, false, false, false}}) {
+      SCOPED_TRACE(describe(c) + ", " + describe(gradient));
+      torch::manual_seed(3);
+      auto conv = make_conv(c);
+      const at::Tensor x = torch::randn({8, c.in, c.size, c.size});
+      auto pass = [&](TrainingKernels kernels, bool input_grad) {
+        TrainingKernelsGuard guard(kernels);
+        for (auto& p : conv->parameters()) p.mutable_grad() = at::Tensor();
+        const at::Tensor input = x.detach().clone().requires_grad_(input_grad);
+        // Binary sums tie often, and LibTorch's channels-last and NCHW pools may pick different
+        // maxima among ties: a fixed offset below the sums' spacing of 2 makes every maximum
+        // unique.
+        const at::Tensor z = conv->forward(input);
+        const at::Tensor y = at::max_pool2d(
+            z + at::arange(z[0].numel()).view_as(z[0]).to(at::kFloat) * 1e-4f, {2, 2});
+        y.pow(2).sum().backward();
+        return std::make_pair(input.grad(), conv->weight.grad().clone());
+      };
+      for (const bool input_grad : {true, false}) {
+        const auto [fx, fw] = pass(TrainingKernels::kFloat, input_grad);
+        const auto [bx, bw] = pass(TrainingKernels::kBinary, input_grad);
+        expect_close(bx, fx, "input gradient");
+        expect_close(bw, fw, "kernel gradient");
+      }
     }
   }
 }
@@ -315,32 +342,69 @@ TEST(TrainingKernels, BinaryDenseEqualsTheFloatPathForwardAndBackward) {
 }
 
 TEST(TrainingKernels, ResultsDoNotDependOnTheThreadCount) {
-  // Outputs and gradients, on every backward implementation (32 outputs: LibTorch's
-  // convolution gradient; 64: conv2d_backward_gemm, whose products split over the threads; a
-  // sparse upstream gradient: its sparse products, also with 32 outputs).
-  for (const auto [outputs, sparse] :
-       {std::pair{32, false}, std::pair{64, false}, std::pair{32, true}, std::pair{64, true}}) {
-    SCOPED_TRACE(std::to_string(outputs) + " output channels" +
-                 (sparse ? ", sparse gradient" : ""));
-    torch::manual_seed(2);
-    auto conv = make_conv({64, outputs, 3, 1, 1, 1, 14, true, true, false, true});
-    const at::Tensor x = torch::randn({4, 64, 14, 14});
-    at::Tensor upstream;
-    {
-      at::NoGradGuard no_grad;
-      upstream = torch::randn_like(conv->forward(x));
-      if (sparse) upstream = upstream * torch::rand_like(upstream).lt(0.2);
+  // Outputs and gradients, on every backward implementation (LibTorch's convolution gradient;
+  // with the products gradient, 32 outputs: LibTorch's, 64: conv2d_backward_gemm, whose
+  // products split over the threads; a sparse upstream gradient: its sparse products, also with
+  // 32 outputs).
+  for (const nn::detail::ConvGradient gradient : kBothConvGradients) {
+    const ConvGradientScope scope(gradient);
+    for (const auto [outputs, sparse] :
+         {std::pair{32, false}, std::pair{64, false}, std::pair{32, true}, std::pair{64, true}}) {
+      SCOPED_TRACE(std::to_string(outputs) + " output channels" +
+                   (sparse ? ", sparse gradient, " : ", ") + describe(gradient));
+      torch::manual_seed(2);
+      auto conv = make_conv({64, outputs, 3, 1, 1, 1, 14, true, true, false, true});
+      const at::Tensor x = torch::randn({4, 64, 14, 14});
+      at::Tensor upstream;
+      {
+        at::NoGradGuard no_grad;
+        upstream = torch::randn_like(conv->forward(x));
+        if (sparse) upstream = upstream * torch::rand_like(upstream).lt(0.2);
+      }
+      const int before = at::get_num_threads();
+      at::set_num_threads(1);
+      const Pass one = run(conv, x, TrainingKernels::kBinary, upstream);
+      at::set_num_threads(2);
+      const Pass two = run(conv, x, TrainingKernels::kBinary, upstream);
+      at::set_num_threads(before);
+      EXPECT_TRUE(at::equal(one.y, two.y));
+      EXPECT_TRUE(at::equal(one.grad_input, two.grad_input));
+      EXPECT_TRUE(at::equal(one.grad_weight, two.grad_weight));
     }
-    const int before = at::get_num_threads();
-    at::set_num_threads(1);
-    const Pass one = run(conv, x, TrainingKernels::kBinary, upstream);
-    at::set_num_threads(2);
-    const Pass two = run(conv, x, TrainingKernels::kBinary, upstream);
-    at::set_num_threads(before);
-    EXPECT_TRUE(at::equal(one.y, two.y));
-    EXPECT_TRUE(at::equal(one.grad_input, two.grad_input));
-    EXPECT_TRUE(at::equal(one.grad_weight, two.grad_weight));
   }
+}
+
+TEST(TrainingKernels, TheConvGradientFollowsTheCpuUnlessSet) {
+  // The automatic choice: LibTorch's (oneDNN's AVX-512 kernels) where the runtime has AVX-512,
+  // the products elsewhere; a setting wins until it is reset to kAuto.
+  const nn::detail::ConvGradient expected = runtime::isa_supported(runtime::Isa::kAvx512)
+                                                ? nn::detail::ConvGradient::kLibTorch
+                                                : nn::detail::ConvGradient::kProducts;
+  EXPECT_EQ(nn::detail::auto_conv_gradient(), expected);
+  EXPECT_EQ(nn::detail::conv_gradient(), expected);
+  for (const nn::detail::ConvGradient g : kBothConvGradients) {
+    const ConvGradientScope scope(g);
+    EXPECT_EQ(nn::detail::conv_gradient(), g);
+  }
+  EXPECT_EQ(nn::detail::conv_gradient(), expected);
+  // The two give different roundings of the same gradients: the kernel gradient of a layer with
+  // 64 outputs (products there) is not bit-equal, so each setting really picks its own code.
+  torch::manual_seed(4);
+  auto conv = make_conv({96, 64, 3, 1, 1, 1, 12, true, false, false, true});
+  const at::Tensor x = torch::randn({6, 96, 12, 12});
+  at::Tensor upstream;
+  {
+    at::NoGradGuard no_grad;
+    upstream = torch::randn_like(conv->forward(x));
+  }
+  std::vector<Pass> passes;
+  for (const nn::detail::ConvGradient g : kBothConvGradients) {
+    const ConvGradientScope scope(g);
+    passes.push_back(run(conv, x, TrainingKernels::kBinary, upstream));
+  }
+  EXPECT_TRUE(at::equal(passes[0].y, passes[1].y));
+  expect_close(passes[0].grad_weight, passes[1].grad_weight, "kernel gradient");
+  EXPECT_FALSE(at::equal(passes[0].grad_weight, passes[1].grad_weight));
 }
 
 TEST(TrainingKernels, LayersThatDoNotQualifyKeepTheFloatPath) {

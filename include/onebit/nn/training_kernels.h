@@ -111,6 +111,26 @@ struct Conv2dGeometry {
   double pad_value = 0;       ///< Value of padded inputs: 0 or 1.
 };
 
+/// Who computes the gradients of a convolution that runs forward on the runtime's kernels.
+enum class ConvGradient {
+  kAuto,      ///< `auto_conv_gradient()`: the faster of the two on this CPU (the default).
+  kLibTorch,  ///< LibTorch's convolution_backward (oneDNN), as the float path.
+  kProducts,  ///< `conv2d_backward_gemm` where it pays (see `runtime_conv2d`), else LibTorch's.
+};
+
+/// What kAuto means on this CPU: kLibTorch on CPUs with the runtime's AVX-512 (oneDNN's
+/// AVX-512 gradient kernels ran 1.9-2.2x as fast as OpenBLAS's products on a Zen 5 core; see
+/// `bench_training --benchmark_filter=ConvBackward`), else kProducts (1.0-1.6x oneDNN's speed
+/// from 64 output channels on a Zen 3, AVX2).
+ConvGradient auto_conv_gradient();
+
+/// Sets the gradient implementation for this process (tests and benchmarks compare both; the
+/// two agree within float rounding). Not thread-safe against running training steps.
+void set_conv_gradient(ConvGradient gradient);
+
+/// The gradient implementation in use (kAuto resolved).
+ConvGradient conv_gradient();
+
 /// True when a layer with these quantizers can use the runtime kernels for `input`: the
 /// training kernels are kBinary, the kernel quantizer gives exactly +-1, the input quantizer
 /// is a sign or absent (then `pad_value` must be 0: the runtime pads float inputs with zeros
@@ -123,9 +143,10 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
 /// (O, C/groups, kh, kw) plus `bias` on the runtime's kernels (binary when `binary_input`).
 /// When the runtime refuses the values (a kernel quantizer that declares a sign but gives other
 /// values) the float path's convolution gives the result. Differentiable with respect to
-/// `padded`, `w` and `bias`, on the same saved values as the float path: `conv2d_backward_gemm`
-/// for one group and 64 or more output channels, or an input that needs no gradient, else
-/// LibTorch's convolution gradient.
+/// `padded`, `w` and `bias`, on the same saved values as the float path: with
+/// `conv_gradient()` kProducts, `conv2d_backward_gemm` for one group and 64 or more output
+/// channels, an input that needs no gradient or a sparse output gradient; else (and always
+/// with kLibTorch) LibTorch's convolution gradient.
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
                           const at::Tensor& bias, const Conv2dGeometry& geometry,
                           bool binary_input);

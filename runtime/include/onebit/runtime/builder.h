@@ -159,10 +159,21 @@ class ModelBuilder {
   /// otherwise.
   ValueRef conv2d(ValueRef x, const Conv2dParams& params, const std::vector<float>& weight,
                   const std::vector<float>& bias = {});
+  /// conv2d with a +-1 kernel given packed (`params.is_binary_kernel` must be set):
+  /// `weight_bits` holds the out x kh x kw x (in/groups) signs in that order (channels
+  /// innermost; PyTorch's OIHW permuted to OHWI), bit set for -1, as `pack_signs` packs them:
+  /// `words_for_bits(out * kh * kw * in/groups)` words. For callers that build a layer from
+  /// new weights often (the training path: once per step) and pack them once.
+  ValueRef conv2d_packed(ValueRef x, const Conv2dParams& params, std::vector<BitWord> weight_bits,
+                         const std::vector<float>& bias = {});
   /// Dense layer. `weight` is PyTorch's [out][in] with `in` in the order of the input features
   /// (after `flatten`, PyTorch's C,H,W order). Binary when `x` is bits and the kernel is binary.
   ValueRef dense(ValueRef x, const DenseParams& params, const std::vector<float>& weight,
                  const std::vector<float>& bias = {});
+  /// dense with a +-1 kernel given packed, as `conv2d_packed`: `weight_bits` holds the out x in
+  /// signs of PyTorch's [out][in] in that order.
+  ValueRef dense_packed(ValueRef x, const DenseParams& params, std::vector<BitWord> weight_bits,
+                        const std::vector<float>& bias = {});
   /// Per-channel affine y = x * multiplier[c] + bias[c] (batch norm folded by the caller).
   ValueRef batch_norm(ValueRef x, const std::vector<float>& multiplier,
                       const std::vector<float>& bias);
@@ -263,6 +274,14 @@ class ModelBuilder {
                                        const std::string& what) const;
 
   const ValueShape& float_value(ValueRef x, const std::string& what) const;
+  // Input channels per group of a conv2d on `in`; fails on bad channel, group or kernel counts.
+  std::int64_t conv2d_input_channels(const ValueShape& in, const Conv2dParams& p,
+                                     const std::string& what) const;
+  // The parts of conv2d and dense that follow their weight tensor (OHWI / [out][in]).
+  ValueRef conv2d_op(ValueRef x, const Conv2dParams& p, Tensor weight,
+                     const std::vector<float>& bias);
+  ValueRef dense_op(ValueRef x, const DenseParams& p, Tensor weight,
+                    const std::vector<float>& bias);
 
   BuilderOptions options_;
   Model model_;
