@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <stdexcept>
 
 #include "onebit/nn/conv.h"
@@ -114,9 +115,9 @@ at::Tensor float_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tens
 // the runtime's order (OHWI for a conv kernel, [out][in] for a dense one; bit set for -1), and
 // the scales; std::invalid_argument when some row mixes magnitudes or holds a 0 or a non-finite
 // value (not a scaled sign: the caller falls back to the float path). Plain signs give scales of
-// 1. Two passes over the kernel (a check per row, then the runtime's sign packing), both on
-// LibTorch's threads, and no float copy when the kernel is channels-last: the training path
-// does this for every layer in every step.
+// 1. The training path does this for every layer in every step, so it reads the kernel once:
+// blocks of whole rows that fill whole words are transposed to OHWI in a small buffer (in
+// cache), checked and packed there, on LibTorch's threads.
 struct ScaledSigns {
   std::vector<rt::BitWord> bits;
   std::vector<float> scale;
@@ -124,42 +125,54 @@ struct ScaledSigns {
 };
 ScaledSigns scaled_signs(const at::Tensor& w) {
   ScaledSigns s;
-  at::Tensor c = w.detach();
-  if (c.dim() == 4) c = c.permute({0, 2, 3, 1});  // OIHW -> OHWI
-  c = c.contiguous();
+  const at::Tensor c = w.detach().contiguous();  // OIHW (or [out][in])
   const float* src = c.data_ptr<float>();
   const int64_t rows = w.size(0), n = c.numel();
   const int64_t per_row = rows == 0 ? 0 : n / rows;
+  // A conv kernel's row is (C, kh, kw) in OIHW, (kh, kw, C) in OHWI.
+  const int64_t taps = w.dim() == 4 ? w.size(2) * w.size(3) : 1, channels = per_row / taps;
+  // Rows per block: a multiple of 64 bits, so that blocks pack into their own words.
+  const int64_t block_rows = per_row == 0 ? 1 : 64 / std::gcd<int64_t>(per_row, 64);
+  const int64_t blocks = rows == 0 ? 0 : (rows + block_rows - 1) / block_rows;
   s.scale.assign(static_cast<std::size_t>(rows), 1.0f);
+  s.bits.assign(rt::words_for_bits(static_cast<std::size_t>(n)), 0);
   std::atomic<bool> bad{false};
-  // Compared on the bit patterns, without a branch per value, so that the loop vectorizes (a
-  // branch on random signs mispredicted half the time: a tenth of a QuickNet training step).
-  at::parallel_for(0, rows,
-                   std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, per_row)),
-                   [&](int64_t o0, int64_t o1) {
-                     for (int64_t o = o0; o < o1; ++o) {
-                       const float* row = src + o * per_row;
-                       const float a = per_row == 0 ? 1.0f : std::fabs(row[0]);
-                       std::uint32_t magnitude = 0;
-                       std::memcpy(&magnitude, &a, sizeof magnitude);
-                       std::uint32_t mismatch = !(a > 0.0f) || !std::isfinite(a) ? 1u : 0u;
-                       for (int64_t i = 0; i < per_row; ++i) {
-                         std::uint32_t u = 0;
-                         std::memcpy(&u, row + i, sizeof u);
-                         mismatch |= (u & 0x7fffffffu) ^ magnitude;
-                       }
-                       if (mismatch != 0) bad = true;
-                       s.scale[static_cast<std::size_t>(o)] = a;
-                     }
-                   });
+  const int64_t grain =
+      std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, block_rows * per_row));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    std::vector<float> ohwi(static_cast<std::size_t>(block_rows * per_row));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r0 = b * block_rows, r1 = std::min(rows, r0 + block_rows);
+      std::uint32_t mismatch = 0;
+      for (int64_t o = r0; o < r1; ++o) {
+        const float* row = src + o * per_row;
+        float* out = ohwi.data() + (o - r0) * per_row;
+        // Reads in memory order (the row streams in from memory), writes scattered in the
+        // buffer (in L1): 3x faster than the other way round.
+        for (int64_t i = 0; i < channels; ++i) {
+          for (int64_t t = 0; t < taps; ++t) out[t * channels + i] = row[i * taps + t];
+        }
+        const float a = per_row == 0 ? 1.0f : std::fabs(row[0]);
+        std::uint32_t magnitude = 0;
+        std::memcpy(&magnitude, &a, sizeof magnitude);
+        mismatch |= !(a > 0.0f) || !std::isfinite(a) ? 1u : 0u;
+        // On the bit patterns, without a branch per value, so that the loop vectorizes (a
+        // branch on random signs mispredicted half the time: a tenth of a QuickNet step).
+        for (int64_t i = 0; i < per_row; ++i) {
+          std::uint32_t u = 0;
+          std::memcpy(&u, out + i, sizeof u);
+          mismatch |= (u & 0x7fffffffu) ^ magnitude;
+        }
+        s.scale[static_cast<std::size_t>(o)] = a;
+      }
+      if (mismatch != 0) bad = true;
+      // r0 * per_row is a multiple of 64: the block starts a word.
+      rt::pack_signs(ohwi.data(), static_cast<std::size_t>((r1 - r0) * per_row),
+                     s.bits.data() + r0 * per_row / 64);
+    }
+  });
   if (bad) throw std::invalid_argument("not a scaled sign");
   s.unscaled = std::all_of(s.scale.begin(), s.scale.end(), [](float a) { return a == 1.0f; });
-  const int64_t words = static_cast<int64_t>(rt::words_for_bits(static_cast<std::size_t>(n)));
-  s.bits.assign(static_cast<std::size_t>(words), 0);
-  at::parallel_for(0, words, int64_t{1} << 12, [&](int64_t w0, int64_t w1) {
-    const int64_t begin = w0 * 64, end = std::min(n, w1 * 64);
-    rt::pack_signs(src + begin, static_cast<std::size_t>(end - begin), s.bits.data() + w0);
-  });
   return s;
 }
 
@@ -475,9 +488,8 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
         has_bias && ctx->needs_input_grad(2) ? grads[0].sum({0, 2, 3}) : at::Tensor();
     // Thin products pay off when they skip most of the work: an output gradient that is mostly
     // zero (behind a max pool: one position in four or fewer) runs as a sparse product.
-    if (groups == 1 && detail::conv_gradient() == detail::ConvGradient::kProducts &&
-        (!need_gx || w.size(0) >= kGemmBackwardMinOutputs ||
-         nonzero_fraction(grads[0]) <= detail::kSparseGradientDensity)) {
+    if (groups == 1 && detail::conv_gradient_uses_products(detail::conv_gradient(), w.size(0),
+                                                           grads[0], need_gx)) {
       // Reads any layout (NHWC internally).
       auto [gx, gw] = detail::conv2d_backward_gemm(grads[0], saved[0], w, stride, padding, dilation,
                                                    need_gx, need_gw);
@@ -621,20 +633,22 @@ namespace {
 std::atomic<ConvGradient> g_conv_gradient{ConvGradient::kAuto};
 }  // namespace
 
-ConvGradient auto_conv_gradient() {
-  // oneDNN JITs AVX-512 kernels for the gradient; OpenBLAS's products (0.3.21) ran at half
-  // their speed on a Zen 5 core, dense or at a max pool's 25% nonzero gradient with two
-  // threads. Without AVX-512 the products won (the rules in RuntimeConv2dFunction::backward).
-  static const ConvGradient choice =
-      rt::isa_supported(rt::Isa::kAvx512) ? ConvGradient::kLibTorch : ConvGradient::kProducts;
-  return choice;
-}
-
 void set_conv_gradient(ConvGradient gradient) { g_conv_gradient = gradient; }
 
-ConvGradient conv_gradient() {
-  const ConvGradient g = g_conv_gradient.load();
-  return g == ConvGradient::kAuto ? auto_conv_gradient() : g;
+ConvGradient conv_gradient() { return g_conv_gradient.load(); }
+
+bool conv_gradient_uses_products(ConvGradient setting, int64_t outputs,
+                                 const at::Tensor& grad_output, bool input_grad) {
+  if (setting == ConvGradient::kLibTorch) return false;
+  // oneDNN JITs AVX-512 gradient kernels; OpenBLAS's products (0.3.21) ran at half their
+  // speed on a Zen 5 core except on 1x1 maps (see the declaration).
+  static const bool avx512 = rt::isa_supported(rt::Isa::kAvx512);
+  if (setting == ConvGradient::kAuto && avx512) {
+    return outputs >= kGemmBackwardMinOutputs && grad_output.dim() == 4 &&
+           grad_output.size(2) * grad_output.size(3) == 1;
+  }
+  return !input_grad || outputs >= kGemmBackwardMinOutputs ||
+         nonzero_fraction(grad_output) <= kSparseGradientDensity;
 }
 
 std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(

@@ -375,18 +375,38 @@ TEST(TrainingKernels, ResultsDoNotDependOnTheThreadCount) {
 }
 
 TEST(TrainingKernels, TheConvGradientFollowsTheCpuUnlessSet) {
-  // The automatic choice: LibTorch's (oneDNN's AVX-512 kernels) where the runtime has AVX-512,
-  // the products elsewhere; a setting wins until it is reset to kAuto.
-  const nn::detail::ConvGradient expected = runtime::isa_supported(runtime::Isa::kAvx512)
-                                                ? nn::detail::ConvGradient::kLibTorch
-                                                : nn::detail::ConvGradient::kProducts;
-  EXPECT_EQ(nn::detail::auto_conv_gradient(), expected);
-  EXPECT_EQ(nn::detail::conv_gradient(), expected);
-  for (const nn::detail::ConvGradient g : kBothConvGradients) {
+  using nn::detail::conv_gradient_uses_products;
+  using nn::detail::ConvGradient;
+  EXPECT_EQ(nn::detail::conv_gradient(), ConvGradient::kAuto);
+  for (const ConvGradient g : kBothConvGradients) {
     const ConvGradientScope scope(g);
     EXPECT_EQ(nn::detail::conv_gradient(), g);
   }
-  EXPECT_EQ(nn::detail::conv_gradient(), expected);
+  EXPECT_EQ(nn::detail::conv_gradient(), ConvGradient::kAuto);
+  // Output gradients: dense on 4x4 and 1x1 maps, and a max pool's quarter nonzero.
+  const at::Tensor dense4 = torch::randn({2, 64, 4, 4}), dense1 = torch::randn({2, 512, 1, 1});
+  const at::Tensor sparse4 = dense4 * (torch::arange(16).view({1, 1, 4, 4}) % 4 == 0);
+  const at::Tensor narrow4 = torch::randn({2, 32, 4, 4});
+  for (const ConvGradient g : {ConvGradient::kAuto, ConvGradient::kLibTorch}) {
+    // With AVX-512, kAuto picks the products for 1x1 maps with 64 or more outputs only.
+    const bool auto_avx512 =
+        g == ConvGradient::kAuto && runtime::isa_supported(runtime::Isa::kAvx512);
+    if (g == ConvGradient::kLibTorch || auto_avx512) {
+      EXPECT_FALSE(conv_gradient_uses_products(g, 64, dense4, true));
+      EXPECT_FALSE(conv_gradient_uses_products(g, 64, dense4, false));
+      EXPECT_FALSE(conv_gradient_uses_products(g, 64, sparse4, true));
+      EXPECT_FALSE(conv_gradient_uses_products(g, 32, torch::randn({2, 32, 1, 1}), true));
+      EXPECT_EQ(conv_gradient_uses_products(g, 512, dense1, true), auto_avx512);
+    }
+  }
+  // The AVX2 rules: 64 or more outputs, no input gradient, or a sparse output gradient.
+  for (const ConvGradient g : {ConvGradient::kProducts, ConvGradient::kAuto}) {
+    if (g == ConvGradient::kAuto && runtime::isa_supported(runtime::Isa::kAvx512)) continue;
+    EXPECT_TRUE(conv_gradient_uses_products(g, 64, dense4, true));
+    EXPECT_TRUE(conv_gradient_uses_products(g, 32, narrow4, false));
+    EXPECT_TRUE(conv_gradient_uses_products(g, 32, narrow4 * (sparse4.slice(1, 0, 32) != 0), true));
+    EXPECT_FALSE(conv_gradient_uses_products(g, 32, narrow4, true));
+  }
   // The two give different roundings of the same gradients: the kernel gradient of a layer with
   // 64 outputs (products there) is not bit-equal, so each setting really picks its own code.
   torch::manual_seed(4);

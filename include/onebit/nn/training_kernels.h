@@ -111,25 +111,35 @@ struct Conv2dGeometry {
   double pad_value = 0;       ///< Value of padded inputs: 0 or 1.
 };
 
-/// Who computes the gradients of a convolution that runs forward on the runtime's kernels.
+/// Who computes the gradients of a convolution that runs forward on the runtime's kernels:
+/// LibTorch's convolution_backward (oneDNN, as the float path) or `conv2d_backward_gemm`
+/// (im2col + OpenBLAS products, sparse products behind max pools). The two agree within float
+/// rounding; which is faster depends on the CPU and the shape (`conv_gradient_uses_products`).
 enum class ConvGradient {
-  kAuto,      ///< `auto_conv_gradient()`: the faster of the two on this CPU (the default).
-  kLibTorch,  ///< LibTorch's convolution_backward (oneDNN), as the float path.
-  kProducts,  ///< `conv2d_backward_gemm` where it pays (see `runtime_conv2d`), else LibTorch's.
+  kAuto,      ///< Per layer, the faster on this CPU as measured (the default).
+  kLibTorch,  ///< Always LibTorch's.
+  kProducts,  ///< The products wherever they won without AVX-512 (the rules of AVX2 CPUs).
 };
 
-/// What kAuto means on this CPU: kLibTorch on CPUs with the runtime's AVX-512 (oneDNN's
-/// AVX-512 gradient kernels ran 1.9-2.2x as fast as OpenBLAS's products on a Zen 5 core; see
-/// `bench_training --benchmark_filter=ConvBackward`), else kProducts (1.0-1.6x oneDNN's speed
-/// from 64 output channels on a Zen 3, AVX2).
-ConvGradient auto_conv_gradient();
-
-/// Sets the gradient implementation for this process (tests and benchmarks compare both; the
-/// two agree within float rounding). Not thread-safe against running training steps.
+/// Sets the gradient implementation for this process (tests and benchmarks compare both). Not
+/// thread-safe against training steps that run meanwhile.
 void set_conv_gradient(ConvGradient gradient);
 
-/// The gradient implementation in use (kAuto resolved).
+/// The setting (kAuto unless set).
 ConvGradient conv_gradient();
+
+/// True when the gradients of a one-group convolution with `outputs` output channels and output
+/// gradient `grad_output` (N, O, OH, OW) are `conv2d_backward_gemm`'s under `setting`
+/// (`input_grad`: the input needs a gradient). kProducts, and kAuto without the runtime's
+/// AVX-512 (Zen 3, `bench_training --benchmark_filter=ConvBackward`): 64 or more outputs (the
+/// products ran at 0.96-1.6x oneDNN's speed), no input gradient, or an output gradient at most
+/// `kSparseGradientDensity` nonzero. kAuto with AVX-512 (Zen 5): only one output pixel per
+/// image and 64 or more outputs (256-512 channels on 1x1 maps: products 1.4-2.1x oneDNN's
+/// speed); on 2x2 maps they tie on one thread and lose on two, from 4x4 on, and dense or
+/// sparse on 11x11 to 28x28 maps, oneDNN's AVX-512 kernels ran 1.2-2.2x as fast as the
+/// products on two threads. kLibTorch: never.
+bool conv_gradient_uses_products(ConvGradient setting, int64_t outputs,
+                                 const at::Tensor& grad_output, bool input_grad);
 
 /// True when a layer with these quantizers can use the runtime kernels for `input`: the
 /// training kernels are kBinary, the kernel quantizer gives exactly +-1, the input quantizer
@@ -143,10 +153,9 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
 /// (O, C/groups, kh, kw) plus `bias` on the runtime's kernels (binary when `binary_input`).
 /// When the runtime refuses the values (a kernel quantizer that declares a sign but gives other
 /// values) the float path's convolution gives the result. Differentiable with respect to
-/// `padded`, `w` and `bias`, on the same saved values as the float path: with
-/// `conv_gradient()` kProducts, `conv2d_backward_gemm` for one group and 64 or more output
-/// channels, an input that needs no gradient or a sparse output gradient; else (and always
-/// with kLibTorch) LibTorch's convolution gradient.
+/// `padded`, `w` and `bias`, on the same saved values as the float path: `conv2d_backward_gemm`
+/// for one group where `conv_gradient_uses_products` says so, else LibTorch's convolution
+/// gradient.
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
                           const at::Tensor& bias, const Conv2dGeometry& geometry,
                           bool binary_input);
