@@ -219,6 +219,25 @@ struct PatchGeometry {
   int64_t k() const { return kh * kw * c; }  // floats per patch
 };
 
+// The first and one-past-the-last of the `k` taps of one kernel axis that read inside the input
+// (`in` positions, padded by `pad` in front) for at least one of the `out` output positions;
+// {0, 0} when every tap reads padding. A range: taps between two live ones count as live.
+std::pair<int64_t, int64_t> live_taps(int64_t k, int64_t in, int64_t out, int64_t stride,
+                                      int64_t pad, int64_t dilation) {
+  int64_t first = k, last = -1;
+  for (int64_t t = 0; t < k; ++t) {
+    for (int64_t o = 0; o < out; ++o) {
+      const int64_t i = o * stride - pad + t * dilation;
+      if (i >= 0 && i < in) {
+        first = std::min(first, t), last = std::max(last, t);
+        break;
+      }
+    }
+  }
+  return last < 0 ? std::pair<int64_t, int64_t>{0, 0}
+                  : std::pair<int64_t, int64_t>{first, last + 1};
+}
+
 // Rows of the kernel gradient per product in conv2d_backward_gemm.
 constexpr int64_t kKernelGradientBlock = 32;
 
@@ -633,6 +652,28 @@ namespace {
 std::atomic<ConvGradient> g_conv_gradient{ConvGradient::kAuto};
 }  // namespace
 
+const char* conv_gradient_name(ConvGradient gradient) {
+  switch (gradient) {
+    case ConvGradient::kLibTorch:
+      return "libtorch";
+    case ConvGradient::kProducts:
+      return "products";
+    case ConvGradient::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+ConvGradient parse_conv_gradient(const std::string& name) {
+  for (const ConvGradient g :
+       {ConvGradient::kAuto, ConvGradient::kLibTorch, ConvGradient::kProducts}) {
+    if (name == conv_gradient_name(g)) return g;
+  }
+  throw std::invalid_argument("unknown convolution gradient \"" + name +
+                              "\": expected \"auto\" (the faster on this CPU), \"libtorch\" "
+                              "(oneDNN) or \"products\" (onebit's matrix products)");
+}
+
 void set_conv_gradient(ConvGradient gradient) { g_conv_gradient = gradient; }
 
 ConvGradient conv_gradient() { return g_conv_gradient.load(); }
@@ -660,9 +701,30 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
                   weight.size(1) == input.size(1),
               "conv2d_backward_gemm: needs a one-group 2-D convolution, got input ", input.sizes(),
               " and weight ", weight.sizes());
-  const PatchGeometry geo{input.size(1),      input.size(2), input.size(3), weight.size(2),
-                          weight.size(3),     stride[0],     stride[1],     padding[0],
-                          padding[1],         dilation[0],   dilation[1],   grad_output.size(2),
+  // Only the kernel taps that read inside the input for some output pixel: on a 1x1 map with
+  // "same" padding a 3x3 kernel's 8 outer taps read only padding, and products over them would
+  // be 8/9 of the work for zeros. The kept taps form a smaller kernel with the padding shifted.
+  const auto [ky0, ky1] = live_taps(weight.size(2), input.size(2), grad_output.size(2), stride[0],
+                                    padding[0], dilation[0]);
+  const auto [kx0, kx1] = live_taps(weight.size(3), input.size(3), grad_output.size(3), stride[1],
+                                    padding[1], dilation[1]);
+  if (ky0 == ky1 || kx0 == kx1) {  // every tap reads padding: the output ignores the input
+    return {input_grad ? at::zeros_like(input, at::MemoryFormat::ChannelsLast) : at::Tensor(),
+            weight_grad ? at::zeros_like(weight) : at::Tensor()};
+  }
+  const at::Tensor live_weight = weight.slice(2, ky0, ky1).slice(3, kx0, kx1);
+  const PatchGeometry geo{input.size(1),
+                          input.size(2),
+                          input.size(3),
+                          ky1 - ky0,
+                          kx1 - kx0,
+                          stride[0],
+                          stride[1],
+                          padding[0] - ky0 * dilation[0],
+                          padding[1] - kx0 * dilation[1],
+                          dilation[0],
+                          dilation[1],
+                          grad_output.size(2),
                           grad_output.size(3)};
   const int64_t n = input.size(0), o = weight.size(0), pixels = geo.oh * geo.ow, k = geo.k();
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -675,7 +737,7 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
   if (input_grad) {
     gx = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::ChannelsLast))
              .zero_();
-    w = weight.permute({0, 2, 3, 1}).reshape({o, k}).contiguous();  // O x (kh, kw, C)
+    w = live_weight.permute({0, 2, 3, 1}).reshape({o, k}).contiguous();  // O x (kh, kw, C)
   }
   // Images in chunks whose patches fit in max_patch_floats, so that the patches stay in cache
   // between the copy and the products (1 MiB chunks were 1.1-1.8x faster than 32 MiB ones; a
@@ -729,7 +791,14 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
     }
   }
   if (weight_grad) {
-    gw = gw.view({o, geo.kh, geo.kw, geo.c}).permute({0, 3, 1, 2}).contiguous();
+    gw = gw.view({o, geo.kh, geo.kw, geo.c}).permute({0, 3, 1, 2});
+    if (geo.kh != weight.size(2) || geo.kw != weight.size(3)) {
+      at::Tensor full = at::zeros(weight.sizes(), weight.options());
+      full.slice(2, ky0, ky1).slice(3, kx0, kx1).copy_(gw);
+      gw = full;
+    } else {
+      gw = gw.contiguous();
+    }
   }
   return {gx, gw};
 }
@@ -751,8 +820,14 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
   if (kernel_quantizer->forward_kind() == ForwardKind::kSign) return true;
   // A scaled sign (magnitude_aware_sign, xnor_weight_scale): the runtime's integer sums times
   // the scale of each output channel (see scaled_signs).
+  // Whether the quantizer has a scale at all, asked of the kernel's first output channel: the
+  // whole kernel's scale (a full-size temporary, 38 MB for ReActNet-A's 1024-channel layers)
+  // was computed here every step only to be thrown away.
   at::NoGradGuard no_grad;
-  return kernel_quantizer->sign_scale_as(weight, quantizers::TensorRole::kernel()).defined();
+  return kernel_quantizer
+      ->sign_scale_as(weight.dim() > 0 && weight.size(0) > 1 ? weight.narrow(0, 0, 1) : weight,
+                      quantizers::TensorRole::kernel())
+      .defined();
 }
 
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,

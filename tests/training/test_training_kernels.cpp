@@ -229,6 +229,13 @@ TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
       // words) and more than 256 patch rows, so the sparse form is built in several blocks.
       {4, 3, 70, 12, 12, 3, 3, 1, 1, 1, 1, 1, 1},
       {2, 2, 130, 20, 20, 3, 3, 1, 1, 0, 0, 1, 1},
+      // Kernel taps that read only padding for every output are left out of the products: a
+      // 3x3 kernel on 1x1 maps ("same": only the centre reads the input), on a 1x2 map (the
+      // centre row), stride 2 on 2x2 maps (the first row and column), and dilation 2 on 2x1.
+      {3, 6, 9, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1},
+      {2, 5, 7, 1, 2, 3, 3, 1, 1, 1, 1, 1, 1},
+      {2, 4, 6, 2, 2, 3, 3, 2, 2, 1, 1, 1, 1},
+      {2, 3, 5, 2, 1, 3, 3, 1, 1, 2, 2, 2, 2},
   };
   for (const Case& c : cases) {
     torch::manual_seed(11);
@@ -515,6 +522,12 @@ TEST(TrainingKernels, NamesParseAndBadNamesAreExplained) {
   o.training_kernels = "fast";
   expect_throw_with<std::invalid_argument>([&] { onebit::testing::run(o); },
                                            {"training_kernels \"fast\" is unknown"});
+  using nn::detail::ConvGradient;
+  for (const ConvGradient g : {ConvGradient::kAuto, ConvGradient::kLibTorch, ConvGradient::kProducts}) {
+    EXPECT_EQ(nn::detail::parse_conv_gradient(nn::detail::conv_gradient_name(g)), g);
+  }
+  expect_throw_with<std::invalid_argument>([] { nn::detail::parse_conv_gradient("onednn"); },
+                                           {"unknown convolution gradient \"onednn\"", "libtorch"});
 }
 
 TEST(TrainingKernels, TrainingOnTheBinaryPathLearnsLikeTheFloatPath) {

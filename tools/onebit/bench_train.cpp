@@ -82,6 +82,7 @@ void bench_training(const TrainBenchArgs& a) {
   for (int t : a.threads) {
     if (t < 1) throw std::invalid_argument("--thread-counts: every count must be >= 1");
   }
+  const nn::detail::ConvGradient conv_gradient = nn::detail::parse_conv_gradient(a.conv_gradient);
   const std::string name = zoo::canonical_name(a.zoo.model.empty() ? "larq-mnist" : a.zoo.model);
   TrainBenchArgs args = a;
   args.zoo.model = name;
@@ -89,7 +90,9 @@ void bench_training(const TrainBenchArgs& a) {
   for (const int threads : a.threads) {
     double float_step = 0;
     for (const auto kernels : {nn::TrainingKernels::kFloat, nn::TrainingKernels::kBinary}) {
+      nn::detail::set_conv_gradient(conv_gradient);
       const StepTimes t = time_steps(args, kernels, threads);
+      nn::detail::set_conv_gradient(nn::detail::ConvGradient::kAuto);
       if (kernels == nn::TrainingKernels::kFloat) float_step = t.step;
       rows.push_back({{"kernels", nn::training_kernels_name(kernels)},
                       {"threads", threads},
@@ -104,6 +107,7 @@ void bench_training(const TrainBenchArgs& a) {
   const nlohmann::json j = {{"model", name},
                             {"batch_size", a.batch_size},
                             {"optimizer", a.optimizer},
+                            {"conv_gradient", a.conv_gradient},
                             {"cpu", runtime::cpu_model_name()},
                             {"isa", runtime::isa_name(runtime::active_kernels().isa)},
                             {"train", rows}};
@@ -111,7 +115,8 @@ void bench_training(const TrainBenchArgs& a) {
     print_json(j);
     return;
   }
-  std::cout << "training " << name << ", batch " << a.batch_size << ", " << a.optimizer << ", "
+  std::cout << "training " << name << ", batch " << a.batch_size << ", " << a.optimizer
+            << ", conv gradients " << a.conv_gradient << ", "
             << j["cpu"].get<std::string>() << ", runtime kernels " << j["isa"].get<std::string>()
             << "\nmedian per step: forward (with the loss), backward, optimizer step (with the "
                "constraints)\n"

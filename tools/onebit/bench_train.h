@@ -16,6 +16,7 @@ struct TrainBenchArgs {
   int64_t batch_size = 64;
   std::string optimizer = "adam";  ///< As `onebit train --optimizer`.
   bool libtorch_adam = false;      ///< LibTorch's Adam step instead of onebit's fused one.
+  std::string conv_gradient = "auto";  ///< The binary path's conv gradients (ConvGradient).
   double min_seconds = 1.0;        ///< Timed seconds per configuration (after warm-up).
   bool json = false;
 };

@@ -307,6 +307,11 @@ void add_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--libtorch-adam", tr->libtorch_adam,
                 "With --train: LibTorch's Adam step instead of onebit's one-pass one (to compare)");
+  cmd->add_option("--conv-gradient", tr->conv_gradient,
+                  "With --train: the binary path's convolution gradients: auto (per layer, the "
+                  "faster on this CPU), libtorch (oneDNN) or products (onebit's matrix products "
+                  "where they won on AVX2 CPUs)")
+      ->capture_default_str();
   cmd->callback([a, m, tr, train_flag] {
     if (*train_flag) {
       tr->zoo = m->zoo;

@@ -121,6 +121,13 @@ enum class ConvGradient {
   kProducts,  ///< The products wherever they won without AVX-512 (the rules of AVX2 CPUs).
 };
 
+/// "auto", "libtorch" or "products".
+const char* conv_gradient_name(ConvGradient gradient);
+
+/// The ConvGradient named `name` (as `conv_gradient_name`); std::invalid_argument naming the
+/// choices otherwise.
+ConvGradient parse_conv_gradient(const std::string& name);
+
 /// Sets the gradient implementation for this process (tests and benchmarks compare both). Not
 /// thread-safe against training steps that run meanwhile.
 void set_conv_gradient(ConvGradient gradient);
