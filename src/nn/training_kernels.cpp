@@ -639,8 +639,10 @@ bool retain_freed_memory() {
     return false;
   }
   // 32 MiB is the largest threshold glibc accepts on 64-bit hosts (half its largest heap).
-  return mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
-         mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
+  const bool retained = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
+                        mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
+  if (retained) keep_large_blocks();
+  return retained;
 #else
   return false;
 #endif

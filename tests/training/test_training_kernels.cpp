@@ -3,9 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 #include <array>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "ext_test_util.h"
@@ -523,7 +525,8 @@ TEST(TrainingKernels, NamesParseAndBadNamesAreExplained) {
   expect_throw_with<std::invalid_argument>([&] { onebit::testing::run(o); },
                                            {"training_kernels \"fast\" is unknown"});
   using nn::detail::ConvGradient;
-  for (const ConvGradient g : {ConvGradient::kAuto, ConvGradient::kLibTorch, ConvGradient::kProducts}) {
+  for (const ConvGradient g :
+       {ConvGradient::kAuto, ConvGradient::kLibTorch, ConvGradient::kProducts}) {
     EXPECT_EQ(nn::detail::parse_conv_gradient(nn::detail::conv_gradient_name(g)), g);
   }
   expect_throw_with<std::invalid_argument>([] { nn::detail::parse_conv_gradient("onednn"); },
@@ -643,4 +646,54 @@ TEST(TrainingKernels, FreedMemoryIsRetainedUnlessTheUserSetsMallocsThresholds) {
 #else
   EXPECT_FALSE(retain_freed_memory());
 #endif
+}
+
+TEST(TrainingKernels, LargeTensorsReuseTheirBlocksOnceKept) {
+  ASSERT_TRUE(keep_large_blocks());
+  EXPECT_TRUE(keep_large_blocks());  // idempotent
+  const LargeBlockStats before = large_block_stats();
+  // Two sizes above the threshold, rounded to 36 and 34 MiB blocks.
+  const int64_t floats = static_cast<int64_t>(kLargeBlockBytes / sizeof(float)) + 1000;
+  const int64_t big = floats + 600000;
+  void* first = nullptr;
+  {
+    at::Tensor a = at::full({big}, 3.0f);
+    first = a.data_ptr();
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(first) % 64, 0u);
+    EXPECT_GE(large_block_stats().live_bytes, before.live_bytes + kLargeBlockBytes);
+  }
+  // Freed, the block is cached and serves the next request of its size, and smaller ones (up to
+  // a fifth); a new tensor's values are its own (at::zeros fills the reused block).
+  EXPECT_GE(large_block_stats().cached_bytes, kLargeBlockBytes);
+  {
+    at::Tensor b = at::zeros({big});
+    EXPECT_EQ(b.data_ptr(), first);
+    EXPECT_EQ(b.abs().max().item<float>(), 0.0f);  // a second block, for b.abs()
+    at::Tensor c = at::ones({floats});             // reuses the second: b holds the first
+    EXPECT_NE(c.data_ptr(), first);
+    EXPECT_EQ(c.sum().item<double>(), static_cast<double>(floats));
+  }
+  {
+    at::Tensor d = at::empty({floats});
+    EXPECT_GE(large_block_stats().hits, before.hits + 3);
+  }
+  // Small tensors keep LibTorch's allocator; the raw interface (kernels' scratch buffers)
+  // frees small and large blocks alike.
+  const LargeBlockStats mid = large_block_stats();
+  { at::Tensor small = at::ones({1000}); }
+  EXPECT_EQ(large_block_stats().hits + large_block_stats().misses, mid.hits + mid.misses);
+  c10::Allocator* cpu = c10::GetCPUAllocator();
+  void* raw_small = cpu->raw_allocate(4096);
+  void* raw_large = cpu->raw_allocate(kLargeBlockBytes);
+  std::memset(raw_large, 1, kLargeBlockBytes);
+  cpu->raw_deallocate(raw_small);
+  cpu->raw_deallocate(raw_large);
+  EXPECT_EQ(large_block_stats().live_bytes, mid.live_bytes);
+  // The mapped total stays bounded: many sizes one after the other do not pile up.
+  for (int i = 1; i <= 12; ++i) {
+    at::Tensor t = at::empty({floats * i / 4 + floats});
+  }
+  const LargeBlockStats after = large_block_stats();
+  EXPECT_LE(after.live_bytes + after.cached_bytes,
+            after.peak_live_bytes / 4 * 5 + (std::size_t{64} << 20));
 }
