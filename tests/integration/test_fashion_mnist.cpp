@@ -250,6 +250,19 @@ TEST(Tool, BenchTrainTimesBothTrainingKernels) {
   auto bad = run_tool("bench --train --model larq-mnist --batch-size 0");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.out.find("--batch-size must be >= 1"), std::string::npos) << bad.out;
+  // The binary path's convolution gradients on each implementation; the choice is reported.
+  for (const std::string g : {"libtorch", "products"}) {
+    auto c = run_tool(
+        "bench --train --model larq-mnist --thread-counts 1 --batch-size 16 "
+        "--min-seconds 0.01 --json --conv-gradient " +
+        g);
+    ASSERT_EQ(c.status, 0) << c.out;
+    EXPECT_EQ(last_json_line(c.out)["conv_gradient"], g);
+  }
+  auto unknown = run_tool("bench --train --model larq-mnist --conv-gradient onednn");
+  EXPECT_NE(unknown.status, 0);
+  EXPECT_NE(unknown.out.find("unknown convolution gradient \"onednn\""), std::string::npos)
+      << unknown.out;
 }
 
 TEST(Tool, ZooCommandsListSummarizeConvertAndBenchEveryKindOfModel) {

@@ -116,8 +116,8 @@ void bench_training(const TrainBenchArgs& a) {
     return;
   }
   std::cout << "training " << name << ", batch " << a.batch_size << ", " << a.optimizer
-            << ", conv gradients " << a.conv_gradient << ", "
-            << j["cpu"].get<std::string>() << ", runtime kernels " << j["isa"].get<std::string>()
+            << ", conv gradients " << a.conv_gradient << ", " << j["cpu"].get<std::string>()
+            << ", runtime kernels " << j["isa"].get<std::string>()
             << "\nmedian per step: forward (with the loss), backward, optimizer step (with the "
                "constraints)\n"
             << std::setw(8) << "kernels" << std::setw(9) << "threads" << std::setw(10) << "images/s"

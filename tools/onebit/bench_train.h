@@ -14,10 +14,10 @@ struct TrainBenchArgs {
   ZooModelArgs zoo;  ///< The model (default larq-mnist).
   std::vector<int> threads = {1, 2};
   int64_t batch_size = 64;
-  std::string optimizer = "adam";  ///< As `onebit train --optimizer`.
-  bool libtorch_adam = false;      ///< LibTorch's Adam step instead of onebit's fused one.
+  std::string optimizer = "adam";      ///< As `onebit train --optimizer`.
+  bool libtorch_adam = false;          ///< LibTorch's Adam step instead of onebit's fused one.
   std::string conv_gradient = "auto";  ///< The binary path's conv gradients (ConvGradient).
-  double min_seconds = 1.0;        ///< Timed seconds per configuration (after warm-up).
+  double min_seconds = 1.0;            ///< Timed seconds per configuration (after warm-up).
   bool json = false;
 };
 
