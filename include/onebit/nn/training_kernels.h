@@ -171,9 +171,11 @@ ConvGradient conv_gradient();
 /// products ran at 0.96-1.6x oneDNN's speed), no input gradient, or an output gradient at most
 /// `kSparseGradientDensity` nonzero. kAuto with AVX-512 (Zen 5): only one output pixel per
 /// image and 64 or more outputs (256-512 channels on 1x1 maps: products 1.4-2.1x oneDNN's
-/// speed); on 2x2 maps they tie on one thread and lose on two, from 4x4 on, and dense or
-/// sparse on 11x11 to 28x28 maps, oneDNN's AVX-512 kernels ran 1.2-2.2x as fast as the
-/// products on two threads. kLibTorch: never.
+/// speed; on 2x2 maps they tie on one thread and lose on two). On 3x3 to 14x14 outputs
+/// oneDNN's AVX-512 kernels ran 2.0-2.3x as fast as the dense products on one thread, and at a
+/// max pool's 25% nonzero 1.2-2.5x as fast as the sparse products on two threads (on one thread
+/// the sparse products won 1.1-1.4x from 64 outputs; a choice by thread count would make the
+/// gradients depend on it). kLibTorch: never.
 bool conv_gradient_uses_products(ConvGradient setting, int64_t outputs,
                                  const at::Tensor& grad_output, bool input_grad);
 
