@@ -77,6 +77,16 @@ void check_binary(const std::string& what, const std::vector<float>& w) {
   }
 }
 
+// A +-1 kernel given packed (`conv2d_packed`, `dense_packed`) as a bits tensor of `shape`.
+Tensor packed_weight(const std::string& what, bool binary_kernel, std::vector<std::int64_t> shape,
+                     std::vector<BitWord> bits) {
+  if (!binary_kernel) fail(what, "packed weights need binary_kernel(true)");
+  Tensor t{"weight", DType::kBits, std::move(shape), std::move(bits)};
+  check_size(what, "packed weight words", t.data.size(),
+             words_for_bits(static_cast<std::size_t>(t.numel())));
+  return t;
+}
+
 // Pads for one axis; "same" follows TensorFlow/Larq: output = ceil(in / stride).
 std::pair<std::int64_t, std::int64_t> same_pads(std::int64_t in, std::int64_t k, std::int64_t s,
                                                 std::int64_t d) {
@@ -409,13 +419,12 @@ ValueRef ModelBuilder::conv2d_packed(ValueRef x, const Conv2dParams& p,
                                      const std::vector<float>& bias) {
   const std::string what = "conv2d";
   const ValueShape& in = value(x, what);
-  if (!p.is_binary_kernel) fail(what, "packed weights need binary_kernel(true)");
   const std::int64_t cin = conv2d_input_channels(in, p, what);
-  const std::vector<std::int64_t> wshape{p.out_channels, p.kernel_h, p.kernel_w, cin};
-  Tensor t{"weight", DType::kBits, wshape, std::move(weight_bits)};
-  check_size(what, "packed weight words", t.data.size(),
-             words_for_bits(static_cast<std::size_t>(t.numel())));
-  return conv2d_op(x, p, std::move(t), bias);
+  return conv2d_op(
+      x, p,
+      packed_weight(what, p.is_binary_kernel, {p.out_channels, p.kernel_h, p.kernel_w, cin},
+                    std::move(weight_bits)),
+      bias);
 }
 
 std::int64_t ModelBuilder::conv2d_input_channels(const ValueShape& in, const Conv2dParams& p,
@@ -479,14 +488,11 @@ ValueRef ModelBuilder::conv2d_op(ValueRef x, const Conv2dParams& p, Tensor weigh
 ValueRef ModelBuilder::dense(ValueRef x, const DenseParams& p, const std::vector<float>& weight,
                              const std::vector<float>& bias) {
   const std::string what = "dense";
-  const ValueShape& in = value(x, what);
-  if (in.h != 1 || in.w != 1) fail(what, "input is spatial; call flatten() first");
-  if (p.out_features < 1) fail(what, "out_features must be >= 1");
-  check_size(what, "weight", weight.size(),
-             static_cast<std::size_t>(p.out_features * (in.c / in.planes)));
+  const std::int64_t features = dense_input_features(value(x, what), p, what);
+  check_size(what, "weight", weight.size(), static_cast<std::size_t>(p.out_features * features));
   check_finite(what, "weight", weight);
   if (p.is_binary_kernel) check_binary(what, weight);
-  const std::vector<std::int64_t> wshape{p.out_features, in.c / in.planes};
+  const std::vector<std::int64_t> wshape{p.out_features, features};
   return dense_op(x, p,
                   p.is_binary_kernel ? Tensor::from_signs("weight", wshape, weight)
                                      : Tensor::from_floats("weight", wshape, weight),
@@ -497,20 +503,24 @@ ValueRef ModelBuilder::dense_packed(ValueRef x, const DenseParams& p,
                                     std::vector<BitWord> weight_bits,
                                     const std::vector<float>& bias) {
   const std::string what = "dense";
-  const ValueShape& in = value(x, what);
-  if (!p.is_binary_kernel) fail(what, "packed weights need binary_kernel(true)");
+  const std::int64_t features = dense_input_features(value(x, what), p, what);
+  return dense_op(
+      x, p,
+      packed_weight(what, p.is_binary_kernel, {p.out_features, features}, std::move(weight_bits)),
+      bias);
+}
+
+std::int64_t ModelBuilder::dense_input_features(const ValueShape& in, const DenseParams& p,
+                                                const std::string& what) const {
+  if (in.h != 1 || in.w != 1) fail(what, "input is spatial; call flatten() first");
   if (p.out_features < 1) fail(what, "out_features must be >= 1");
-  Tensor t{"weight", DType::kBits, {p.out_features, in.c / in.planes}, std::move(weight_bits)};
-  check_size(what, "packed weight words", t.data.size(),
-             words_for_bits(static_cast<std::size_t>(t.numel())));
-  return dense_op(x, p, std::move(t), bias);
+  return in.c / in.planes;
 }
 
 ValueRef ModelBuilder::dense_op(ValueRef x, const DenseParams& p, Tensor weight,
                                 const std::vector<float>& bias) {
   const std::string what = "dense";
   const ValueShape& in = value(x, what);
-  if (in.h != 1 || in.w != 1) fail(what, "input is spatial; call flatten() first");
   if (!bias.empty())
     check_size(what, "bias", bias.size(), static_cast<std::size_t>(p.out_features));
   check_finite(what, "bias", bias);

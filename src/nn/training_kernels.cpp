@@ -505,8 +505,8 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const bool need_gx = ctx->needs_input_grad(0), need_gw = ctx->needs_input_grad(1);
     const at::Tensor gb =
         has_bias && ctx->needs_input_grad(2) ? grads[0].sum({0, 2, 3}) : at::Tensor();
-    // Thin products pay off when they skip most of the work: an output gradient that is mostly
-    // zero (behind a max pool: one position in four or fewer) runs as a sparse product.
+    // The products or oneDNN, whichever was faster for this shape on this kind of CPU (see
+    // conv_gradient_uses_products; a mostly zero gradient runs as a sparse product there).
     if (groups == 1 && detail::conv_gradient_uses_products(detail::conv_gradient(), w.size(0),
                                                            grads[0], need_gx)) {
       // Reads any layout (NHWC internally).

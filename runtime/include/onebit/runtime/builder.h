@@ -277,6 +277,9 @@ class ModelBuilder {
   // Input channels per group of a conv2d on `in`; fails on bad channel, group or kernel counts.
   std::int64_t conv2d_input_channels(const ValueShape& in, const Conv2dParams& p,
                                      const std::string& what) const;
+  // Input features of a dense layer on `in`; fails on a spatial input or no outputs.
+  std::int64_t dense_input_features(const ValueShape& in, const DenseParams& p,
+                                    const std::string& what) const;
   // The parts of conv2d and dense that follow their weight tensor (OHWI / [out][in]).
   ValueRef conv2d_op(ValueRef x, const Conv2dParams& p, Tensor weight,
                      const std::vector<float>& bias);
