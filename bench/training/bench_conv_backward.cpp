@@ -135,6 +135,59 @@ void ConvBackwardSparseGrid(benchmark::internal::Benchmark* b) {
   }
 }
 
+// The small maps of deep layers as the binary path differentiates them: "same" zero padding
+// (the pad value's own gradient is added apart), batch 32 (the zoo benchmark's), 3x3, in = out
+// channels, on `map` x `map` inputs: LibTorch (mode 0), the patch products (1,
+// conv2d_backward_gemm) and the per-tap products (2, conv2d_backward_taps). GFLOP/s count only
+// the multiply-adds of the (pixel, tap) pairs that read inside the input. Run:
+//   build/bench/bench_training --benchmark_filter=ConvBackwardSmallMaps \
+//     --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true \
+//     --benchmark_report_aggregates_only=true
+void BM_ConvBackwardSmallMaps(benchmark::State& state) {
+  const int64_t c = state.range(0), map = state.range(1), mode = state.range(2);
+  onebit::nn::set_intra_op_threads(static_cast<int>(state.range(3)));
+  onebit::nn::retain_freed_memory();
+  at::manual_seed(0);
+  const int64_t n = 32;
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = at::randn({n, c, map, map}).sign().contiguous(cl);
+  const at::Tensor w = at::randn({c, c, 3, 3}).sign();
+  const at::Tensor g = at::randn({n, c, map, map}).contiguous(cl);
+  const std::vector<int64_t> one{1, 1};
+  for (auto _ : state) {
+    std::pair<at::Tensor, at::Tensor> r;
+    if (mode == 0) {
+      auto t = at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), one, one, one, false,
+                                        {0, 0}, 1, {true, true, false});
+      r = {std::get<0>(t), std::get<1>(t)};
+    } else if (mode == 1) {
+      r = onebit::nn::detail::conv2d_backward_gemm(g, x, w, one, one, one, true, true);
+    } else {
+      r = onebit::nn::detail::conv2d_backward_taps(g, x, w, one, one, one, true, true);
+    }
+    benchmark::DoNotOptimize(r.first.data_ptr());
+    benchmark::DoNotOptimize(r.second.data_ptr());
+  }
+  const int64_t taps_inside = map == 1 ? 1 : 3 * map - 2;  // per axis, over the map's pixels
+  const double flops = 2.0 * 2.0 * static_cast<double>(n * taps_inside * taps_inside * c * c);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.SetLabel(mode == 0 ? "LibTorch" : mode == 1 ? "patch products" : "per-tap products");
+}
+
+void ConvBackwardSmallMapsGrid(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"channels", "map", "mode", "threads"});
+  for (int64_t threads : {1, 2}) {
+    for (int64_t map : {1, 2, 4, 8}) {
+      for (int64_t c : {128, 256, 512, 1024}) {
+        if (c * map > 2048) continue;
+        for (int64_t mode : {0, 1, 2}) b->Args({c, map, mode, threads});
+      }
+    }
+  }
+}
+
 }  // namespace
 
 BENCHMARK(BM_ConvBackward)->Apply(ConvBackwardGrid)->Unit(benchmark::kMillisecond);
@@ -145,5 +198,8 @@ BENCHMARK(BM_ConvBackward)
 BENCHMARK(BM_ConvBackward)
     ->Name("BM_ConvBackwardDeepLayers")
     ->Apply(ConvBackwardDeepLayers)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ConvBackwardSmallMaps)
+    ->Apply(ConvBackwardSmallMapsGrid)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ConvBackwardSparse)->Apply(ConvBackwardSparseGrid)->Unit(benchmark::kMillisecond);

@@ -69,6 +69,18 @@ class BlockCache {
     return true;
   }
 
+  std::size_t release() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    std::size_t released = 0;
+    for (const auto& [size, p] : free_) {
+      ::munmap(p, size);
+      released += size;
+    }
+    free_.clear();
+    stats_.cached_bytes = 0;
+    return released;
+  }
+
   LargeBlockStats stats() {
     const std::lock_guard<std::mutex> lock(mutex_);
     return stats_;
@@ -151,5 +163,7 @@ bool keep_large_blocks() {
 }
 
 LargeBlockStats large_block_stats() { return cache().stats(); }
+
+std::size_t release_large_blocks() { return cache().release(); }
 
 }  // namespace onebit::nn

@@ -59,26 +59,30 @@ at::Tensor QuantConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
                              quantizers::TensorRole::activation());
   auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
 
-  auto padded =
-      pad_input<D>(x, options.padding(), options.kernel_size(), options.stride(),
-                   options.dilation(), options.pad_values(), [this] { return this->describe(); });
+  const auto layer = [this] { return this->describe(); };
   if constexpr (D == 2) {
     if (detail::use_runtime_kernels(options.input_quantizer().get(),
                                     options.kernel_quantizer().get(), input, weight,
                                     options.pad_values())) {
+      // The runtime pads by itself (a binary input never sees materialized zeros), and the
+      // backward pass needs no padded copy either.
       const auto& o = options;
+      const auto pads =
+          checked_conv_pads<2>(x, o.padding(), o.kernel_size(), o.stride(), o.dilation(), layer);
       detail::Conv2dGeometry g;
       g.stride.assign(o.stride()->begin(), o.stride()->end());
-      g.padding = padded.conv_padding;
       g.dilation.assign(o.dilation()->begin(), o.dilation()->end());
       g.groups = o.groups();
       g.same = o.padding().same();
       if (!g.same) g.pads.assign(o.padding().amount()->begin(), o.padding().amount()->end());
+      g.pad_before = {pads[0].first, pads[1].first};
+      g.pad_after = {pads[0].second, pads[1].second};
       g.pad_value = o.pad_values();
-      return detail::runtime_conv2d(x, padded.input, w, bias, g,
-                                    o.input_quantizer().get() != nullptr);
+      return detail::runtime_conv2d(x, w, bias, g, o.input_quantizer().get() != nullptr);
     }
   }
+  auto padded = pad_input<D>(x, options.padding(), options.kernel_size(), options.stride(),
+                             options.dilation(), options.pad_values(), layer);
   return at::convolution(padded.input, w, bias, *options.stride(), padded.conv_padding,
                          *options.dilation(),
                          /*transposed=*/false, std::vector<int64_t>(D, 0), options.groups());

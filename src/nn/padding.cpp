@@ -41,14 +41,32 @@ std::array<std::pair<int64_t, int64_t>, D> conv_pads(const ConvPadding<D>& paddi
 }
 
 template <size_t D>
+std::array<std::pair<int64_t, int64_t>, D> checked_conv_pads(
+    const at::Tensor& x, const ConvPadding<D>& padding, const torch::ExpandingArray<D>& kernel,
+    const torch::ExpandingArray<D>& stride, const torch::ExpandingArray<D>& dilation,
+    const std::function<std::string()>& layer) {
+  std::array<int64_t, D> in{};
+  for (size_t i = 0; i < D; ++i) in[i] = x.size(2 + i);
+  const auto pads = conv_pads<D>(padding, in, kernel, stride, dilation);
+  for (size_t i = 0; i < D; ++i) {
+    const int64_t span = ((*kernel)[i] - 1) * (*dilation)[i] + 1;
+    if (in[i] + pads[i].first + pads[i].second < span) {
+      std::ostringstream msg;
+      msg << layer() << ": input " << x.sizes() << " is smaller than the kernel (span " << span
+          << ") in spatial dimension " << i;
+      throw std::invalid_argument(msg.str());
+    }
+  }
+  return pads;
+}
+
+template <size_t D>
 PaddedInput pad_input(const at::Tensor& x, const ConvPadding<D>& padding,
                       const torch::ExpandingArray<D>& kernel,
                       const torch::ExpandingArray<D>& stride,
                       const torch::ExpandingArray<D>& dilation, double pad_value,
                       const std::function<std::string()>& layer) {
-  std::array<int64_t, D> in{};
-  for (size_t i = 0; i < D; ++i) in[i] = x.size(2 + i);
-  const auto pads = conv_pads<D>(padding, in, kernel, stride, dilation);
+  const auto pads = checked_conv_pads<D>(x, padding, kernel, stride, dilation, layer);
   bool symmetric_zero = pad_value == 0.0;
   for (const auto& p : pads) symmetric_zero = symmetric_zero && p.first == p.second;
 
@@ -62,15 +80,6 @@ PaddedInput pad_input(const at::Tensor& x, const ConvPadding<D>& padding,
       pad_list.push_back(pads[i].second);
     }
     out.input = at::constant_pad_nd(x, pad_list, pad_value);
-  }
-  for (size_t i = 0; i < D; ++i) {
-    const int64_t span = ((*kernel)[i] - 1) * (*dilation)[i] + 1;
-    if (out.input.size(2 + i) + 2 * out.conv_padding[i] < span) {
-      std::ostringstream msg;
-      msg << layer() << ": input " << x.sizes() << " is smaller than the kernel (span " << span
-          << ") in spatial dimension " << i;
-      throw std::invalid_argument(msg.str());
-    }
   }
   return out;
 }
@@ -89,6 +98,10 @@ void print_padding(std::ostream& stream, const ConvPadding<D>& padding, double p
   template std::array<std::pair<int64_t, int64_t>, D> conv_pads<D>(                          \
       const ConvPadding<D>&, const std::array<int64_t, D>&, const torch::ExpandingArray<D>&, \
       const torch::ExpandingArray<D>&, const torch::ExpandingArray<D>&);                     \
+  template std::array<std::pair<int64_t, int64_t>, D> checked_conv_pads<D>(                  \
+      const at::Tensor&, const ConvPadding<D>&, const torch::ExpandingArray<D>&,             \
+      const torch::ExpandingArray<D>&, const torch::ExpandingArray<D>&,                      \
+      const std::function<std::string()>&);                                                  \
   template PaddedInput pad_input<D>(                                                         \
       const at::Tensor&, const ConvPadding<D>&, const torch::ExpandingArray<D>&,             \
       const torch::ExpandingArray<D>&, const torch::ExpandingArray<D>&, double,              \

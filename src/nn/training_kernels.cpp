@@ -107,8 +107,10 @@ at::Tensor run_net(const rt::Interpreter& net, const at::Tensor& x, std::vector<
 // The float path's convolution of the same values (used when the runtime refuses them).
 at::Tensor float_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                         const detail::Conv2dGeometry& g) {
-  return at::convolution(x, w, bias, g.stride, g.padding, g.dilation, /*transposed=*/false, {0, 0},
-                         g.groups);
+  const at::Tensor padded = at::constant_pad_nd(
+      x, {g.pad_before[1], g.pad_after[1], g.pad_before[0], g.pad_after[0]}, g.pad_value);
+  return at::convolution(padded, w, bias, g.stride, {0, 0}, g.dilation, /*transposed=*/false,
+                         {0, 0}, g.groups);
 }
 
 // A kernel whose output channel o (row o of `w`) holds only +-scale[o]: its signs, packed in
@@ -247,6 +249,9 @@ template <typename F>
 void for_blocks(int64_t n, int64_t block, const F& f) {
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    // LibTorch's worker threads keep their own grad mode (on): an out= product there checks
+    // whether its operands require a gradient, which a view of a saved kernel does.
+    const at::NoGradGuard no_grad;
     for (int64_t b = b0; b < b1; ++b) f(b * block, std::min(n, (b + 1) * block));
   });
 }
@@ -468,15 +473,17 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
  public:
   // `geometry` travels as a pointer: the caller's object outlives the forward call, and the
   // backward pass reads only the copies in saved_data.
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& padded, const at::Tensor& w,
-                            const at::Tensor& bias_or_empty, const at::Tensor& x,
-                            const detail::Conv2dGeometry* geometry, bool binary_input) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const at::Tensor& bias_or_empty, const detail::Conv2dGeometry* geometry,
+                            bool binary_input) {
     const detail::Conv2dGeometry& g = *geometry;
     const at::Tensor bias = bias_or_undefined(bias_or_empty);
-    ctx->save_for_backward({padded, w});
+    ctx->save_for_backward({x, w});
     ctx->saved_data["stride"] = g.stride;
-    ctx->saved_data["padding"] = g.padding;
     ctx->saved_data["dilation"] = g.dilation;
+    ctx->saved_data["pad_before"] = g.pad_before;
+    ctx->saved_data["pad_after"] = g.pad_after;
+    ctx->saved_data["pad_value"] = g.pad_value;
     ctx->saved_data["groups"] = g.groups;
     ctx->saved_data["bias"] = bias.defined();
     ctx->saved_data["channels_last"] = channels_last(x);
@@ -485,47 +492,85 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     } catch (const std::invalid_argument&) {
       // Kernel entries that are not +-1 (a quantizer that declares a sign but is not one): the
       // float path gives the result.
-      return float_conv2d(padded, w, bias, g);
+      return float_conv2d(x, w, bias, g);
     }
   }
 
+  // The gradients of the zero-padded convolution of `x` (the padding symmetric as far as it
+  // goes, the rest explicit zeros), plus the kernel gradient of the padding itself when the pad
+  // value is not 0. The float path differentiates a padded copy instead: its input gradient
+  // includes the padding's, which the pad's backward then drops, and on the small maps of deep
+  // layers most products feed the padding (8 of 9 taps on a 1x1 map).
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor& w = saved[1];
     const bool has_bias = ctx->saved_data["bias"].toBool();
     const std::vector<int64_t> stride = ctx->saved_data["stride"].toIntVector();
-    const std::vector<int64_t> padding = ctx->saved_data["padding"].toIntVector();
     const std::vector<int64_t> dilation = ctx->saved_data["dilation"].toIntVector();
+    const std::vector<int64_t> before = ctx->saved_data["pad_before"].toIntVector();
+    const std::vector<int64_t> after = ctx->saved_data["pad_after"].toIntVector();
+    const double pad_value = ctx->saved_data["pad_value"].toDouble();
     const int64_t groups = ctx->saved_data["groups"].toInt();
     // The layout of the forward pass (see channels_last) for both: mixing layouts makes
     // LibTorch copy.
     const at::MemoryFormat format = ctx->saved_data["channels_last"].toBool()
                                         ? at::MemoryFormat::ChannelsLast
                                         : at::MemoryFormat::Contiguous;
-    const at::Tensor& w = saved[1];
     const bool need_gx = ctx->needs_input_grad(0), need_gw = ctx->needs_input_grad(1);
     const at::Tensor gb =
         has_bias && ctx->needs_input_grad(2) ? grads[0].sum({0, 2, 3}) : at::Tensor();
+    // LibTorch's convolutions pad symmetrically: an asymmetric ("same" with stride 2) extra row
+    // or column is padded here, with zeros.
+    const std::vector<int64_t> symmetric = {std::min(before[0], after[0]),
+                                            std::min(before[1], after[1])};
+    const std::vector<int64_t> extra_before = {before[0] - symmetric[0], before[1] - symmetric[1]};
+    const bool extra = before != symmetric || after != symmetric;
+    const at::Tensor xz = extra ? at::constant_pad_nd(x,
+                                                      {extra_before[1], after[1] - symmetric[1],
+                                                       extra_before[0], after[0] - symmetric[0]},
+                                                      0.0)
+                                : x;
+    at::Tensor gx, gw;
     // The products or oneDNN, whichever was faster for this shape on this kind of CPU (see
     // conv_gradient_uses_products; a mostly zero gradient runs as a sparse product there).
     if (groups == 1 && detail::conv_gradient_uses_products(detail::conv_gradient(), w.size(0),
                                                            grads[0], need_gx)) {
-      // Reads any layout (NHWC internally).
-      auto [gx, gw] = detail::conv2d_backward_gemm(grads[0], saved[0], w, stride, padding, dilation,
-                                                   need_gx, need_gw);
-      if (gx.defined()) gx = gx.contiguous(format);
-      return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor()};
+      // Reads any layout (NHWC internally). On maps of up to 4 output pixels most patch entries
+      // are padding: one product per tap over the pixels it reads instead.
+      const int64_t pixels = grads[0].size(2) * grads[0].size(3);
+      std::tie(gx, gw) = pixels <= detail::kTapProductsMaxPixels
+                             ? detail::conv2d_backward_taps(grads[0], xz, w, stride, symmetric,
+                                                            dilation, need_gx, need_gw)
+                             : detail::conv2d_backward_gemm(grads[0], xz, w, stride, symmetric,
+                                                            dilation, need_gx, need_gw);
+    } else {
+      const std::array<bool, 3> mask{need_gx, need_gw, false};
+      at::Tensor unused;
+      std::tie(gx, gw, unused) = at::convolution_backward(
+          grads[0].contiguous(format), xz.contiguous(format), w, at::OptionalIntArrayRef(), stride,
+          symmetric, dilation, /*transposed=*/false, {0, 0}, groups, mask);
     }
-    const at::Tensor g = grads[0].contiguous(format);
-    const at::Tensor x = saved[0].contiguous(format);
-    const std::array<bool, 3> mask{need_gx, need_gw, false};
-    auto [gx, gw, unused] =
-        at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride, padding, dilation,
-                                 /*transposed=*/false, {0, 0}, groups, mask);
-    // The kernel gradient in the kernel's own layout: oneDNN returns it channels-last for a
-    // channels-last input, and every optimizer op on a parameter with a gradient of another
-    // layout iterates over 3x3 inner dimensions (Adam's step took twice as long).
-    if (gw.defined()) gw = gw.contiguous(w.suggest_memory_format());
-    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor()};
+    if (gx.defined()) {
+      if (extra) {
+        gx = gx.slice(2, extra_before[0], extra_before[0] + x.size(2))
+                 .slice(3, extra_before[1], extra_before[1] + x.size(3));
+      }
+      gx = gx.contiguous(format);
+    }
+    if (gw.defined()) {
+      // The kernel gradient in the kernel's own layout: oneDNN returns it channels-last for a
+      // channels-last input, and every optimizer op on a parameter with a gradient of another
+      // layout iterates over 3x3 inner dimensions (Adam's step took twice as long).
+      gw = gw.contiguous();
+      if (pad_value != 0.0) {
+        gw.add_(detail::padding_kernel_gradient(grads[0], {x.size(2), x.size(3)},
+                                                {w.size(2), w.size(3)}, stride, dilation, before,
+                                                pad_value)
+                    .unsqueeze(1));
+      }
+    }
+    return {gx, gw, gb, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -684,14 +729,191 @@ bool conv_gradient_uses_products(ConvGradient setting, int64_t outputs,
                                  const at::Tensor& grad_output, bool input_grad) {
   if (setting == ConvGradient::kLibTorch) return false;
   // oneDNN JITs AVX-512 gradient kernels; OpenBLAS's products (0.3.21) ran at half their
-  // speed on a Zen 5 core except on 1x1 maps (see the declaration).
+  // speed on a Zen 5 core except on 1x1 and 2x2 maps (see the declaration).
   static const bool avx512 = rt::isa_supported(rt::Isa::kAvx512);
   if (setting == ConvGradient::kAuto && avx512) {
     return outputs >= kGemmBackwardMinOutputs && grad_output.dim() == 4 &&
-           grad_output.size(2) * grad_output.size(3) == 1;
+           grad_output.size(2) * grad_output.size(3) <= kTapProductsMaxPixels;
   }
   return !input_grad || outputs >= kGemmBackwardMinOutputs ||
          nonzero_fraction(grad_output) <= kSparseGradientDensity;
+}
+
+namespace {
+
+// The output positions [first, end) of one axis at which kernel tap `t` reads inside the input.
+std::pair<int64_t, int64_t> tap_outputs(int64_t t, int64_t in, int64_t out, int64_t stride,
+                                        int64_t pad, int64_t dilation) {
+  // Position o reads o * stride - pad + t * dilation, inside when in [0, in).
+  const int64_t offset = t * dilation - pad;
+  const int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const int64_t end = in - offset <= 0 ? 0 : (in - offset - 1) / stride + 1;
+  return {std::min(first, out), std::clamp<int64_t>(end, std::min(first, out), out)};
+}
+
+// OIHW (o, c, t) -> [t][o][c] for the taps with live[t], and back (zeros for the others),
+// parallel over the output channels. Blocks of 16 channels (c) go through a small tile, so that
+// the strided side of the transposition stays inside one cache line per tap; 3x3 kernels get
+// a loop with the tap count fixed at compile time (the compiler unrolls it into shuffles).
+template <int64_t kTaps>
+void transpose_taps(const float* src, int64_t o, int64_t c, int64_t runtime_taps,
+                    const std::vector<char>& live, float* dst, bool to_taps) {
+  const int64_t taps = kTaps > 0 ? kTaps : runtime_taps;
+  constexpr int64_t kBlock = 16;
+  at::parallel_for(0, o, 8, [&](int64_t o0, int64_t o1) {
+    std::vector<float> tile(static_cast<std::size_t>(kBlock * taps));
+    for (int64_t i = o0; i < o1; ++i) {
+      for (int64_t j0 = 0; j0 < c; j0 += kBlock) {
+        const int64_t m = std::min(kBlock, c - j0);
+        if (to_taps) {  // src OIHW, dst [t][o][c]
+          const float* s = src + (i * c + j0) * taps;
+          for (int64_t t = 0; t < taps; ++t) {
+            if (live[static_cast<std::size_t>(t)] == 0) continue;
+            float* d = dst + (t * o + i) * c + j0;
+            for (int64_t j = 0; j < m; ++j) d[j] = s[j * taps + t];
+          }
+        } else {  // src [t][o][c], dst OIHW
+          for (int64_t t = 0; t < taps; ++t) {
+            const float* s = src + (t * o + i) * c + j0;
+            float* row = tile.data() + t * kBlock;
+            if (live[static_cast<std::size_t>(t)] == 0) {
+              std::fill(row, row + kBlock, 0.0F);
+            } else {
+              std::copy(s, s + m, row);
+            }
+          }
+          float* d = dst + (i * c + j0) * taps;
+          for (int64_t j = 0; j < m; ++j) {
+            for (int64_t t = 0; t < taps; ++t) d[j * taps + t] = tile[t * kBlock + j];
+          }
+        }
+      }
+    }
+  });
+}
+
+void transpose_taps(const float* src, int64_t o, int64_t c, int64_t taps,
+                    const std::vector<char>& live, float* dst, bool to_taps) {
+  if (taps == 9) {
+    transpose_taps<9>(src, o, c, taps, live, dst, to_taps);
+  } else {
+    transpose_taps<0>(src, o, c, taps, live, dst, to_taps);
+  }
+}
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> conv2d_backward_taps(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+    const std::vector<int64_t>& dilation, bool input_grad, bool weight_grad) {
+  TORCH_CHECK(input.dim() == 4 && weight.dim() == 4 && grad_output.dim() == 4 &&
+                  weight.size(1) == input.size(1) && grad_output.size(1) == weight.size(0) &&
+                  input.scalar_type() == at::kFloat,
+              "conv2d_backward_taps: needs a one-group 2-D float convolution, got input ",
+              input.sizes(), ", weight ", weight.sizes(), " and output gradient ",
+              grad_output.sizes());
+  const int64_t n = input.size(0), c = input.size(1), h = input.size(2), wd = input.size(3);
+  const int64_t o = weight.size(0), kh = weight.size(2), kw = weight.size(3), taps = kh * kw;
+  const int64_t oh = grad_output.size(2), ow = grad_output.size(3);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = input.contiguous(cl);
+  const at::Tensor g = grad_output.contiguous(cl);
+  const float* xp = x.data_ptr<float>();
+  const float* gp = g.data_ptr<float>();
+  const at::TensorOptions f32 = input.options();
+  // Per tap: the output rectangle whose tap reads inside the input.
+  struct Tap {
+    int64_t oy0, oy1, ox0, ox1, rows, first_row;
+  };
+  std::vector<Tap> tap(static_cast<std::size_t>(taps));
+  std::vector<char> live(static_cast<std::size_t>(taps));
+  int64_t total_rows = 0;
+  for (int64_t ky = 0; ky < kh; ++ky) {
+    for (int64_t kx = 0; kx < kw; ++kx) {
+      Tap& t = tap[static_cast<std::size_t>(ky * kw + kx)];
+      std::tie(t.oy0, t.oy1) = tap_outputs(ky, h, oh, stride[0], padding[0], dilation[0]);
+      std::tie(t.ox0, t.ox1) = tap_outputs(kx, wd, ow, stride[1], padding[1], dilation[1]);
+      t.rows = n * (t.oy1 - t.oy0) * (t.ox1 - t.ox0);
+      t.first_row = total_rows;
+      total_rows += t.rows;
+      live[static_cast<std::size_t>(ky * kw + kx)] = t.rows > 0 ? 1 : 0;
+    }
+  }
+  // Output-gradient rows (O floats) and input rows (C floats) of every tap's pairs, gathered.
+  at::Tensor grows = at::empty({total_rows, o}, f32);
+  at::Tensor xrows = weight_grad ? at::empty({total_rows, c}, f32) : at::Tensor();
+  at::Tensor yrows = input_grad ? at::empty({total_rows, c}, f32) : at::Tensor();
+  at::Tensor wt, gwt;
+  if (input_grad) {
+    wt = at::empty({taps, o, c}, f32);
+    const at::Tensor wc = weight.contiguous();
+    transpose_taps(wc.data_ptr<float>(), o, c, taps, live, wt.data_ptr<float>(), true);
+  }
+  if (weight_grad) gwt = at::empty({taps, o, c}, f32);
+  float* gr = grows.data_ptr<float>();
+  float* xr = weight_grad ? xrows.data_ptr<float>() : nullptr;
+  // Each tap is one thread's: its gathers and products (OpenBLAS single-threaded, see
+  // set_intra_op_threads); the results do not depend on the thread count.
+  at::parallel_for(0, taps, 1, [&](int64_t t0, int64_t t1) {
+    const at::NoGradGuard no_grad;  // as in for_blocks
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const Tap& t = tap[static_cast<std::size_t>(ti)];
+      const int64_t ky = ti / kw, kx = ti % kw;
+      if (t.rows == 0) continue;
+      int64_t r = t.first_row;
+      for (int64_t b = 0; b < n; ++b) {
+        for (int64_t oy = t.oy0; oy < t.oy1; ++oy) {
+          const int64_t iy = oy * stride[0] - padding[0] + ky * dilation[0];
+          for (int64_t ox = t.ox0; ox < t.ox1; ++ox, ++r) {
+            const int64_t ix = ox * stride[1] - padding[1] + kx * dilation[1];
+            copy_floats(gp + ((b * oh + oy) * ow + ox) * o, o, gr + r * o);
+            if (xr != nullptr) copy_floats(xp + ((b * h + iy) * wd + ix) * c, c, xr + r * c);
+          }
+        }
+      }
+      const at::Tensor gt = grows.slice(0, t.first_row, t.first_row + t.rows);
+      if (weight_grad) {
+        at::Tensor out = gwt[ti];
+        at::mm_out(out, gt.t(), xrows.slice(0, t.first_row, t.first_row + t.rows));
+      }
+      if (input_grad) {
+        at::Tensor out = yrows.slice(0, t.first_row, t.first_row + t.rows);
+        at::mm_out(out, gt, wt[ti]);
+      }
+    }
+  });
+  at::Tensor gx, gw;
+  if (input_grad) {
+    // Every tap's input-gradient rows added onto their input positions, image by image, taps in
+    // one fixed order.
+    gx = at::empty(input.sizes(), f32.memory_format(cl)).zero_();  // at::zeros ignores the format
+    float* gxp = gx.data_ptr<float>();
+    const float* yr = yrows.data_ptr<float>();
+    at::parallel_for(0, n, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t ti = 0; ti < taps; ++ti) {
+          const Tap& t = tap[static_cast<std::size_t>(ti)];
+          const int64_t ky = ti / kw, kx = ti % kw;
+          const int64_t per_image = (t.oy1 - t.oy0) * (t.ox1 - t.ox0);
+          const float* src = yr + (t.first_row + b * per_image) * c;
+          for (int64_t oy = t.oy0; oy < t.oy1; ++oy) {
+            const int64_t iy = oy * stride[0] - padding[0] + ky * dilation[0];
+            for (int64_t ox = t.ox0; ox < t.ox1; ++ox, src += c) {
+              const int64_t ix = ox * stride[1] - padding[1] + kx * dilation[1];
+              float* d = gxp + ((b * h + iy) * wd + ix) * c;
+              for (int64_t j = 0; j < c; ++j) d[j] += src[j];
+            }
+          }
+        }
+      }
+    });
+  }
+  if (weight_grad) {
+    gw = at::empty(weight.sizes(), f32);
+    transpose_taps(gwt.data_ptr<float>(), o, c, taps, live, gw.data_ptr<float>(), false);
+  }
+  return {gx, gw};
 }
 
 std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
@@ -832,12 +1054,48 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
       .defined();
 }
 
-at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
-                          const at::Tensor& bias, const Conv2dGeometry& geometry,
-                          bool binary_input) {
-  // `x` enters as a detached value: its gradient flows through `padded`.
-  return RuntimeConv2dFunction::apply(padded, w, bias.defined() ? bias : no_bias(x), x.detach(),
-                                      &geometry, binary_input);
+at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                          const Conv2dGeometry& geometry, bool binary_input) {
+  return RuntimeConv2dFunction::apply(x, w, bias.defined() ? bias : no_bias(x), &geometry,
+                                      binary_input);
+}
+
+at::Tensor padding_kernel_gradient(const at::Tensor& grad_output,
+                                   const std::vector<int64_t>& input_size,
+                                   const std::vector<int64_t>& kernel_size,
+                                   const std::vector<int64_t>& stride,
+                                   const std::vector<int64_t>& dilation,
+                                   const std::vector<int64_t>& pad_before, double pad_value) {
+  TORCH_CHECK(grad_output.dim() == 4 && input_size.size() == 2 && kernel_size.size() == 2 &&
+                  stride.size() == 2 && dilation.size() == 2 && pad_before.size() == 2,
+              "padding_kernel_gradient: needs a 2-D convolution's output gradient (N, O, OH, "
+              "OW) and two sizes each, got ",
+              grad_output.sizes());
+  const int64_t o = grad_output.size(0 + 1), oh = grad_output.size(2), ow = grad_output.size(3);
+  const int64_t kh = kernel_size[0], kw = kernel_size[1];
+  // reads_padding[(ky, kx)][(oy, ox)] = 1 where tap (ky, kx) of output pixel (oy, ox) lands
+  // outside the input.
+  std::vector<float> mask(static_cast<std::size_t>(kh * kw * oh * ow));
+  const auto outside = [&](int64_t dim, int64_t out, int64_t tap) {
+    const int64_t pos = out * stride[dim] + tap * dilation[dim] - pad_before[dim];
+    return pos < 0 || pos >= input_size[dim];
+  };
+  std::size_t i = 0;
+  for (int64_t ky = 0; ky < kh; ++ky) {
+    for (int64_t kx = 0; kx < kw; ++kx) {
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          mask[i++] = outside(0, oy, ky) || outside(1, ox, kx) ? 1.0F : 0.0F;
+        }
+      }
+    }
+  }
+  const at::Tensor reads_padding =
+      at::from_blob(mask.data(), {kh * kw, oh * ow}, at::TensorOptions().dtype(at::kFloat))
+          .to(grad_output.options(), /*non_blocking=*/false, /*copy=*/true);
+  // Per output channel and pixel the sum over the images, then per tap over its padded pixels.
+  const at::Tensor per_pixel = grad_output.sum(0).reshape({o, oh * ow});
+  return at::mm(per_pixel, reads_padding.t()).mul_(pad_value).view({o, kh, kw});
 }
 
 at::Tensor runtime_dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,

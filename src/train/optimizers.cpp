@@ -61,6 +61,12 @@ std::unique_ptr<torch::optim::Optimizer> make_adamw(bool fused, Params params,
 
 }  // namespace
 
+void clear_gradients(nn::Graph& model) {
+  for (auto& p : model->parameters()) {
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  }
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
                                                         nn::Graph& model) {
   const auto& extra = options.optimizer_options;

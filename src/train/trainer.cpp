@@ -653,7 +653,7 @@ TrainResult fit(nn::Graph model, const data::Dataset& full_train_set, const data
           perm.slice(0, s * options.batch_size, std::min(n, (s + 1) * options.batch_size));
       auto idx = parallel.shard(global_idx);
       const int64_t b = idx.size(0);
-      optimizer->zero_grad();
+      clear_gradients(model);
       double loss_value = 0;
       int64_t c = 0;
       if (b == 0) {  // fewer images than ranks in the last batch: this rank adds zero gradients

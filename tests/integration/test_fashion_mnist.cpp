@@ -259,6 +259,35 @@ TEST(Tool, BenchTrainTimesBothTrainingKernels) {
     ASSERT_EQ(c.status, 0) << c.out;
     EXPECT_EQ(last_json_line(c.out)["conv_gradient"], g);
   }
+  // --profile: each path's ops by self time at the first thread count; the binary path's
+  // runtime convolutions show up as their autograd nodes, the float path's as oneDNN's.
+  auto p = run_tool(
+      "bench --train --model larq-mnist --thread-counts 1,2 --batch-size 16 --min-seconds 0.01 "
+      "--json --profile");
+  ASSERT_EQ(p.status, 0) << p.out;
+  const auto pj = last_json_line(p.out);
+  ASSERT_EQ(pj["profile"].size(), 2u) << pj.dump();
+  for (const auto& path : pj["profile"]) {
+    EXPECT_EQ(path["threads"], 1);
+    const std::string kernels = path["kernels"].get<std::string>();
+    double share = 0;
+    bool conv = false;
+    for (const auto& op : path["ops"]) {
+      share += op["share_of_ops"].get<double>();
+      EXPECT_GE(op["ms_per_step"].get<double>(), 0.0);
+      const std::string name = op["op"].get<std::string>();
+      conv = conv || (kernels == "float" ? name == "aten::convolution_backward"
+                                         : name.find("RuntimeConv2dFunction") != std::string::npos);
+    }
+    EXPECT_NEAR(share, 1.0, 1e-6) << kernels;
+    EXPECT_TRUE(conv) << kernels << " path: no convolution gradient in " << path.dump();
+  }
+  auto table = run_tool(
+      "bench --train --model larq-mnist --thread-counts 1 --batch-size 16 --min-seconds 0.01 "
+      "--profile");
+  ASSERT_EQ(table.status, 0) << table.out;
+  EXPECT_NE(table.out.find("binary path, 1 thread(s): self time per step"), std::string::npos)
+      << table.out;
   auto unknown = run_tool("bench --train --model larq-mnist --conv-gradient onednn");
   EXPECT_NE(unknown.status, 0);
   EXPECT_NE(unknown.out.find("unknown convolution gradient \"onednn\""), std::string::npos)

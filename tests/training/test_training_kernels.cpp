@@ -111,10 +111,18 @@ TEST(TrainingKernels, BinaryConvEqualsTheFloatPathForwardAndBackward) {
       {3, 8, 1, 1, 1, 1, 7, false, false, false, true},     // 1x1
       {130, 96, 3, 1, 1, 1, 6, false, false, false, true},  // more than two words
       // Large patches; from 64 outputs on the backward pass is conv2d_backward_gemm.
-      {128, 72, 3, 2, 1, 1, 9, true, false, false, true},   // stride 2, "same" zero padding
-      {120, 64, 3, 1, 2, 1, 10, true, true, true, true},    // dilation, one-padding, bias
-      {200, 24, 3, 1, 1, 1, 3, true, false, false, true},   // 3x3 map; 24 outputs: LibTorch
-      {8, 16, 3, 1, 1, 1, 9, true, false, true, true},      // bias
+      {128, 72, 3, 2, 1, 1, 9, true, false, false, true},  // stride 2, "same" zero padding
+      {120, 64, 3, 1, 2, 1, 10, true, true, true, true},   // dilation, one-padding, bias
+      {200, 24, 3, 1, 1, 1, 3, true, false, false, true},  // 3x3 map; 24 outputs: LibTorch
+      {8, 16, 3, 1, 1, 1, 9, true, false, true, true},     // bias
+      // Deep layers' small maps with one-padding (QuickNet's last stages at 32x32): 1x1 and 2x2
+      // maps (per-tap products on AVX-512 from 64 outputs), stride 2 with the extra row and
+      // column after (asymmetric "same" padding, 3 -> 2 and 2 -> 1).
+      {64, 64, 3, 1, 1, 1, 1, true, true, false, true},
+      {48, 96, 3, 1, 1, 1, 2, true, true, true, true},
+      {40, 72, 3, 2, 1, 1, 4, true, true, false, true},
+      {16, 64, 3, 2, 1, 1, 2, true, true, false, true},
+      {16, 24, 3, 2, 1, 1, 7, true, true, false, true},
       {1, 32, 3, 1, 1, 1, 28, false, false, false, false},  // float input (larq-mnist's first)
       {3, 16, 3, 2, 1, 1, 15, true, false, true, false},    // float input, stride, bias
   };
@@ -285,6 +293,111 @@ TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
   }
 }
 
+TEST(TrainingKernels, PerTapConvolutionGradientEqualsLibTorchs) {
+  // conv2d_backward_taps against LibTorch's convolution_backward: the small maps it is chosen
+  // for (1x1, 1x2, 2x2 with taps that read only padding), larger maps, strides, dilation,
+  // non-square kernels, 1x1 kernels, either layout, each gradient alone, and 1 or 2 threads
+  // (the same values bit for bit).
+  struct Case {
+    int64_t n, c, o, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+  };
+  const std::vector<Case> cases = {
+      {3, 6, 9, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1},   {2, 5, 7, 1, 2, 3, 3, 1, 1, 1, 1, 1, 1},
+      {4, 8, 66, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},  {2, 4, 6, 2, 2, 3, 3, 2, 2, 1, 1, 1, 1},
+      {2, 3, 5, 2, 1, 3, 3, 1, 1, 2, 2, 2, 2},   {3, 5, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1},
+      {2, 4, 6, 11, 10, 3, 2, 2, 1, 0, 1, 1, 1}, {4, 3, 5, 12, 9, 3, 3, 1, 2, 2, 1, 2, 1},
+      {5, 7, 8, 2, 2, 1, 1, 1, 1, 0, 0, 1, 1},   {3, 6, 4, 5, 6, 5, 4, 1, 1, 2, 2, 1, 1},
+  };
+  const int threads = at::get_num_threads();
+  for (const Case& c : cases) {
+    torch::manual_seed(13);
+    const at::Tensor x = torch::randn({c.n, c.c, c.h, c.w});
+    const at::Tensor w = torch::randn({c.o, c.c, c.kh, c.kw});
+    const std::vector<int64_t> stride{c.sh, c.sw}, padding{c.ph, c.pw}, dilation{c.dh, c.dw};
+    const at::Tensor y = at::convolution(x, w, {}, stride, padding, dilation, false, {0, 0}, 1);
+    const at::Tensor g = torch::randn_like(y);
+    const auto [ref_gx, ref_gw, unused] =
+        at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride, padding, dilation,
+                                 false, {0, 0}, 1, {true, true, false});
+    std::pair<at::Tensor, at::Tensor> first;
+    for (const int t : {1, 2}) {
+      for (const bool cl : {false, true}) {
+        SCOPED_TRACE("case n " + std::to_string(c.n) + " c " + std::to_string(c.c) + " o " +
+                     std::to_string(c.o) + " map " + std::to_string(c.h) + "x" +
+                     std::to_string(c.w) + " k " + std::to_string(c.kh) + "x" +
+                     std::to_string(c.kw) + ", " + std::to_string(t) + " thread(s)" +
+                     (cl ? ", channels-last" : ", NCHW"));
+        at::set_num_threads(t);
+        const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+        const auto r = nn::detail::conv2d_backward_taps(g.contiguous(format), x.contiguous(format),
+                                                        w, stride, padding, dilation, true, true);
+        EXPECT_TRUE(r.first.is_contiguous(at::MemoryFormat::ChannelsLast));
+        EXPECT_TRUE(r.second.is_contiguous());
+        expect_close(r.first, ref_gx, "input gradient");
+        expect_close(r.second, ref_gw, "kernel gradient");
+        if (!first.first.defined()) {
+          first = r;
+        } else {
+          EXPECT_TRUE(at::equal(r.first, first.first)) << "the input gradient changed";
+          EXPECT_TRUE(at::equal(r.second, first.second)) << "the kernel gradient changed";
+        }
+        const auto [no_gx, only_gw] =
+            nn::detail::conv2d_backward_taps(g, x, w, stride, padding, dilation, false, true);
+        EXPECT_FALSE(no_gx.defined());
+        expect_close(only_gw, ref_gw, "kernel gradient alone");
+        const auto [only_gx, no_gw] =
+            nn::detail::conv2d_backward_taps(g, x, w, stride, padding, dilation, true, false);
+        EXPECT_FALSE(no_gw.defined());
+        expect_close(only_gx, ref_gx, "input gradient alone");
+      }
+    }
+  }
+  at::set_num_threads(threads);
+  EXPECT_THROW(nn::detail::conv2d_backward_taps(
+                   torch::randn({1, 2, 3, 3}), torch::randn({1, 3, 3, 3}),
+                   torch::randn({2, 2, 1, 1}), {1, 1}, {0, 0}, {1, 1}, true, true),
+               c10::Error);
+}
+
+TEST(TrainingKernels, ThePaddingsKernelGradientIsThePaddedConvolutionsLessTheZeroPaddedOnes) {
+  // The kernel gradient of a convolution of x padded with v = that of x padded with zeros plus
+  // padding_kernel_gradient (for every input channel): "same" 3x3, stride 2 with the extra row
+  // after (asymmetric), dilation, a 5x3 kernel, and 1x1 and 2x2 maps.
+  struct Case {
+    int64_t h, w, kh, kw, s, d, top, bottom, left, right;
+  };
+  const std::vector<Case> cases = {{6, 5, 3, 3, 1, 1, 1, 1, 1, 1}, {6, 6, 3, 3, 2, 1, 0, 1, 0, 1},
+                                   {7, 6, 3, 3, 1, 2, 2, 2, 2, 2}, {5, 4, 5, 3, 1, 1, 2, 2, 1, 1},
+                                   {1, 1, 3, 3, 1, 1, 1, 1, 1, 1}, {2, 2, 3, 3, 1, 1, 1, 1, 1, 1}};
+  for (const Case& c : cases) {
+    for (const double value : {1.0, -0.5}) {
+      SCOPED_TRACE("map " + std::to_string(c.h) + "x" + std::to_string(c.w) + " kernel " +
+                   std::to_string(c.kh) + "x" + std::to_string(c.kw) + " stride " +
+                   std::to_string(c.s) + " dilation " + std::to_string(c.d) + " pad value " +
+                   std::to_string(value));
+      torch::manual_seed(3);
+      const at::Tensor x = torch::randn({3, 4, c.h, c.w}).to(at::kDouble);
+      const at::Tensor w = torch::randn({5, 4, c.kh, c.kw}).to(at::kDouble);
+      const std::vector<int64_t> stride{c.s, c.s}, dilation{c.d, c.d}, zero{0, 0};
+      const std::vector<int64_t> pads{c.left, c.right, c.top, c.bottom};
+      const at::Tensor xv = at::constant_pad_nd(x, pads, value);
+      const at::Tensor x0 = at::constant_pad_nd(x, pads, 0.0);
+      const at::Tensor y = at::convolution(xv, w, {}, stride, zero, dilation, false, zero, 1);
+      const at::Tensor g = torch::randn_like(y);
+      const auto gw = [&](const at::Tensor& input) {
+        return std::get<1>(at::convolution_backward(g, input, w, at::OptionalIntArrayRef(), stride,
+                                                    zero, dilation, false, zero, 1,
+                                                    {false, true, false}));
+      };
+      const at::Tensor part = nn::detail::padding_kernel_gradient(
+          g.to(at::kFloat), {c.h, c.w}, {c.kh, c.kw}, stride, dilation, {c.top, c.left}, value);
+      ASSERT_EQ(part.sizes(), (std::vector<int64_t>{5, c.kh, c.kw}));
+      const at::Tensor expected = (gw(xv) - gw(x0)).to(at::kFloat);
+      expect_close(part.unsqueeze(1).expand_as(expected), expected, "padding's kernel gradient");
+    }
+  }
+}
+
 TEST(TrainingKernels, SparseGradientsBehindAMaxPoolMatchTheFloatPath) {
   // A binary conv followed by a 2x2 max pool: a quarter of the output gradient is nonzero, so
   // the binary path multiplies with it as a sparse matrix, also with 32 outputs (else LibTorch's
@@ -397,7 +510,8 @@ TEST(TrainingKernels, TheConvGradientFollowsTheCpuUnlessSet) {
   const at::Tensor sparse4 = dense4 * (torch::arange(16).view({1, 1, 4, 4}) % 4 == 0);
   const at::Tensor narrow4 = torch::randn({2, 32, 4, 4});
   for (const ConvGradient g : {ConvGradient::kAuto, ConvGradient::kLibTorch}) {
-    // With AVX-512, kAuto picks the products for 1x1 maps with 64 or more outputs only.
+    // With AVX-512, kAuto picks the products for maps of up to 2x2 pixels with 64 or more
+    // outputs only.
     const bool auto_avx512 =
         g == ConvGradient::kAuto && runtime::isa_supported(runtime::Isa::kAvx512);
     if (g == ConvGradient::kLibTorch || auto_avx512) {
@@ -406,6 +520,11 @@ TEST(TrainingKernels, TheConvGradientFollowsTheCpuUnlessSet) {
       EXPECT_FALSE(conv_gradient_uses_products(g, 64, sparse4, true));
       EXPECT_FALSE(conv_gradient_uses_products(g, 32, torch::randn({2, 32, 1, 1}), true));
       EXPECT_EQ(conv_gradient_uses_products(g, 512, dense1, true), auto_avx512);
+      EXPECT_EQ(conv_gradient_uses_products(g, 256, torch::randn({2, 256, 2, 2}), true),
+                auto_avx512);
+      EXPECT_EQ(conv_gradient_uses_products(g, 128, torch::randn({2, 128, 1, 4}), false),
+                auto_avx512);
+      EXPECT_FALSE(conv_gradient_uses_products(g, 256, torch::randn({2, 256, 3, 2}), true));
     }
   }
   // The AVX2 rules: 64 or more outputs, no input gradient, or a sparse output gradient.
@@ -651,6 +770,10 @@ TEST(TrainingKernels, FreedMemoryIsRetainedUnlessTheUserSetsMallocsThresholds) {
 TEST(TrainingKernels, LargeTensorsReuseTheirBlocksOnceKept) {
   ASSERT_TRUE(keep_large_blocks());
   EXPECT_TRUE(keep_large_blocks());  // idempotent
+  // Blocks that earlier tests left cached would serve the requests below.
+  const std::size_t cached = large_block_stats().cached_bytes;
+  EXPECT_EQ(release_large_blocks(), cached);
+  EXPECT_EQ(large_block_stats().cached_bytes, 0u);
   const LargeBlockStats before = large_block_stats();
   // Two sizes above the threshold, rounded to 36 and 34 MiB blocks.
   const int64_t floats = static_cast<int64_t>(kLargeBlockBytes / sizeof(float)) + 1000;

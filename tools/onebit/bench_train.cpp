@@ -11,6 +11,7 @@
 #include <chrono>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 
 #include "commands.h"
@@ -18,6 +19,7 @@
 #include "onebit/nn/training_kernels.h"
 #include "onebit/runtime/bench.h"
 #include "onebit/runtime/kernels.h"
+#include "onebit/train/op_profile.h"
 #include "onebit/train/trainer.h"
 #include "timing.h"
 
@@ -26,11 +28,15 @@ namespace {
 
 struct StepTimes {
   double forward = 0, backward = 0, optimizer = 0, step = 0;
+  std::vector<train::OpProfile::Op> ops;  // with --profile: over all timed steps
+  size_t steps = 0;                       // timed steps
 };
 
 // Median phase times of training steps on one batch of random images until `min_seconds`
-// have passed (at least 5 steps, after 3 warm-up steps).
-StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int threads) {
+// have passed (at least 5 steps, after 3 warm-up steps); with `profile`, the ops' self times
+// per timed step.
+StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int threads,
+                     bool profile) {
   nn::set_intra_op_threads(threads);
   nn::retain_freed_memory();
   nn::TrainingKernelsGuard guard(kernels);
@@ -48,10 +54,12 @@ StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int t
   const at::Tensor x = nn::training_layout(at::randn(shape), nn::uses_runtime_kernels(*model));
   const at::Tensor y = at::randint(z.options.num_classes, {a.batch_size}, at::kLong);
   std::vector<double> fwd, bwd, opt, step;
+  std::optional<train::OpProfile> ops;
+  if (profile) ops.emplace();
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0;; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    optimizer->zero_grad();
+    train::clear_gradients(model);
     const at::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
     const auto t1 = std::chrono::steady_clock::now();
     loss.backward();
@@ -63,7 +71,10 @@ StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int t
       throw std::runtime_error("bench --train: the loss became " +
                                std::to_string(loss.item<double>()));
     }
-    if (i < 3) continue;  // warm-up
+    if (i < 3) {  // warm-up
+      if (ops && i == 2) ops->clear();
+      continue;
+    }
     const auto s = [](auto d) { return std::chrono::duration<double>(d).count(); };
     fwd.push_back(s(t1 - t0));
     bwd.push_back(s(t2 - t1));
@@ -71,7 +82,9 @@ StepTimes time_steps(const TrainBenchArgs& a, nn::TrainingKernels kernels, int t
     step.push_back(s(t3 - t0));
     if (step.size() >= 5 && seconds_since(start) >= a.min_seconds) break;
   }
-  return {median(fwd), median(bwd), median(opt), median(step)};
+  StepTimes t{median(fwd), median(bwd), median(opt), median(step), {}, step.size()};
+  if (ops) t.ops = ops->ops();
+  return t;
 }
 
 }  // namespace
@@ -87,11 +100,13 @@ void bench_training(const TrainBenchArgs& a) {
   TrainBenchArgs args = a;
   args.zoo.model = name;
   nlohmann::json rows = nlohmann::json::array();
+  nlohmann::json profiles = nlohmann::json::array();
   for (const int threads : a.threads) {
     double float_step = 0;
     for (const auto kernels : {nn::TrainingKernels::kFloat, nn::TrainingKernels::kBinary}) {
       nn::detail::set_conv_gradient(conv_gradient);
-      const StepTimes t = time_steps(args, kernels, threads);
+      const bool profile = a.profile && threads == a.threads.front();
+      const StepTimes t = time_steps(args, kernels, threads, profile);
       nn::detail::set_conv_gradient(nn::detail::ConvGradient::kAuto);
       if (kernels == nn::TrainingKernels::kFloat) float_step = t.step;
       rows.push_back({{"kernels", nn::training_kernels_name(kernels)},
@@ -102,15 +117,29 @@ void bench_training(const TrainBenchArgs& a) {
                       {"backward_ms", t.backward * 1e3},
                       {"optimizer_ms", t.optimizer * 1e3},
                       {"speedup_vs_float", float_step / t.step}});
+      if (!profile) continue;
+      nlohmann::json ops = nlohmann::json::array();
+      const auto steps = static_cast<double>(t.steps);
+      double total = 0;
+      for (const auto& op : t.ops) total += op.self_seconds / steps;
+      for (const auto& op : t.ops) {
+        ops.push_back({{"op", op.name},
+                       {"calls_per_step", static_cast<double>(op.calls) / steps},
+                       {"ms_per_step", op.self_seconds / steps * 1e3},
+                       {"share_of_ops", op.self_seconds / steps / total}});
+      }
+      profiles.push_back(
+          {{"kernels", nn::training_kernels_name(kernels)}, {"threads", threads}, {"ops", ops}});
     }
   }
-  const nlohmann::json j = {{"model", name},
-                            {"batch_size", a.batch_size},
-                            {"optimizer", a.optimizer},
-                            {"conv_gradient", a.conv_gradient},
-                            {"cpu", runtime::cpu_model_name()},
-                            {"isa", runtime::isa_name(runtime::active_kernels().isa)},
-                            {"train", rows}};
+  nlohmann::json j = {{"model", name},
+                      {"batch_size", a.batch_size},
+                      {"optimizer", a.optimizer},
+                      {"conv_gradient", a.conv_gradient},
+                      {"cpu", runtime::cpu_model_name()},
+                      {"isa", runtime::isa_name(runtime::active_kernels().isa)},
+                      {"train", rows}};
+  if (a.profile) j["profile"] = profiles;
   if (a.json) {
     print_json(j);
     return;
@@ -132,6 +161,23 @@ void bench_training(const TrainBenchArgs& a) {
               << std::setw(13) << r["backward_ms"].get<double>() << std::setw(14)
               << r["optimizer_ms"].get<double>() << std::setw(9)
               << r["speedup_vs_float"].get<double>() << "x\n";
+  }
+  for (const auto& p : profiles) {
+    std::cout << "\n"
+              << p["kernels"].get<std::string>() << " path, " << p["threads"].get<int>()
+              << " thread(s): self time per step of the ops and autograd nodes (the profile's "
+                 "own cost included)\n"
+              << std::setw(10) << "ms/step" << std::setw(8) << "share" << std::setw(8) << "calls"
+              << "  op\n";
+    int shown = 0;
+    for (const auto& op : p["ops"]) {
+      if (shown++ == a.profile_rows) break;
+      std::cout << std::fixed << std::setprecision(2) << std::setw(10)
+                << op["ms_per_step"].get<double>() << std::setprecision(1) << std::setw(7)
+                << 100.0 * op["share_of_ops"].get<double>() << "%" << std::setprecision(0)
+                << std::setw(8) << op["calls_per_step"].get<double>() << "  "
+                << op["op"].get<std::string>() << "\n";
+    }
   }
   std::cout << std::flush;
 }

@@ -295,7 +295,8 @@ void add_bench(CLI::App& app) {
                   "With --model: thread counts to time (default 1,2)")
       ->delimiter(',');
   cmd->add_flag("--profile", m->profile,
-                "With --model: per-op time and share (binary vs float) at the first thread count");
+                "With --model: per-op time and share (binary vs float) at the first thread count; "
+                "with --train: each path's ops and autograd nodes by self time per step");
   cmd->add_flag("--no-baseline", m->no_baseline, "With --model: skip the LibTorch timings");
   cmd->add_flag("--train", *train_flag,
                 "Time training steps of --model (default larq-mnist) on LibTorch's float kernels "
@@ -317,6 +318,7 @@ void add_bench(CLI::App& app) {
       tr->zoo = m->zoo;
       tr->threads = m->threads;
       tr->json = a->json;
+      tr->profile = m->profile;
       tr->min_seconds = std::max(a->min_seconds, 0.05) * 10.0;
       bench_training(*tr);
       return;

@@ -60,6 +60,15 @@ struct PaddedInput {
   std::vector<int64_t> conv_padding;  ///< symmetric zero padding per spatial dimension
 };
 
+/// The pads of `conv_pads` for the spatial sizes of `x` ([N, C, spatial...]), after checking
+/// that every padded size holds the dilated kernel: std::invalid_argument, prefixed with
+/// `layer()` (called only then), otherwise. What `pad_input` pads with.
+template <size_t D>
+std::array<std::pair<int64_t, int64_t>, D> checked_conv_pads(
+    const at::Tensor& x, const ConvPadding<D>& padding, const torch::ExpandingArray<D>& kernel,
+    const torch::ExpandingArray<D>& stride, const torch::ExpandingArray<D>& dilation,
+    const std::function<std::string()>& layer);
+
 /// Pads `x` ([N, C, spatial...]) for a convolution with the given geometry: with zero pad value
 /// and symmetric pads the padding is left to the convolution, otherwise `x` is padded with
 /// `pad_value` explicitly. Throws std::invalid_argument, prefixed with `layer()` (called only

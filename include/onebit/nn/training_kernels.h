@@ -126,18 +126,23 @@ bool keep_large_blocks();
 /// The cache's counters (all zero before `keep_large_blocks`).
 LargeBlockStats large_block_stats();
 
+/// Unmaps every block the cache keeps (e.g. after training, before a long phase that needs
+/// the memory elsewhere); live tensors keep theirs. Returns the bytes given back.
+std::size_t release_large_blocks();
+
 namespace detail {
 
-/// Geometry of a 2-D convolution. `padding` is the symmetric zero padding LibTorch's
-/// convolution applies to the input after `pad_input` (what the backward pass uses); the
-/// runtime instead reads the layer's own padding from `same` / `pads` and `pad_value`, so that
-/// a binary input is never padded with materialized zeros (which a sign would read as +1).
+/// Geometry of a 2-D convolution. The runtime reads the layer's own padding from `same` /
+/// `pads` and `pad_value` (so that a binary input is never padded with materialized zeros, which
+/// a sign would read as +1); the backward pass reads `pad_before` / `pad_after`.
 struct Conv2dGeometry {
-  std::vector<int64_t> stride, padding, dilation;
+  std::vector<int64_t> stride, dilation;
   int64_t groups = 1;
   bool same = false;          ///< Keras "same" padding (else explicit `pads`).
   std::vector<int64_t> pads;  ///< Explicit symmetric padding per spatial dimension.
-  double pad_value = 0;       ///< Value of padded inputs: 0 or 1.
+  /// The padding per spatial dimension before and after the input (`conv_pads`).
+  std::vector<int64_t> pad_before, pad_after;
+  double pad_value = 0;  ///< Value of padded inputs: 0 or 1.
 };
 
 /// Who computes the gradients of a convolution that runs forward on the runtime's kernels:
@@ -164,14 +169,24 @@ void set_conv_gradient(ConvGradient gradient);
 /// The setting (kAuto unless set).
 ConvGradient conv_gradient();
 
+/// Output maps of up to this many pixels (2x2) take the per-tap products
+/// (`conv2d_backward_taps`) where the products are chosen, except 1x1 maps, on which the patch
+/// products skip the dead taps as well and ran as fast or faster. On a Zen 5 core, batch 32,
+/// 3x3, "same" zero padding, in = out channels (`bench_training
+/// --benchmark_filter=ConvBackwardSmallMaps`), on 2x2 maps: 128-1024 channels 1.0-4x as fast as
+/// oneDNN and 1.4-2.8x as fast as the patch products; on 4x4 maps oneDNN won (1.2-1.8x).
+inline constexpr int64_t kTapProductsMaxPixels = 4;
+
 /// True when the gradients of a one-group convolution with `outputs` output channels and output
-/// gradient `grad_output` (N, O, OH, OW) are `conv2d_backward_gemm`'s under `setting`
+/// gradient `grad_output` (N, O, OH, OW) are onebit's products (`conv2d_backward_gemm`, or
+/// `conv2d_backward_taps` on 2 to `kTapProductsMaxPixels` output pixels) under `setting`
 /// (`input_grad`: the input needs a gradient). kProducts, and kAuto without the runtime's
 /// AVX-512 (Zen 3, `bench_training --benchmark_filter=ConvBackward`): 64 or more outputs (the
 /// products ran at 0.96-1.6x oneDNN's speed), no input gradient, or an output gradient at most
-/// `kSparseGradientDensity` nonzero. kAuto with AVX-512 (Zen 5): only one output pixel per
-/// image and 64 or more outputs (256-512 channels on 1x1 maps: products 1.4-2.1x oneDNN's
-/// speed; on 2x2 maps they tie on one thread and lose on two). On 3x3 to 14x14 outputs
+/// `kSparseGradientDensity` nonzero. kAuto with AVX-512 (Zen 5): 64 or more outputs on maps of
+/// at most `kTapProductsMaxPixels` pixels (256-512 channels on 1x1 maps: patch products
+/// 1.4-2.1x oneDNN's speed, 3-4x once the padding is left out; 2x2 maps: see
+/// kTapProductsMaxPixels). On 3x3 to 14x14 outputs
 /// oneDNN's AVX-512 kernels ran 2.0-2.3x as fast as the dense products on one thread, and at a
 /// max pool's 25% nonzero 1.2-2.5x as fast as the sparse products on two threads (on one thread
 /// the sparse products won 1.1-1.4x from 64 outputs; a choice by thread count would make the
@@ -187,16 +202,30 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
                          const quantizers::QuantizerPtr& kernel_quantizer, const at::Tensor& input,
                          const at::Tensor& weight, double pad_value = 0);
 
-/// conv2d of quantized `x` (N, C, H, W; `padded` is `x` after `pad_input`) and +-1 `w`
-/// (O, C/groups, kh, kw) plus `bias` on the runtime's kernels (binary when `binary_input`).
-/// When the runtime refuses the values (a kernel quantizer that declares a sign but gives other
-/// values) the float path's convolution gives the result. Differentiable with respect to
-/// `padded`, `w` and `bias`, on the same saved values as the float path: `conv2d_backward_gemm`
-/// for one group where `conv_gradient_uses_products` says so, else LibTorch's convolution
-/// gradient.
-at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& padded, const at::Tensor& w,
-                          const at::Tensor& bias, const Conv2dGeometry& geometry,
-                          bool binary_input);
+/// conv2d of quantized `x` (N, C, H, W) and +-1 `w` (O, C/groups, kh, kw) plus `bias`, with
+/// the padding of `geometry`, on the runtime's kernels (binary when `binary_input`). When the
+/// runtime refuses the values (a kernel quantizer that declares a sign but gives other values)
+/// the float path's convolution gives the result. Differentiable with respect to `x`, `w` and
+/// `bias`, on the same values as the float path but without its padded copy of `x`: the
+/// gradients of a zero-padded convolution (`conv2d_backward_gemm` for one group where
+/// `conv_gradient_uses_products` says so, else LibTorch's convolution gradient), so that no
+/// product runs for outputs that only padding receives, plus `padding_kernel_gradient` when the
+/// pad value is not 0.
+at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                          const Conv2dGeometry& geometry, bool binary_input);
+
+/// The part of a convolution's kernel gradient that comes from its padding when the input is
+/// padded with `pad_value`: out[o][ky][kx] = pad_value * (the sum of `grad_output`[n][o][oy][ox]
+/// over the images and the output pixels at which tap (ky, kx) reads padding). The same for every
+/// input channel, so (O, kh, kw); the kernel gradient of the padded convolution is the
+/// zero-padded one's plus this, broadcast over the input channels. `input_size` is the
+/// unpadded (H, W).
+at::Tensor padding_kernel_gradient(const at::Tensor& grad_output,
+                                   const std::vector<int64_t>& input_size,
+                                   const std::vector<int64_t>& kernel_size,
+                                   const std::vector<int64_t>& stride,
+                                   const std::vector<int64_t>& dilation,
+                                   const std::vector<int64_t>& pad_before, double pad_value);
 
 /// Fraction of nonzero output-gradient entries up to which `conv2d_backward_gemm` multiplies
 /// with the gradient as a sparse matrix: a 2x2 max pool's gradient (a quarter or less). From
@@ -229,6 +258,19 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_gemm(
     const std::vector<int64_t>& dilation, bool input_grad, bool weight_grad,
     int64_t max_patch_floats = int64_t{256} << 10,
     double max_sparse_density = kSparseGradientDensity);
+
+/// The same gradients as `conv2d_backward_gemm` (zero `padding`), as one pair of products per
+/// kernel tap over only the output pixels at which that tap reads inside the input: the rows of
+/// the output gradient and of the input for those pixels are gathered, the tap's kernel
+/// gradient is (gathered output gradient)^T x (gathered input) and its input gradient
+/// (gathered output gradient) x (the tap's kernel slice), added back onto the input positions.
+/// On small maps most patch entries are padding (5 of 9 on a 2x2 map with a 3x3 kernel,
+/// 8 of 9 on 1x1), which `conv2d_backward_gemm` multiplies and this does not. The input
+/// gradient is channels-last; the results do not depend on the thread count.
+std::pair<at::Tensor, at::Tensor> conv2d_backward_taps(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+    const std::vector<int64_t>& dilation, bool input_grad, bool weight_grad);
 
 /// linear(x, w, bias) of quantized `x` (N, F) and +-1 `w` (O, F) on the runtime's kernels, as
 /// `runtime_conv2d`.

@@ -175,6 +175,13 @@ struct TrainResult {
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
                                                         nn::Graph& model);
 
+/// Drops the gradients of `model`'s parameters (undefined, as PyTorch's
+/// `zero_grad(set_to_none=True)`), where `Optimizer::zero_grad` would zero them: the next
+/// backward pass then hands each gradient over instead of adding it onto zeros (two passes over
+/// every gradient less per step). A parameter that gets no gradient is then skipped by the
+/// optimizers (with zeros, Adam would still move it by its momentum).
+void clear_gradients(nn::Graph& model);
+
 /// Trains `model` on `train_set`, evaluating on `test_set` after each epoch, writing
 /// `out_dir/metrics.jsonl`, `out_dir/config.json` and `out_dir/checkpoint.pt` (atomically).
 /// Throws std::runtime_error if the loss becomes NaN or infinite. With `options.process_group`
