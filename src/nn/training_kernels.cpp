@@ -221,6 +221,16 @@ struct PatchGeometry {
   int64_t k() const { return kh * kw * c; }  // floats per patch
 };
 
+// The output positions [first, end) of one axis at which kernel tap `t` reads inside the input.
+std::pair<int64_t, int64_t> tap_outputs(int64_t t, int64_t in, int64_t out, int64_t stride,
+                                        int64_t pad, int64_t dilation) {
+  // Position o reads o * stride - pad + t * dilation, inside when in [0, in).
+  const int64_t offset = t * dilation - pad;
+  const int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const int64_t end = in - offset <= 0 ? 0 : (in - offset - 1) / stride + 1;
+  return {std::min(first, out), std::clamp<int64_t>(end, std::min(first, out), out)};
+}
+
 // The first and one-past-the-last of the `k` taps of one kernel axis that read inside the input
 // (`in` positions, padded by `pad` in front) for at least one of the `out` output positions;
 // {0, 0} when every tap reads padding. A range: taps between two live ones count as live.
@@ -228,13 +238,8 @@ std::pair<int64_t, int64_t> live_taps(int64_t k, int64_t in, int64_t out, int64_
                                       int64_t pad, int64_t dilation) {
   int64_t first = k, last = -1;
   for (int64_t t = 0; t < k; ++t) {
-    for (int64_t o = 0; o < out; ++o) {
-      const int64_t i = o * stride - pad + t * dilation;
-      if (i >= 0 && i < in) {
-        first = std::min(first, t), last = std::max(last, t);
-        break;
-      }
-    }
+    const auto [o0, o1] = tap_outputs(t, in, out, stride, pad, dilation);
+    if (o0 < o1) first = std::min(first, t), last = t;
   }
   return last < 0 ? std::pair<int64_t, int64_t>{0, 0}
                   : std::pair<int64_t, int64_t>{first, last + 1};
@@ -741,16 +746,6 @@ bool conv_gradient_uses_products(ConvGradient setting, int64_t outputs,
 
 namespace {
 
-// The output positions [first, end) of one axis at which kernel tap `t` reads inside the input.
-std::pair<int64_t, int64_t> tap_outputs(int64_t t, int64_t in, int64_t out, int64_t stride,
-                                        int64_t pad, int64_t dilation) {
-  // Position o reads o * stride - pad + t * dilation, inside when in [0, in).
-  const int64_t offset = t * dilation - pad;
-  const int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  const int64_t end = in - offset <= 0 ? 0 : (in - offset - 1) / stride + 1;
-  return {std::min(first, out), std::clamp<int64_t>(end, std::min(first, out), out)};
-}
-
 // OIHW (o, c, t) -> [t][o][c] for the taps with live[t], and back (zeros for the others),
 // parallel over the output channels. Blocks of 16 channels (c) go through a small tile, so that
 // the strided side of the transposition stays inside one cache line per tap; 3x3 kernels get
@@ -1071,21 +1066,22 @@ at::Tensor padding_kernel_gradient(const at::Tensor& grad_output,
               "padding_kernel_gradient: needs a 2-D convolution's output gradient (N, O, OH, "
               "OW) and two sizes each, got ",
               grad_output.sizes());
-  const int64_t o = grad_output.size(0 + 1), oh = grad_output.size(2), ow = grad_output.size(3);
+  const int64_t o = grad_output.size(1), oh = grad_output.size(2), ow = grad_output.size(3);
   const int64_t kh = kernel_size[0], kw = kernel_size[1];
   // reads_padding[(ky, kx)][(oy, ox)] = 1 where tap (ky, kx) of output pixel (oy, ox) lands
   // outside the input.
   std::vector<float> mask(static_cast<std::size_t>(kh * kw * oh * ow));
-  const auto outside = [&](int64_t dim, int64_t out, int64_t tap) {
-    const int64_t pos = out * stride[dim] + tap * dilation[dim] - pad_before[dim];
-    return pos < 0 || pos >= input_size[dim];
-  };
   std::size_t i = 0;
   for (int64_t ky = 0; ky < kh; ++ky) {
+    const auto [oy0, oy1] =
+        tap_outputs(ky, input_size[0], oh, stride[0], pad_before[0], dilation[0]);
     for (int64_t kx = 0; kx < kw; ++kx) {
+      const auto [ox0, ox1] =
+          tap_outputs(kx, input_size[1], ow, stride[1], pad_before[1], dilation[1]);
       for (int64_t oy = 0; oy < oh; ++oy) {
         for (int64_t ox = 0; ox < ow; ++ox) {
-          mask[i++] = outside(0, oy, ky) || outside(1, ox, kx) ? 1.0F : 0.0F;
+          const bool inside = oy >= oy0 && oy < oy1 && ox >= ox0 && ox < ox1;
+          mask[i++] = inside ? 0.0F : 1.0F;
         }
       }
     }

@@ -222,14 +222,35 @@ TEST(TrainingKernels, ScaledSignKernelsRunOnTheRuntimeWithinRounding) {
   expect_close(b.grad_weight, f.grad_weight, "dense kernel gradient");
 }
 
+namespace {
+
+// A one-group 2-D convolution for the gradient tests.
+struct GradCase {
+  int64_t n, c, o, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// Random input and kernel for `c` (after seeding with `seed`), its geometry and the output.
+struct GradProblem {
+  at::Tensor x, w, y;
+  std::vector<int64_t> stride, padding, dilation;
+};
+GradProblem make_problem(const GradCase& c, uint64_t seed) {
+  torch::manual_seed(seed);
+  GradProblem p;
+  p.x = torch::randn({c.n, c.c, c.h, c.w});
+  p.w = torch::randn({c.o, c.c, c.kh, c.kw});
+  p.stride = {c.sh, c.sw}, p.padding = {c.ph, c.pw}, p.dilation = {c.dh, c.dw};
+  p.y = at::convolution(p.x, p.w, {}, p.stride, p.padding, p.dilation, false, {0, 0}, 1);
+  return p;
+}
+
+}  // namespace
+
 TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
   // conv2d_backward_gemm against LibTorch's convolution_backward on random values: strides,
   // zero padding, dilation, non-square kernels and maps, either layout, and patch budgets that
   // split the batch into chunks of one, two and all images.
-  struct Case {
-    int64_t n, c, o, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<GradCase> cases = {
       {3, 5, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1},
       {2, 4, 6, 11, 10, 3, 2, 2, 1, 0, 1, 1, 1},
       {4, 3, 5, 12, 9, 3, 3, 1, 2, 2, 1, 2, 1},
@@ -247,12 +268,8 @@ TEST(TrainingKernels, GemmConvolutionGradientEqualsLibTorchsInChunks) {
       {2, 4, 6, 2, 2, 3, 3, 2, 2, 1, 1, 1, 1},
       {2, 3, 5, 2, 1, 3, 3, 1, 1, 2, 2, 2, 2},
   };
-  for (const Case& c : cases) {
-    torch::manual_seed(11);
-    const at::Tensor x = torch::randn({c.n, c.c, c.h, c.w});
-    const at::Tensor w = torch::randn({c.o, c.c, c.kh, c.kw});
-    const std::vector<int64_t> stride{c.sh, c.sw}, padding{c.ph, c.pw}, dilation{c.dh, c.dw};
-    const at::Tensor y = at::convolution(x, w, {}, stride, padding, dilation, false, {0, 0}, 1);
+  for (const GradCase& c : cases) {
+    const auto [x, w, y, stride, padding, dilation] = make_problem(c, 11);
     // A dense gradient, and one with about a quarter of its entries set (as behind a max pool;
     // some images' gradients all zero) on the dense and on the sparse products.
     for (const bool sparse_gradient : {false, true}) {
@@ -298,10 +315,7 @@ TEST(TrainingKernels, PerTapConvolutionGradientEqualsLibTorchs) {
   // for (1x1, 1x2, 2x2 with taps that read only padding), larger maps, strides, dilation,
   // non-square kernels, 1x1 kernels, either layout, each gradient alone, and 1 or 2 threads
   // (the same values bit for bit).
-  struct Case {
-    int64_t n, c, o, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<GradCase> cases = {
       {3, 6, 9, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1},   {2, 5, 7, 1, 2, 3, 3, 1, 1, 1, 1, 1, 1},
       {4, 8, 66, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},  {2, 4, 6, 2, 2, 3, 3, 2, 2, 1, 1, 1, 1},
       {2, 3, 5, 2, 1, 3, 3, 1, 1, 2, 2, 2, 2},   {3, 5, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1},
@@ -309,12 +323,8 @@ TEST(TrainingKernels, PerTapConvolutionGradientEqualsLibTorchs) {
       {5, 7, 8, 2, 2, 1, 1, 1, 1, 0, 0, 1, 1},   {3, 6, 4, 5, 6, 5, 4, 1, 1, 2, 2, 1, 1},
   };
   const int threads = at::get_num_threads();
-  for (const Case& c : cases) {
-    torch::manual_seed(13);
-    const at::Tensor x = torch::randn({c.n, c.c, c.h, c.w});
-    const at::Tensor w = torch::randn({c.o, c.c, c.kh, c.kw});
-    const std::vector<int64_t> stride{c.sh, c.sw}, padding{c.ph, c.pw}, dilation{c.dh, c.dw};
-    const at::Tensor y = at::convolution(x, w, {}, stride, padding, dilation, false, {0, 0}, 1);
+  for (const GradCase& c : cases) {
+    const auto [x, w, y, stride, padding, dilation] = make_problem(c, 13);
     const at::Tensor g = torch::randn_like(y);
     const auto [ref_gx, ref_gw, unused] =
         at::convolution_backward(g, x, w, at::OptionalIntArrayRef(), stride, padding, dilation,

@@ -26,6 +26,9 @@
 namespace onebit::cli {
 namespace {
 
+// Ops per path in the --profile table (the JSON has them all).
+constexpr int kProfileRows = 15;
+
 struct StepTimes {
   double forward = 0, backward = 0, optimizer = 0, step = 0;
   std::vector<train::OpProfile::Op> ops;  // with --profile: over all timed steps
@@ -171,7 +174,7 @@ void bench_training(const TrainBenchArgs& a) {
               << "  op\n";
     int shown = 0;
     for (const auto& op : p["ops"]) {
-      if (shown++ == a.profile_rows) break;
+      if (shown++ == kProfileRows) break;
       std::cout << std::fixed << std::setprecision(2) << std::setw(10)
                 << op["ms_per_step"].get<double>() << std::setprecision(1) << std::setw(7)
                 << 100.0 * op["share_of_ops"].get<double>() << "%" << std::setprecision(0)

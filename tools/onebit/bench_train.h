@@ -18,8 +18,7 @@ struct TrainBenchArgs {
   bool libtorch_adam = false;          ///< LibTorch's Adam step instead of onebit's fused one.
   std::string conv_gradient = "auto";  ///< The binary path's conv gradients (ConvGradient).
   double min_seconds = 1.0;            ///< Timed seconds per configuration (after warm-up).
-  bool profile = false;   ///< Per-op self times of each path at the first thread count.
-  int profile_rows = 15;  ///< Ops shown per path by the table (JSON has them all).
+  bool profile = false;  ///< Per-op self times of each path at the first thread count.
   bool json = false;
 };
 
