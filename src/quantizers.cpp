@@ -13,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "ste_mask.h"
+
 namespace onebit::quantizers {
 namespace {
 
@@ -64,27 +66,9 @@ at::Tensor ste(const at::Tensor& x, const at::Tensor& dy, const std::optional<do
   const float* xp = x.data_ptr<float>();
   const float* dp = dy.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const auto c = static_cast<float>(*clip);  // as x.abs().le(clip) compares: in float
-  // |x| <= c compared on the bit patterns (for c >= 0, |x|'s bits order as its values, NaN
-  // above infinity: not kept) and the 1 or 0 made by masking the bits of 1.0f: branch-free, so
-  // the loop vectorizes (a float comparison in a loop is "control flow" to GCC under the default
-  // trapping-math; the branch per element, mispredicted on batch-norm outputs, took 10% of a
-  // larq-mnist training step). The values equal dy * (|x| <= c ? 1 : 0).
-  const auto bits_of = [](float v) {
-    std::int32_t b = 0;
-    std::memcpy(&b, &v, sizeof b);
-    return b;
-  };
-  const std::int32_t limit = bits_of(std::fabs(c));  // -0 as +0: the same limit, ordered bits
-  const std::int32_t one = bits_of(1.0f);
+  const detail::SteMask mask(*clip);
   at::parallel_for(0, x.numel(), 32768, [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const std::int32_t keep = -static_cast<std::int32_t>((bits_of(xp[i]) & 0x7fffffff) <= limit);
-      const std::int32_t factor_bits = keep & one;
-      float factor = 0;
-      std::memcpy(&factor, &factor_bits, sizeof factor);
-      op[i] = dp[i] * factor;
-    }
+    for (int64_t i = begin; i < end; ++i) op[i] = dp[i] * mask.factor(xp[i]);
   });
   return out;
 }
@@ -172,6 +156,9 @@ at::Tensor SteSign::quantize(const at::Tensor& x) const { return sign_pm1(x); }
 at::Tensor SteSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
   return ste(x, dy, clip_value_);
 }
+std::optional<FoldedGradient> SteSign::folded_gradient() const {
+  return FoldedGradient{clip_value_.value_or(std::numeric_limits<double>::infinity()), false};
+}
 
 // ---- ApproxSign -----------------------------------------------------------------------------
 
@@ -243,6 +230,9 @@ at::Tensor MagnitudeAwareSign::quantize(const at::Tensor& x) const {
 }
 at::Tensor MagnitudeAwareSign::gradient(const at::Tensor& x, const at::Tensor& dy) const {
   return gradient_as(x, dy, TensorRole::kernel());
+}
+std::optional<FoldedGradient> MagnitudeAwareSign::folded_gradient() const {
+  return FoldedGradient{clip_value_.value_or(std::numeric_limits<double>::infinity()), true};
 }
 at::Tensor MagnitudeAwareSign::quantize_as(const at::Tensor& x, const TensorRole& role) const {
   return scale(x, role) * sign_pm1(x);

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,17 @@ struct TensorRole {
   }
 };
 
+/// A sign quantizer's pseudo-gradient in the form that the binary training path applies inside
+/// its own last pass over a kernel gradient instead of as a separate one (see
+/// Quantizer::folded_gradient): dy * 1{|x| <= clip}, times the quantizer's `sign_scale_as(x)`
+/// (a constant on the backward pass) when `scaled`.
+struct FoldedGradient {
+  /// The clip; infinity for none (the gradient is then dy, NaN entries of x included).
+  double clip = std::numeric_limits<double>::infinity();
+  /// Whether the gradient is multiplied by the forward pass's scale.
+  bool scaled = false;
+};
+
 /// A quantizer: forward value, pseudo-gradient, precision in bits, string id and config.
 ///
 /// Subclasses implement `quantize` (forward values, no autograd) and `gradient` (pseudo-gradient
@@ -81,6 +93,14 @@ class Quantizer : public std::enable_shared_from_this<Quantizer> {
   /// Undefined for every other quantizer. The converter stores such kernels as bits and applies
   /// the scale after the layer (XNOR-Net, Bi-Real Net, DoReFa-Net, ReActNet weights).
   virtual at::Tensor sign_scale(const at::Tensor& x) const;
+
+  /// For kernel quantizers whose forward value is `sign(x)` or `sign_scale(x) * sign(x)` and
+  /// whose pseudo-gradient is exactly a FoldedGradient (ste_sign, magnitude_aware_sign): that
+  /// description, so that the binary training path folds the gradient into its own pass over the
+  /// kernel gradient. Nullopt (the default) for every other quantizer, whose `gradient_as` then
+  /// runs as its own autograd node; a subclass that overrides `gradient` must keep this nullopt
+  /// unless the two agree.
+  virtual std::optional<FoldedGradient> folded_gradient() const { return std::nullopt; }
 
   /// `quantize` for a tensor in `role` (see TensorRole); the default ignores the role.
   virtual at::Tensor quantize_as(const at::Tensor& x, const TensorRole& role) const;
@@ -133,6 +153,7 @@ class SteSign : public Quantizer {
   at::Tensor gradient(const at::Tensor& x, const at::Tensor& dy) const override;
   /// The clip value, or nullopt for none.
   std::optional<double> clip_value() const { return clip_value_; }
+  std::optional<FoldedGradient> folded_gradient() const override;
 
  private:
   std::optional<double> clip_value_;
@@ -201,6 +222,7 @@ class MagnitudeAwareSign : public Quantizer {
   at::Tensor sign_scale_as(const at::Tensor& x, const TensorRole& role) const override {
     return scale(x, role);
   }
+  std::optional<FoldedGradient> folded_gradient() const override;
 
  private:
   std::optional<double> clip_value_;

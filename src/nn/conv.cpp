@@ -57,7 +57,6 @@ at::Tensor QuantConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
   detail::check_input_shape(input, options.in_channels(), D, [this] { return describe(); });
   auto x = quantizers::apply(options.input_quantizer().get(), input,
                              quantizers::TensorRole::activation());
-  auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
 
   const auto layer = [this] { return this->describe(); };
   if constexpr (D == 2) {
@@ -78,9 +77,12 @@ at::Tensor QuantConvNdImpl<D, Derived>::forward(const at::Tensor& input) {
       g.pad_before = {pads[0].first, pads[1].first};
       g.pad_after = {pads[0].second, pads[1].second};
       g.pad_value = o.pad_values();
-      return detail::runtime_conv2d(x, w, bias, g, o.input_quantizer().get() != nullptr);
+      // The kernel quantizer's gradient folded into the convolution's where it allows.
+      return detail::runtime_conv2d(x, weight, *o.kernel_quantizer().get(), bias, g,
+                                    o.input_quantizer().get() != nullptr);
     }
   }
+  auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
   auto padded = pad_input<D>(x, options.padding(), options.kernel_size(), options.stride(),
                              options.dilation(), options.pad_values(), layer);
   return at::convolution(padded.input, w, bias, *options.stride(), padded.conv_padding,

@@ -20,6 +20,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "../ste_mask.h"
 #include "onebit/nn/conv.h"
 #include "onebit/nn/dense.h"
 #include "onebit/runtime/bitpack.h"
@@ -478,12 +479,18 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
  public:
   // `geometry` travels as a pointer: the caller's object outlives the forward call, and the
   // backward pass reads only the copies in saved_data.
+  // With a `latent` kernel (else empty), `w` is its quantized value, computed without autograd,
+  // and the latent kernel's gradient is `fold_kernel_gradient` of w's with the kernel
+  // quantizer's FoldedGradient (`clip`, `scaled`): no separate quantizer node.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-                            const at::Tensor& bias_or_empty, const detail::Conv2dGeometry* geometry,
-                            bool binary_input) {
+                            const at::Tensor& bias_or_empty, const at::Tensor& latent_or_empty,
+                            const detail::Conv2dGeometry* geometry, bool binary_input, double clip,
+                            bool scaled) {
     const detail::Conv2dGeometry& g = *geometry;
     const at::Tensor bias = bias_or_undefined(bias_or_empty);
-    ctx->save_for_backward({x, w});
+    ctx->save_for_backward({x, w, latent_or_empty});
+    ctx->saved_data["clip"] = clip;
+    ctx->saved_data["scaled"] = scaled;
     ctx->saved_data["stride"] = g.stride;
     ctx->saved_data["dilation"] = g.dilation;
     ctx->saved_data["pad_before"] = g.pad_before;
@@ -510,6 +517,7 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
     const at::Tensor& w = saved[1];
+    const at::Tensor latent = bias_or_undefined(saved[2]);
     const bool has_bias = ctx->saved_data["bias"].toBool();
     const std::vector<int64_t> stride = ctx->saved_data["stride"].toIntVector();
     const std::vector<int64_t> dilation = ctx->saved_data["dilation"].toIntVector();
@@ -522,7 +530,8 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const at::MemoryFormat format = ctx->saved_data["channels_last"].toBool()
                                         ? at::MemoryFormat::ChannelsLast
                                         : at::MemoryFormat::Contiguous;
-    const bool need_gx = ctx->needs_input_grad(0), need_gw = ctx->needs_input_grad(1);
+    const bool need_gx = ctx->needs_input_grad(0);
+    const bool need_gw = latent.defined() ? ctx->needs_input_grad(3) : ctx->needs_input_grad(1);
     const at::Tensor gb =
         has_bias && ctx->needs_input_grad(2) ? grads[0].sum({0, 2, 3}) : at::Tensor();
     // LibTorch's convolutions pad symmetrically: an asymmetric ("same" with stride 2) extra row
@@ -564,18 +573,27 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
       gx = gx.contiguous(format);
     }
     if (gw.defined()) {
-      // The kernel gradient in the kernel's own layout: oneDNN returns it channels-last for a
-      // channels-last input, and every optimizer op on a parameter with a gradient of another
-      // layout iterates over 3x3 inner dimensions (Adam's step took twice as long).
-      gw = gw.contiguous();
-      if (pad_value != 0.0) {
-        gw.add_(detail::padding_kernel_gradient(grads[0], {x.size(2), x.size(3)},
-                                                {w.size(2), w.size(3)}, stride, dilation, before,
-                                                pad_value)
-                    .unsqueeze(1));
-      }
+      // One pass: the padding's part, the kernel quantizer's gradient and the kernel's own
+      // layout (oneDNN returns it channels-last for a channels-last input, and every optimizer
+      // op on a parameter with a gradient of another layout iterates over 3x3 inner dimensions:
+      // Adam's step took twice as long).
+      const at::Tensor padding =
+          pad_value != 0.0 ? detail::padding_kernel_gradient(grads[0], {x.size(2), x.size(3)},
+                                                             {w.size(2), w.size(3)}, stride,
+                                                             dilation, before, pad_value)
+                           : at::Tensor();
+      const bool scaled = latent.defined() && ctx->saved_data["scaled"].toBool();
+      // Each output channel's scale: |w| of its first entry (w holds +-scale).
+      const at::Tensor scale = scaled ? w.flatten(1).select(1, 0).abs() : at::Tensor();
+      gw = detail::fold_kernel_gradient(gw, padding, latent,
+                                        latent.defined() ? ctx->saved_data["clip"].toDouble()
+                                                         : std::numeric_limits<double>::infinity(),
+                                        scale);
     }
-    return {gx, gw, gb, at::Tensor(), at::Tensor()};
+    if (latent.defined()) {
+      return {gx, at::Tensor(), gb, gw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -1051,8 +1069,96 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
 
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                           const Conv2dGeometry& geometry, bool binary_input) {
-  return RuntimeConv2dFunction::apply(x, w, bias.defined() ? bias : no_bias(x), &geometry,
-                                      binary_input);
+  return RuntimeConv2dFunction::apply(x, w, bias.defined() ? bias : no_bias(x), no_bias(x),
+                                      &geometry, binary_input,
+                                      std::numeric_limits<double>::infinity(), false);
+}
+
+at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& latent,
+                          const quantizers::Quantizer& kernel_quantizer, const at::Tensor& bias,
+                          const Conv2dGeometry& geometry, bool binary_input) {
+  const std::optional<quantizers::FoldedGradient> folded = kernel_quantizer.folded_gradient();
+  if (!folded || !at::GradMode::is_enabled() || !latent.requires_grad()) {
+    return runtime_conv2d(x, kernel_quantizer(latent), bias, geometry, binary_input);
+  }
+  at::Tensor w;
+  {
+    at::NoGradGuard no_grad;
+    w = kernel_quantizer.quantize_as(latent, quantizers::TensorRole::kernel());
+  }
+  return RuntimeConv2dFunction::apply(x, w, bias.defined() ? bias : no_bias(x), latent, &geometry,
+                                      binary_input, folded->clip, folded->scaled);
+}
+
+at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const at::Tensor& latent,
+                                double clip, const at::Tensor& scale) {
+  TORCH_CHECK(gw.dim() == 4 && gw.scalar_type() == at::kFloat && gw.device().is_cpu(),
+              "fold_kernel_gradient: needs a float32 CPU kernel gradient (O, I, kh, kw), got ",
+              gw.sizes(), " ", gw.scalar_type());
+  const int64_t rows = gw.size(0), channels = gw.size(1), taps = gw.size(2) * gw.size(3);
+  const int64_t row = channels * taps;
+  TORCH_CHECK(!padding.defined() || padding.numel() == rows * taps,
+              "fold_kernel_gradient: the padding's part needs ", rows * taps,
+              " values (O, kh, kw), got ", padding.sizes());
+  TORCH_CHECK(!latent.defined() || latent.sizes() == gw.sizes(),
+              "fold_kernel_gradient: the latent kernel ", latent.sizes(),
+              " differs from the gradient ", gw.sizes());
+  TORCH_CHECK(!scale.defined() || scale.numel() == rows, "fold_kernel_gradient: needs ", rows,
+              " scales (one per output channel), got ", scale.sizes());
+  const bool mask = latent.defined() && !std::isinf(clip);
+  // A channels-last gradient (oneDNN's for channels-last inputs) is transposed row by row.
+  const bool transposed =
+      !gw.is_contiguous() && gw.is_contiguous(at::MemoryFormat::ChannelsLast) && taps > 1;
+  if (!transposed) gw = gw.contiguous();
+  if (!mask && !padding.defined() && !scale.defined() && !transposed) return gw;
+  const at::Tensor lat = mask ? latent.detach().contiguous() : at::Tensor();
+  const at::Tensor pad = padding.defined() ? padding.detach().contiguous() : at::Tensor();
+  const at::Tensor sc = scale.defined() ? scale.detach().contiguous() : at::Tensor();
+  // In place unless transposed (gw is then this function's own contiguous copy or the
+  // caller's temporary).
+  at::Tensor out = transposed ? at::empty(gw.sizes(), gw.options()) : gw;
+  const float* gp = gw.data_ptr<float>();
+  const float* lp = mask ? lat.data_ptr<float>() : nullptr;
+  const float* pp = pad.defined() ? pad.data_ptr<float>() : nullptr;
+  const float* sp = sc.defined() ? sc.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  const ::onebit::detail::SteMask ste(mask ? clip : 0.0);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, row));
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(static_cast<std::size_t>(transposed ? row : 0));
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* g = gp + r * row;
+      float* dst = op + r * row;
+      if (transposed) {  // (kh, kw, I) -> (I, kh, kw)
+        for (int64_t t = 0; t < taps; ++t) {
+          for (int64_t c = 0; c < channels; ++c) buf[c * taps + t] = g[t * channels + c];
+        }
+        g = buf.data();
+      }
+      if (pp != nullptr) {  // the same addition as the unfolded gw + padding, then the rest
+        const float* p = pp + r * taps;
+        for (int64_t c = 0; c < channels; ++c) {
+          for (int64_t t = 0; t < taps; ++t) dst[c * taps + t] = g[c * taps + t] + p[t];
+        }
+        g = dst;
+      }
+      if (lp != nullptr) {
+        const float* l = lp + r * row;
+        if (sp != nullptr) {
+          const float s = sp[r];
+          for (int64_t j = 0; j < row; ++j) dst[j] = s * (g[j] * ste.factor(l[j]));
+        } else {
+          for (int64_t j = 0; j < row; ++j) dst[j] = g[j] * ste.factor(l[j]);
+        }
+      } else if (sp != nullptr) {
+        const float s = sp[r];
+        for (int64_t j = 0; j < row; ++j) dst[j] = s * g[j];
+      } else if (g != dst) {
+        std::memcpy(dst, g, static_cast<std::size_t>(row) * sizeof(float));
+      }
+    }
+  });
+  return out;
 }
 
 at::Tensor padding_kernel_gradient(const at::Tensor& grad_output,

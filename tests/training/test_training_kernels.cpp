@@ -222,6 +222,129 @@ TEST(TrainingKernels, ScaledSignKernelsRunOnTheRuntimeWithinRounding) {
   expect_close(b.grad_weight, f.grad_weight, "dense kernel gradient");
 }
 
+// The kernel quantizer's gradient folded into the binary convolution's (ste_sign with and
+// without a clip, magnitude_aware_sign): on latent weights that reach past the clip (so the
+// masks matter), with zero and one padding, both gradient implementations and both layouts, the
+// kernel gradient is the float path's (whose quantizer node masks it), exactly zero where the
+// latent weight is outside the clip, and no quantizer node sits between the convolution and
+// the weight.
+TEST(TrainingKernels, TheKernelQuantizersGradientIsFoldedIntoTheBinaryConvolutions) {
+  using quantizers::QuantizerPtr;
+  const std::vector<std::pair<QuantizerPtr, std::optional<double>>> kernels = {
+      {std::make_shared<quantizers::SteSign>(1.0), 1.0},
+      {std::make_shared<quantizers::SteSign>(0.5), 0.5},
+      {std::make_shared<quantizers::SteSign>(std::nullopt), std::nullopt},
+      {std::make_shared<quantizers::MagnitudeAwareSign>(0.75), 0.75},
+  };
+  for (const nn::detail::ConvGradient gradient : kBothConvGradients) {
+    const ConvGradientScope scope(gradient);
+    for (const auto& [quantizer, clip] : kernels) {
+      for (const bool one_padding : {false, true}) {
+        // 2x2 outputs with 64 outputs: per-tap products under kProducts and on AVX-512.
+        for (const int64_t size : {2, 7}) {
+          for (const bool cl_input : {false, true}) {
+            SCOPED_TRACE(quantizer->to_json().dump() + (one_padding ? ", one-padding" : "") +
+                         ", size " + std::to_string(size) + (cl_input ? ", channels-last" : "") +
+                         ", " + describe(gradient));
+            torch::manual_seed(21);
+            QuantConv2d conv(QuantConv2dOptions(24, 64, 3)
+                                 .padding(torch::kSame)
+                                 .pad_values(one_padding ? 1.0 : 0.0)
+                                 .input_quantizer("ste_sign")
+                                 .kernel_quantizer(quantizer)
+                                 .kernel_constraint("weight_clip"));
+            {
+              at::NoGradGuard no_grad;
+              conv->weight.copy_(torch::randn_like(conv->weight) * 0.8);
+            }
+            at::Tensor x = torch::randn({3, 24, size, size});
+            if (cl_input) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+            const at::Tensor upstream = torch::randn({3, 64, size, size});
+            const Pass f = run(conv, x, TrainingKernels::kFloat, upstream);
+            const Pass b = run(conv, x, TrainingKernels::kBinary, upstream);
+            expect_close(b.y, f.y, "output");
+            expect_close(b.grad_input, f.grad_input, "input gradient");
+            expect_close(b.grad_weight, f.grad_weight, "kernel gradient");
+            EXPECT_TRUE(b.grad_weight.is_contiguous());
+            if (clip) {
+              const at::Tensor outside = conv->weight.detach().abs().gt(*clip);
+              ASSERT_GT(outside.sum().item<int64_t>(), 0);
+              EXPECT_TRUE(at::equal(b.grad_weight.masked_select(outside),
+                                    at::zeros({outside.sum().item<int64_t>()})));
+              EXPECT_GT(
+                  b.grad_weight.masked_select(outside.logical_not()).abs().min().item<float>(),
+                  0.0f);
+            }
+            // The convolution's node hands its kernel gradient straight to the weight.
+            TrainingKernelsGuard guard(TrainingKernels::kBinary);
+            const at::Tensor y = conv->forward(x.detach().requires_grad_(false));
+            bool direct = false;
+            for (const auto& edge : y.grad_fn()->next_edges()) {
+              if (edge.function &&
+                  edge.function->name().find("AccumulateGrad") != std::string::npos) {
+                direct = true;
+              }
+            }
+            EXPECT_TRUE(direct) << y.grad_fn()->name();
+          }
+        }
+      }
+    }
+  }
+}
+
+// fold_kernel_gradient against the composed operations it replaces, bit for bit: either
+// layout of the gradient, with and without each of the padding's part, the mask (NaN and
+// infinite latent weights included) and the scale.
+TEST(TrainingKernels, FoldingTheKernelGradientGivesTheComposedOperationsValues) {
+  torch::manual_seed(22);
+  const at::Tensor gw = torch::randn({70, 13, 3, 3});
+  at::Tensor latent = torch::randn({70, 13, 3, 3}) * 1.5;
+  latent.view(-1)[5] = std::numeric_limits<float>::quiet_NaN();
+  latent.view(-1)[6] = std::numeric_limits<float>::infinity();
+  latent.view(-1)[7] = -0.0f;
+  const at::Tensor padding = torch::randn({70, 3, 3});
+  const at::Tensor scale = torch::rand({70});
+  for (const bool cl : {false, true}) {
+    for (const bool pad : {false, true}) {
+      for (const double clip : {1.25, std::numeric_limits<double>::infinity()}) {
+        for (const bool with_latent : {false, true}) {
+          for (const bool scaled : {false, true}) {
+            SCOPED_TRACE(std::string(cl ? "channels-last" : "contiguous") +
+                         (pad ? ", padding" : "") + ", clip " + std::to_string(clip) +
+                         (with_latent ? ", latent" : "") + (scaled ? ", scaled" : ""));
+            at::Tensor expected = pad ? gw + padding.unsqueeze(1) : gw.clone();
+            if (with_latent && !std::isinf(clip)) {
+              expected = expected * latent.abs().le(clip).to(at::kFloat);
+            }
+            if (scaled) expected = scale.view({-1, 1, 1, 1}) * expected;
+            const at::Tensor input =
+                cl ? gw.contiguous(at::MemoryFormat::ChannelsLast) : gw.clone();
+            const at::Tensor got = nn::detail::fold_kernel_gradient(
+                input, pad ? padding : at::Tensor(), with_latent ? latent : at::Tensor(), clip,
+                scaled ? scale : at::Tensor());
+            EXPECT_TRUE(got.is_contiguous());
+            EXPECT_TRUE(at::equal(got, expected))
+                << "max difference " << (got - expected).abs().max().item<float>();
+          }
+        }
+      }
+    }
+  }
+  expect_throw_with<c10::Error>(
+      [&] {
+        nn::detail::fold_kernel_gradient(gw, torch::randn({70, 3}), {}, 1.0, {});
+      },
+      {"padding's part needs 630 values"});
+  expect_throw_with<c10::Error>(
+      [&] {
+        nn::detail::fold_kernel_gradient(gw, {}, torch::randn({70, 13, 3, 1}), 1.0, {});
+      },
+      {"latent kernel"});
+  expect_throw_with<c10::Error>(
+      [&] { nn::detail::fold_kernel_gradient(gw, {}, {}, 1.0, torch::rand({69})); }, {"70 scales"});
+}
+
 namespace {
 
 // A one-group 2-D convolution for the gradient tests.

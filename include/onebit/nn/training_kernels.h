@@ -214,6 +214,26 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                           const Conv2dGeometry& geometry, bool binary_input);
 
+/// `runtime_conv2d` of `x` and the kernel `kernel_quantizer` makes of the `latent` kernel,
+/// differentiable with respect to `latent`. A quantizer with a FoldedGradient (ste_sign,
+/// magnitude_aware_sign) is applied without autograd and its gradient is folded into the last
+/// pass over the kernel gradient (`fold_kernel_gradient`): the same values as the quantizer's
+/// own gradient node after the convolution's, without the separate pass and tensor (a third of
+/// a QuickNet step's kernel-gradient traffic). Other quantizers run as their own autograd node.
+at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& latent,
+                          const quantizers::Quantizer& kernel_quantizer, const at::Tensor& bias,
+                          const Conv2dGeometry& geometry, bool binary_input);
+
+/// The gradient of a latent kernel from the gradient `gw` (O, I, kh, kw, contiguous or
+/// channels-last) of its quantized value, in one pass, contiguous:
+/// scale[o] * ((gw[o][i][ky][kx] + padding[o][ky][kx]) * 1{|latent[o][i][ky][kx]| <= clip}),
+/// each factor only where given: `padding` (O, kh, kw, see padding_kernel_gradient) or
+/// undefined, `latent` undefined or an infinite `clip` for no mask, `scale` (O) or undefined.
+/// The same operations in the same order as the unfolded ones, so the same values. Writes into
+/// `gw` when it is contiguous (pass a temporary).
+at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const at::Tensor& latent,
+                                double clip, const at::Tensor& scale);
+
 /// The part of a convolution's kernel gradient that comes from its padding when the input is
 /// padded with `pad_value`: out[o][ky][kx] = pad_value * (the sum of `grad_output`[n][o][oy][ox]
 /// over the images and the output pixels at which tap (ky, kx) reads padding). The same for every
