@@ -13,7 +13,6 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -60,8 +59,8 @@ struct TensorRole {
 /// Quantizer::folded_gradient): dy * 1{|x| <= clip}, times the quantizer's `sign_scale_as(x)`
 /// (a constant on the backward pass) when `scaled`.
 struct FoldedGradient {
-  /// The clip; infinity for none (the gradient is then dy, NaN entries of x included).
-  double clip = std::numeric_limits<double>::infinity();
+  /// The clip; nullopt for none (the gradient is then dy, also where x is NaN).
+  std::optional<double> clip;
   /// Whether the gradient is multiplied by the forward pass's scale.
   bool scaled = false;
 };

@@ -484,12 +484,13 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
   // quantizer's FoldedGradient (`clip`, `scaled`): no separate quantizer node.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const at::Tensor& bias_or_empty, const at::Tensor& latent_or_empty,
-                            const detail::Conv2dGeometry* geometry, bool binary_input, double clip,
-                            bool scaled) {
+                            const detail::Conv2dGeometry* geometry, bool binary_input,
+                            std::optional<double> clip, bool scaled) {
     const detail::Conv2dGeometry& g = *geometry;
     const at::Tensor bias = bias_or_undefined(bias_or_empty);
     ctx->save_for_backward({x, w, latent_or_empty});
-    ctx->saved_data["clip"] = clip;
+    ctx->saved_data["has_clip"] = clip.has_value();
+    ctx->saved_data["clip"] = clip.value_or(0.0);
     ctx->saved_data["scaled"] = scaled;
     ctx->saved_data["stride"] = g.stride;
     ctx->saved_data["dilation"] = g.dilation;
@@ -585,10 +586,11 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
       const bool scaled = latent.defined() && ctx->saved_data["scaled"].toBool();
       // Each output channel's scale: |w| of its first entry (w holds +-scale).
       const at::Tensor scale = scaled ? w.flatten(1).select(1, 0).abs() : at::Tensor();
-      gw = detail::fold_kernel_gradient(gw, padding, latent,
-                                        latent.defined() ? ctx->saved_data["clip"].toDouble()
-                                                         : std::numeric_limits<double>::infinity(),
-                                        scale);
+      const std::optional<double> clip =
+          latent.defined() && ctx->saved_data["has_clip"].toBool()
+              ? std::optional<double>(ctx->saved_data["clip"].toDouble())
+              : std::nullopt;
+      gw = detail::fold_kernel_gradient(gw, padding, latent, clip, scale);
     }
     if (latent.defined()) {
       return {gx, at::Tensor(), gb, gw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -1070,8 +1072,7 @@ bool use_runtime_kernels(const quantizers::QuantizerPtr& input_quantizer,
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                           const Conv2dGeometry& geometry, bool binary_input) {
   return RuntimeConv2dFunction::apply(x, w, bias.defined() ? bias : no_bias(x), no_bias(x),
-                                      &geometry, binary_input,
-                                      std::numeric_limits<double>::infinity(), false);
+                                      &geometry, binary_input, std::nullopt, false);
 }
 
 at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& latent,
@@ -1091,7 +1092,7 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& latent,
 }
 
 at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const at::Tensor& latent,
-                                double clip, const at::Tensor& scale) {
+                                std::optional<double> clip, const at::Tensor& scale) {
   TORCH_CHECK(gw.dim() == 4 && gw.scalar_type() == at::kFloat && gw.device().is_cpu(),
               "fold_kernel_gradient: needs a float32 CPU kernel gradient (O, I, kh, kw), got ",
               gw.sizes(), " ", gw.scalar_type());
@@ -1105,7 +1106,7 @@ at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const 
               " differs from the gradient ", gw.sizes());
   TORCH_CHECK(!scale.defined() || scale.numel() == rows, "fold_kernel_gradient: needs ", rows,
               " scales (one per output channel), got ", scale.sizes());
-  const bool mask = latent.defined() && !std::isinf(clip);
+  const bool mask = latent.defined() && clip.has_value();
   // A channels-last gradient (oneDNN's for channels-last inputs) is transposed row by row.
   const bool transposed =
       !gw.is_contiguous() && gw.is_contiguous(at::MemoryFormat::ChannelsLast) && taps > 1;
@@ -1122,7 +1123,7 @@ at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const 
   const float* pp = pad.defined() ? pad.data_ptr<float>() : nullptr;
   const float* sp = sc.defined() ? sc.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
-  const ::onebit::detail::SteMask ste(mask ? clip : 0.0);
+  const ::onebit::detail::SteMask ste(mask ? *clip : 0.0);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, row));
   at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     std::vector<float> buf(static_cast<std::size_t>(transposed ? row : 0));

@@ -104,6 +104,38 @@ TEST(ApproxSign, Gradient) {
   expect_near(g, {0, 0, 1, 2, 1.5f, 0, 0});
 }
 
+TEST(ApproxSign, TheOnePassGradientEqualsTheComposedOperationsInEveryLayout) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  at::Tensor base = torch::randn({3, 5, 4, 6}) * 0.8;
+  base[0][0][0][0] = nan;
+  base[0][0][0][1] = -inf;
+  base[0][0][0][2] = -0.0f;
+  base[0][0][0][3] = 1.0f;
+  base[0][0][0][4] = -1.0f;
+  base[0][0][0][5] = std::nextafter(1.0f, 2.0f);
+  at::Tensor dy = torch::randn({3, 5, 4, 6});
+  dy[0][0][1][0] = inf;
+  dy[0][0][1][1] = nan;
+  const ApproxSign q;
+  const std::vector<std::pair<std::string, std::pair<at::Tensor, at::Tensor>>> layouts = {
+      {"NCHW", {base, dy}},
+      {"channels-last",
+       {base.contiguous(at::MemoryFormat::ChannelsLast),
+        dy.contiguous(at::MemoryFormat::ChannelsLast)}},
+      {"mixed", {base.contiguous(at::MemoryFormat::ChannelsLast), dy}},
+  };
+  for (const auto& [name, pair] : layouts) {
+    SCOPED_TRACE(name);
+    const auto& [x, d] = pair;
+    const at::Tensor ax = x.abs();
+    const at::Tensor grad = d * (2.0 - 2.0 * ax) * ax.le(1.0).to(at::kFloat);
+    const at::Tensor g = q.gradient(x, d);
+    EXPECT_TRUE(at::equal(g.isnan(), grad.isnan()));
+    EXPECT_TRUE(at::equal(g.nan_to_num(0), grad.nan_to_num(0)));
+  }
+}
+
 TEST(SteHeaviside, ForwardAndGradient) {
   auto [y, g] = run(SteHeaviside(), {-2.f, -1.f, 0.f, 0.5f, 1.f, 1.5f});
   expect_near(y, {0, 0, 0, 1, 1, 1});

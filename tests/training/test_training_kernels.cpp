@@ -234,6 +234,8 @@ TEST(TrainingKernels, TheKernelQuantizersGradientIsFoldedIntoTheBinaryConvolutio
       {std::make_shared<quantizers::SteSign>(1.0), 1.0},
       {std::make_shared<quantizers::SteSign>(0.5), 0.5},
       {std::make_shared<quantizers::SteSign>(std::nullopt), std::nullopt},
+      {std::make_shared<quantizers::SteSign>(std::numeric_limits<double>::infinity()),
+       std::numeric_limits<double>::infinity()},
       {std::make_shared<quantizers::MagnitudeAwareSign>(0.75), 0.75},
   };
   for (const nn::detail::ConvGradient gradient : kBothConvGradients) {
@@ -266,7 +268,7 @@ TEST(TrainingKernels, TheKernelQuantizersGradientIsFoldedIntoTheBinaryConvolutio
             expect_close(b.grad_input, f.grad_input, "input gradient");
             expect_close(b.grad_weight, f.grad_weight, "kernel gradient");
             EXPECT_TRUE(b.grad_weight.is_contiguous());
-            if (clip) {
+            if (clip && std::isfinite(*clip)) {
               const at::Tensor outside = conv->weight.detach().abs().gt(*clip);
               ASSERT_GT(outside.sum().item<int64_t>(), 0);
               EXPECT_TRUE(at::equal(b.grad_weight.masked_select(outside),
@@ -298,6 +300,7 @@ TEST(TrainingKernels, TheKernelQuantizersGradientIsFoldedIntoTheBinaryConvolutio
 // infinite latent weights included) and the scale.
 TEST(TrainingKernels, FoldingTheKernelGradientGivesTheComposedOperationsValues) {
   torch::manual_seed(22);
+  const double kInfinity = std::numeric_limits<double>::infinity();
   const at::Tensor gw = torch::randn({70, 13, 3, 3});
   at::Tensor latent = torch::randn({70, 13, 3, 3}) * 1.5;
   latent.view(-1)[5] = std::numeric_limits<float>::quiet_NaN();
@@ -307,16 +310,17 @@ TEST(TrainingKernels, FoldingTheKernelGradientGivesTheComposedOperationsValues) 
   const at::Tensor scale = torch::rand({70});
   for (const bool cl : {false, true}) {
     for (const bool pad : {false, true}) {
-      for (const double clip : {1.25, std::numeric_limits<double>::infinity()}) {
+      for (const std::optional<double> clip :
+           {std::optional<double>(1.25), std::optional<double>(kInfinity),
+            std::optional<double>()}) {
         for (const bool with_latent : {false, true}) {
           for (const bool scaled : {false, true}) {
             SCOPED_TRACE(std::string(cl ? "channels-last" : "contiguous") +
-                         (pad ? ", padding" : "") + ", clip " + std::to_string(clip) +
-                         (with_latent ? ", latent" : "") + (scaled ? ", scaled" : ""));
+                         (pad ? ", padding" : "") + ", clip " +
+                         (clip ? std::to_string(*clip) : "none") + (with_latent ? ", latent" : "") +
+                         (scaled ? ", scaled" : ""));
             at::Tensor expected = pad ? gw + padding.unsqueeze(1) : gw.clone();
-            if (with_latent && !std::isinf(clip)) {
-              expected = expected * latent.abs().le(clip).to(at::kFloat);
-            }
+            if (with_latent && clip) expected = expected * latent.abs().le(*clip).to(at::kFloat);
             if (scaled) expected = scale.view({-1, 1, 1, 1}) * expected;
             const at::Tensor input =
                 cl ? gw.contiguous(at::MemoryFormat::ChannelsLast) : gw.clone();

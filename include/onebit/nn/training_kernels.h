@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -228,11 +229,11 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& latent,
 /// channels-last) of its quantized value, in one pass, contiguous:
 /// scale[o] * ((gw[o][i][ky][kx] + padding[o][ky][kx]) * 1{|latent[o][i][ky][kx]| <= clip}),
 /// each factor only where given: `padding` (O, kh, kw, see padding_kernel_gradient) or
-/// undefined, `latent` undefined or an infinite `clip` for no mask, `scale` (O) or undefined.
+/// undefined, `latent` undefined or no `clip` for no mask, `scale` (O) or undefined.
 /// The same operations in the same order as the unfolded ones, so the same values. Writes into
 /// `gw` when it is contiguous (pass a temporary).
 at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const at::Tensor& latent,
-                                double clip, const at::Tensor& scale);
+                                std::optional<double> clip, const at::Tensor& scale);
 
 /// The part of a convolution's kernel gradient that comes from its padding when the input is
 /// padded with `pad_value`: out[o][ky][kx] = pad_value * (the sum of `grad_output`[n][o][oy][ox]
