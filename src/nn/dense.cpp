@@ -43,12 +43,14 @@ at::Tensor QuantDenseImpl::forward(const at::Tensor& input) {
   }
   auto x = quantizers::apply(options.input_quantizer().get(), input,
                              quantizers::TensorRole::activation());
-  auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
   if (input.dim() == 2 &&
       detail::use_runtime_kernels(options.input_quantizer().get(), options.kernel_quantizer().get(),
                                   input, weight)) {
-    return detail::runtime_dense(x, w, bias, options.input_quantizer().get() != nullptr);
+    // The kernel quantizer's gradient folded into the product's where it allows.
+    return detail::runtime_dense(x, weight, *options.kernel_quantizer().get(), bias,
+                                 options.input_quantizer().get() != nullptr);
   }
+  auto w = quantizers::apply(options.kernel_quantizer().get(), weight);
   return at::linear(x, w, bias);
 }
 

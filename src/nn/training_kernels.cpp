@@ -475,6 +475,63 @@ double nonzero_fraction(const at::Tensor& t) {
   return static_cast<double>(at::count_nonzero(t).item<int64_t>()) / static_cast<double>(t.numel());
 }
 
+// The saved FoldedGradient of a runtime function's kernel quantizer (see save_folded).
+std::optional<double> saved_clip(AutogradContext* ctx) {
+  return ctx->saved_data["has_clip"].toBool()
+             ? std::optional<double>(ctx->saved_data["clip"].toDouble())
+             : std::nullopt;
+}
+void save_folded(AutogradContext* ctx, std::optional<double> clip, bool scaled) {
+  ctx->saved_data["has_clip"] = clip.has_value();
+  ctx->saved_data["clip"] = clip.value_or(0.0);
+  ctx->saved_data["scaled"] = scaled;
+}
+
+// The latent kernel's gradient from the quantized kernel `w`'s `gw` (see fold_kernel_gradient):
+// each output channel's scale is |w| of its first entry (w holds +-scale).
+at::Tensor folded_gradient(AutogradContext* ctx, const at::Tensor& gw, const at::Tensor& padding,
+                           const at::Tensor& w, const at::Tensor& latent) {
+  if (!latent.defined()) {
+    return detail::fold_kernel_gradient(gw, padding, at::Tensor(), std::nullopt, at::Tensor());
+  }
+  const at::Tensor scale =
+      ctx->saved_data["scaled"].toBool() ? w.flatten(1).select(1, 0).abs() : at::Tensor();
+  return detail::fold_kernel_gradient(gw, padding, latent, saved_clip(ctx), scale);
+}
+
+// The value of a kernel quantizer with a FoldedGradient for `latent`, without autograd: its own
+// forward for plain signs, else scale[o] * sign(latent) in one pass from its sign_scale (the
+// same values as scale * sign_pm1(latent): a product with +-1 is exact) instead of a sign tensor
+// and a product.
+at::Tensor folded_kernel_value(const at::Tensor& latent, const quantizers::Quantizer& quantizer,
+                               bool scaled) {
+  at::NoGradGuard no_grad;
+  if (!scaled || latent.dim() < 1 || latent.scalar_type() != at::kFloat ||
+      !latent.is_contiguous()) {
+    return quantizer.quantize_as(latent, quantizers::TensorRole::kernel());
+  }
+  const at::Tensor scale = quantizer.sign_scale_as(latent, quantizers::TensorRole::kernel());
+  const int64_t rows = latent.size(0), row = rows == 0 ? 0 : latent.numel() / rows;
+  if (!scale.defined() || scale.numel() != rows) {
+    return quantizer.quantize_as(latent, quantizers::TensorRole::kernel());
+  }
+  const at::Tensor sc = scale.contiguous();
+  at::Tensor out = at::empty_like(latent);
+  const float* lp = latent.data_ptr<float>();
+  const float* sp = sc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, row));
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float s = sp[r];
+      const float* l = lp + r * row;
+      float* o = op + r * row;
+      for (int64_t j = 0; j < row; ++j) o[j] = s * (l[j] >= 0.0f ? 1.0f : -1.0f);
+    }
+  });
+  return out;
+}
+
 class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunction> {
  public:
   // `geometry` travels as a pointer: the caller's object outlives the forward call, and the
@@ -489,9 +546,7 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
     const detail::Conv2dGeometry& g = *geometry;
     const at::Tensor bias = bias_or_undefined(bias_or_empty);
     ctx->save_for_backward({x, w, latent_or_empty});
-    ctx->saved_data["has_clip"] = clip.has_value();
-    ctx->saved_data["clip"] = clip.value_or(0.0);
-    ctx->saved_data["scaled"] = scaled;
+    save_folded(ctx, clip, scaled);
     ctx->saved_data["stride"] = g.stride;
     ctx->saved_data["dilation"] = g.dilation;
     ctx->saved_data["pad_before"] = g.pad_before;
@@ -583,14 +638,7 @@ class RuntimeConv2dFunction : public torch::autograd::Function<RuntimeConv2dFunc
                                                              {w.size(2), w.size(3)}, stride,
                                                              dilation, before, pad_value)
                            : at::Tensor();
-      const bool scaled = latent.defined() && ctx->saved_data["scaled"].toBool();
-      // Each output channel's scale: |w| of its first entry (w holds +-scale).
-      const at::Tensor scale = scaled ? w.flatten(1).select(1, 0).abs() : at::Tensor();
-      const std::optional<double> clip =
-          latent.defined() && ctx->saved_data["has_clip"].toBool()
-              ? std::optional<double>(ctx->saved_data["clip"].toDouble())
-              : std::nullopt;
-      gw = detail::fold_kernel_gradient(gw, padding, latent, clip, scale);
+      gw = folded_gradient(ctx, gw, padding, w, latent);
     }
     if (latent.defined()) {
       return {gx, at::Tensor(), gb, gw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -615,11 +663,14 @@ at::Tensor runtime_dense_values(const at::Tensor& x, const at::Tensor& w, const 
 
 class RuntimeDenseFunction : public torch::autograd::Function<RuntimeDenseFunction> {
  public:
+  // `latent` as in RuntimeConv2dFunction::forward.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-                            const at::Tensor& bias_or_empty, bool binary_input) {
+                            const at::Tensor& bias_or_empty, const at::Tensor& latent_or_empty,
+                            bool binary_input, std::optional<double> clip, bool scaled) {
     const at::Tensor bias = bias_or_undefined(bias_or_empty);
-    ctx->save_for_backward({x, w});
+    ctx->save_for_backward({x, w, latent_or_empty});
     ctx->saved_data["bias"] = bias.defined();
+    save_folded(ctx, clip, scaled);
     try {
       return runtime_dense_values(x, w, bias, binary_input);
     } catch (const std::invalid_argument&) {
@@ -629,12 +680,17 @@ class RuntimeDenseFunction : public torch::autograd::Function<RuntimeDenseFuncti
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
+    const at::Tensor latent = bias_or_undefined(saved[2]);
     const at::Tensor& g = grads[0];
     at::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(0)) gx = g.mm(saved[1]);
-    if (ctx->needs_input_grad(1)) gw = g.t().mm(saved[0]);
+    if (latent.defined() ? ctx->needs_input_grad(3) : ctx->needs_input_grad(1)) {
+      gw = folded_gradient(ctx, g.t().mm(saved[0]), at::Tensor(), saved[1], latent);
+    }
     if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = g.sum(0);
-    return {gx, gw, gb, at::Tensor()};
+    if (latent.defined())
+      return {gx, at::Tensor(), gb, gw, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {gx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -1082,22 +1138,20 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& latent,
   if (!folded || !at::GradMode::is_enabled() || !latent.requires_grad()) {
     return runtime_conv2d(x, kernel_quantizer(latent), bias, geometry, binary_input);
   }
-  at::Tensor w;
-  {
-    at::NoGradGuard no_grad;
-    w = kernel_quantizer.quantize_as(latent, quantizers::TensorRole::kernel());
-  }
+  const at::Tensor w = folded_kernel_value(latent, kernel_quantizer, folded->scaled);
   return RuntimeConv2dFunction::apply(x, w, bias.defined() ? bias : no_bias(x), latent, &geometry,
                                       binary_input, folded->clip, folded->scaled);
 }
 
 at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const at::Tensor& latent,
                                 std::optional<double> clip, const at::Tensor& scale) {
-  TORCH_CHECK(gw.dim() == 4 && gw.scalar_type() == at::kFloat && gw.device().is_cpu(),
-              "fold_kernel_gradient: needs a float32 CPU kernel gradient (O, I, kh, kw), got ",
-              gw.sizes(), " ", gw.scalar_type());
-  const int64_t rows = gw.size(0), channels = gw.size(1), taps = gw.size(2) * gw.size(3);
-  const int64_t row = channels * taps;
+  TORCH_CHECK(
+      (gw.dim() == 4 || gw.dim() == 2) && gw.scalar_type() == at::kFloat && gw.device().is_cpu(),
+      "fold_kernel_gradient: needs a float32 CPU kernel gradient (O, I, kh, kw) or (O, "
+      "I), got ",
+      gw.sizes(), " ", gw.scalar_type());
+  const int64_t rows = gw.size(0), channels = gw.size(1);
+  const int64_t taps = gw.dim() == 4 ? gw.size(2) * gw.size(3) : 1, row = channels * taps;
   TORCH_CHECK(!padding.defined() || padding.numel() == rows * taps,
               "fold_kernel_gradient: the padding's part needs ", rows * taps,
               " values (O, kh, kw), got ", padding.sizes());
@@ -1108,8 +1162,8 @@ at::Tensor fold_kernel_gradient(at::Tensor gw, const at::Tensor& padding, const 
               " scales (one per output channel), got ", scale.sizes());
   const bool mask = latent.defined() && clip.has_value();
   // A channels-last gradient (oneDNN's for channels-last inputs) is transposed row by row.
-  const bool transposed =
-      !gw.is_contiguous() && gw.is_contiguous(at::MemoryFormat::ChannelsLast) && taps > 1;
+  const bool transposed = gw.dim() == 4 && !gw.is_contiguous() &&
+                          gw.is_contiguous(at::MemoryFormat::ChannelsLast) && taps > 1;
   if (!transposed) gw = gw.contiguous();
   if (!mask && !padding.defined() && !scale.defined() && !transposed) return gw;
   const at::Tensor lat = mask ? latent.detach().contiguous() : at::Tensor();
@@ -1203,7 +1257,20 @@ at::Tensor padding_kernel_gradient(const at::Tensor& grad_output,
 
 at::Tensor runtime_dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                          bool binary_input) {
-  return RuntimeDenseFunction::apply(x, w, bias.defined() ? bias : no_bias(x), binary_input);
+  return RuntimeDenseFunction::apply(x, w, bias.defined() ? bias : no_bias(x), no_bias(x),
+                                     binary_input, std::nullopt, false);
+}
+
+at::Tensor runtime_dense(const at::Tensor& x, const at::Tensor& latent,
+                         const quantizers::Quantizer& kernel_quantizer, const at::Tensor& bias,
+                         bool binary_input) {
+  const std::optional<quantizers::FoldedGradient> folded = kernel_quantizer.folded_gradient();
+  if (!folded || !at::GradMode::is_enabled() || !latent.requires_grad()) {
+    return runtime_dense(x, kernel_quantizer(latent), bias, binary_input);
+  }
+  const at::Tensor w = folded_kernel_value(latent, kernel_quantizer, folded->scaled);
+  return RuntimeDenseFunction::apply(x, w, bias.defined() ? bias : no_bias(x), latent, binary_input,
+                                     folded->clip, folded->scaled);
 }
 
 }  // namespace detail

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <c10/core/CPUAllocator.h>
+#include <torch/csrc/autograd/functions/accumulate_grad.h>
 #include <torch/torch.h>
 #include <array>
 #include <cstdlib>
@@ -228,6 +229,20 @@ TEST(TrainingKernels, ScaledSignKernelsRunOnTheRuntimeWithinRounding) {
 // kernel gradient is the float path's (whose quantizer node masks it), exactly zero where the
 // latent weight is outside the clip, and no quantizer node sits between the convolution and
 // the weight.
+namespace {
+
+// True when the autograd node that made `y` hands its gradient straight to `weight` (no
+// quantizer node between).
+bool feeds_the_weight_directly(const at::Tensor& y, const at::Tensor& weight) {
+  for (const auto& edge : y.grad_fn()->next_edges()) {
+    const auto* acc = dynamic_cast<const torch::autograd::AccumulateGrad*>(edge.function.get());
+    if (acc != nullptr && acc->variable.is_same(weight)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 TEST(TrainingKernels, TheKernelQuantizersGradientIsFoldedIntoTheBinaryConvolutions) {
   using quantizers::QuantizerPtr;
   const std::vector<std::pair<QuantizerPtr, std::optional<double>>> kernels = {
@@ -280,18 +295,50 @@ TEST(TrainingKernels, TheKernelQuantizersGradientIsFoldedIntoTheBinaryConvolutio
             // The convolution's node hands its kernel gradient straight to the weight.
             TrainingKernelsGuard guard(TrainingKernels::kBinary);
             const at::Tensor y = conv->forward(x.detach().requires_grad_(false));
-            bool direct = false;
-            for (const auto& edge : y.grad_fn()->next_edges()) {
-              if (edge.function &&
-                  edge.function->name().find("AccumulateGrad") != std::string::npos) {
-                direct = true;
-              }
-            }
-            EXPECT_TRUE(direct) << y.grad_fn()->name();
+            EXPECT_TRUE(feeds_the_weight_directly(y, conv->weight));
           }
         }
       }
     }
+  }
+  // A quantizer without a FoldedGradient keeps its own node (xnor_weight_scale: its scale is
+  // part of the gradient).
+  {
+    QuantConv2d conv(QuantConv2dOptions(24, 64, 3)
+                         .input_quantizer("ste_sign")
+                         .kernel_quantizer("xnor_weight_scale")
+                         .kernel_constraint("weight_clip"));
+    TrainingKernelsGuard guard(TrainingKernels::kBinary);
+    ASSERT_TRUE(uses_runtime_kernels(*conv));
+    EXPECT_FALSE(
+        feeds_the_weight_directly(conv->forward(torch::randn({2, 24, 5, 5})), conv->weight));
+  }
+  // Dense layers the same way.
+  for (const auto& [quantizer, clip] : kernels) {
+    SCOPED_TRACE("dense, " + quantizer->to_json().dump());
+    torch::manual_seed(23);
+    QuantDense dense(QuantDenseOptions(100, 70)
+                         .input_quantizer("ste_sign")
+                         .kernel_quantizer(quantizer)
+                         .kernel_constraint("weight_clip"));
+    {
+      at::NoGradGuard no_grad;
+      dense->weight.copy_(torch::randn_like(dense->weight) * 0.8);
+    }
+    const at::Tensor x = torch::randn({5, 100});
+    const at::Tensor upstream = torch::randn({5, 70});
+    const Pass f = run(dense, x, TrainingKernels::kFloat, upstream);
+    const Pass b = run(dense, x, TrainingKernels::kBinary, upstream);
+    expect_close(b.y, f.y, "dense output");
+    expect_close(b.grad_input, f.grad_input, "dense input gradient");
+    expect_close(b.grad_weight, f.grad_weight, "dense kernel gradient");
+    if (clip && std::isfinite(*clip)) {
+      const at::Tensor outside = dense->weight.detach().abs().gt(*clip);
+      ASSERT_GT(outside.sum().item<int64_t>(), 0);
+      EXPECT_EQ(b.grad_weight.masked_select(outside).abs().max().item<float>(), 0.0f);
+    }
+    TrainingKernelsGuard guard(TrainingKernels::kBinary);
+    EXPECT_TRUE(feeds_the_weight_directly(dense->forward(x), dense->weight));
   }
 }
 
@@ -335,6 +382,10 @@ TEST(TrainingKernels, FoldingTheKernelGradientGivesTheComposedOperationsValues) 
       }
     }
   }
+  // A dense kernel's (O, I).
+  const at::Tensor gd = torch::randn({70, 40}), ld = torch::randn({70, 40});
+  EXPECT_TRUE(at::equal(nn::detail::fold_kernel_gradient(gd.clone(), {}, ld, 1.0, scale),
+                        scale.view({-1, 1}) * (gd * ld.abs().le(1.0).to(at::kFloat))));
   expect_throw_with<c10::Error>(
       [&] {
         nn::detail::fold_kernel_gradient(gw, torch::randn({70, 3}), {}, 1.0, {});

@@ -226,7 +226,7 @@ at::Tensor runtime_conv2d(const at::Tensor& x, const at::Tensor& latent,
                           const Conv2dGeometry& geometry, bool binary_input);
 
 /// The gradient of a latent kernel from the gradient `gw` (O, I, kh, kw, contiguous or
-/// channels-last) of its quantized value, in one pass, contiguous:
+/// channels-last; or a dense kernel's (O, I)) of its quantized value, in one pass, contiguous:
 /// scale[o] * ((gw[o][i][ky][kx] + padding[o][ky][kx]) * 1{|latent[o][i][ky][kx]| <= clip}),
 /// each factor only where given: `padding` (O, kh, kw, see padding_kernel_gradient) or
 /// undefined, `latent` undefined or no `clip` for no mask, `scale` (O) or undefined.
@@ -296,6 +296,13 @@ std::pair<at::Tensor, at::Tensor> conv2d_backward_taps(
 /// linear(x, w, bias) of quantized `x` (N, F) and +-1 `w` (O, F) on the runtime's kernels, as
 /// `runtime_conv2d`.
 at::Tensor runtime_dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                         bool binary_input);
+
+/// `runtime_dense` of `x` and the kernel `kernel_quantizer` makes of the `latent` kernel, with
+/// the quantizer's gradient folded in where it has a FoldedGradient, as the `runtime_conv2d`
+/// that takes a latent kernel.
+at::Tensor runtime_dense(const at::Tensor& x, const at::Tensor& latent,
+                         const quantizers::Quantizer& kernel_quantizer, const at::Tensor& bias,
                          bool binary_input);
 
 }  // namespace detail
