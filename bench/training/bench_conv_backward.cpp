@@ -10,8 +10,10 @@
 #include <benchmark/benchmark.h>
 
 #include <array>
+#include <string>
 
 #include "onebit/nn/training_kernels.h"
+#include "onebit/quantizers.h"
 
 namespace {
 
@@ -198,6 +200,44 @@ BENCHMARK(BM_ConvBackward)
 BENCHMARK(BM_ConvBackward)
     ->Name("BM_ConvBackwardDeepLayers")
     ->Apply(ConvBackwardDeepLayers)
+    ->Unit(benchmark::kMillisecond);
+// The last pass over a binary convolution's kernel gradient: the padding's part (one-padding),
+// the kernel quantizer's mask (ste_sign, clip 1.25) and the kernel's own layout, as the three
+// operations it replaced (contiguous copy, broadcast add, the quantizer's gradient node) and as
+// fold_kernel_gradient's one pass, on a contiguous or a channels-last (oneDNN's) gradient:
+//   build/bench/bench_training --benchmark_filter=FoldKernelGradient \
+//     --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+void BM_FoldKernelGradient(benchmark::State& state) {
+  const int64_t c = state.range(0);
+  const bool channels_last = state.range(1) != 0, folded = state.range(2) != 0;
+  onebit::nn::set_intra_op_threads(1);
+  onebit::nn::retain_freed_memory();
+  at::manual_seed(0);
+  const at::Tensor gw0 = at::randn({c, c, 3, 3});
+  const at::Tensor gw =
+      channels_last ? gw0.contiguous(at::MemoryFormat::ChannelsLast) : gw0.clone();
+  const at::Tensor latent = at::randn({c, c, 3, 3});
+  const at::Tensor padding = at::randn({c, 3, 3});
+  const auto quantizer = onebit::quantizers::SteSign(1.25);
+  for (auto _ : state) {
+    state.PauseTiming();
+    const at::Tensor g = gw.clone(at::MemoryFormat::Preserve);  // the backward's own temporary
+    state.ResumeTiming();
+    at::Tensor r;
+    if (folded) {
+      r = onebit::nn::detail::fold_kernel_gradient(g, padding, latent, 1.25, at::Tensor());
+    } else {
+      r = quantizer.gradient(latent, g.contiguous().add_(padding.unsqueeze(1)));
+    }
+    benchmark::DoNotOptimize(r.data_ptr());
+  }
+  state.SetBytesProcessed(state.iterations() * 3 * gw.numel() * 4);  // read g, latent; write
+  state.SetLabel(std::string(channels_last ? "channels-last, " : "contiguous, ") +
+                 (folded ? "folded" : "composed"));
+}
+BENCHMARK(BM_FoldKernelGradient)
+    ->ArgNames({"channels", "channels_last", "folded"})
+    ->ArgsProduct({{256, 512}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ConvBackwardSmallMaps)
     ->Apply(ConvBackwardSmallMapsGrid)

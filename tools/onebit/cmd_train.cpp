@@ -172,7 +172,7 @@ void add_train(CLI::App& app) {
   key(cmd->add_option(
           "--training-kernels", opts->training_kernels,
           "Kernels of quantized layers (binary: onebit's bit-packed kernels for "
-          "every +-1 kernel, same outputs, 1.2-2.1x faster on one thread; float: LibTorch's float "
+          "every +-1 kernel, same outputs, 1.2-2.3x faster on one thread; float: LibTorch's float "
           "operations)"),
       "training_kernels")
       ->capture_default_str();
